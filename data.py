@@ -1,0 +1,333 @@
+"""MUSDB18 access, the train/valid/test splits, the decoded-stem cache that training
+memory-maps, the training datasets and their augmentations."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, stft, write_text
+
+SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
+AUGMENTATIONS = ("gain", "swap", "chunk", "remix")
+CACHE_VERSION = 1
+GAIN_RANGE = (0.25, 1.25)
+MAGNITUDE_STEMS = ("mixture", "vocals", "accompaniment")
+
+
+# ------------------------------------------------------------------ MUSDB18
+
+def open_musdb(root: str | None, is_wav: bool, subset: str, split: str | None = None):
+    """Open MUSDB18 (or -HQ with is_wav) as a musdb.DB with at least one track.
+
+    `root` falls back to $MUSDB_PATH, then to musdb's download of the 7-second previews.
+    split is musdb's: 'train' (the 86 training tracks), 'valid' (the 14 validation
+    tracks, both from subset 'train') or None (the whole subset)."""
+    import musdb
+
+    root = root or os.environ.get("MUSDB_PATH")
+    if root is None:
+        try:
+            return musdb.DB(download=True, subsets=subset, split=split)
+        except Exception as err:  # urllib, zipfile and OS errors all mean the same here
+            raise UserError(
+                "no --root given, MUSDB_PATH is not set and the MUSDB18 7-second previews could "
+                f"not be downloaded ({type(err).__name__}); pass --root /path/to/musdb18") from err
+    if not Path(root).is_dir():
+        raise UserError(f"--root {root} is not a directory")
+    db = musdb.DB(root=root, is_wav=is_wav, subsets=subset, split=split)
+    if not db.tracks:
+        layout = "track folders of WAV files" if is_wav else ".stem.mp4 files (add --is-wav for MUSDB18-HQ)"
+        raise UserError(f"no MUSDB18 tracks found in {Path(root) / subset}: expected {layout}")
+    return db
+
+
+def select_tracks(tracks: list, names: Sequence[str] | None) -> list:
+    """Keep the tracks named in `names` (all when None); unknown names are an error."""
+    if not names:
+        return tracks
+    by_name = {t.name: t for t in tracks}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UserError(f"track(s) not found: {', '.join(missing)}")
+    return [by_name[n] for n in names]
+
+
+def decode_stems(track) -> np.ndarray:
+    """A musdb track's four sources as float32 (sources, channels, samples), SOURCES order."""
+    if track.is_wav:
+        for source in track.sources.values():
+            if not os.path.isfile(source.path):
+                raise UserError(f"track '{track.name}' has no {Path(source.path).name}")
+    try:
+        stems = track.stems  # one decode: (mixture + sources by stem id, samples, channels)
+    except Exception as err:  # ffmpeg/soundfile failures surface as many types
+        raise UserError(f"cannot decode track '{track.name}': {type(err).__name__}: {err}".splitlines()[0]) from err
+    order = [track.sources[name].stem_id for name in SOURCES]
+    return np.ascontiguousarray(stems[order].transpose(0, 2, 1), dtype=np.float32)
+
+
+# -------------------------------------------------------------------- cache
+
+class StemCache:
+    """The cache written by preprocess.py: stems/<track>.npy (sources, channels, samples)
+    float32 and optional magnitudes/<track>.npy (3, frames, channels, bins) float32,
+    described by index.json. Arrays are memory-mapped, opened lazily per process."""
+
+    def __init__(self, cache_dir: str | os.PathLike) -> None:
+        self.root = Path(cache_dir)
+        index_path = self.root / "index.json"
+        if not index_path.is_file():
+            raise UserError(f"no cache at {self.root} (index.json missing): run preprocess.py --cache {self.root} first")
+        try:
+            self.index = json.loads(index_path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"{index_path} is not valid JSON ({err})") from err
+        version = self.index.get("format_version")
+        if version != CACHE_VERSION:
+            raise UserError(f"cache {self.root} has format version {version}, this code reads "
+                            f"{CACHE_VERSION}: rerun preprocess.py into a new --cache directory")
+        self._open: dict[tuple[str, str], np.ndarray] = {}
+
+    @staticmethod
+    def create_or_open(cache_dir: str | os.PathLike) -> "StemCache":
+        index_path = Path(cache_dir) / "index.json"
+        if not index_path.exists():
+            write_text(index_path, json.dumps(
+                {"format_version": CACHE_VERSION, "sample_rate": SAMPLE_RATE,
+                 "sources": list(SOURCES), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
+        return StemCache(cache_dir)
+
+    def names(self, split: str) -> list[str]:
+        return sorted(n for n, t in self.index["tracks"].items() if t["split"] == split)
+
+    def length(self, name: str) -> int:
+        return self.index["tracks"][name]["length"]
+
+    def has_magnitudes(self, names: Sequence[str]) -> bool:
+        return all(self.index["tracks"][n].get("magnitudes") for n in names)
+
+    def check_stft(self, n_fft: int, hop: int) -> None:
+        """Magnitudes cached with other STFT settings cannot be used: say so up front."""
+        cached = self.index.get("stft", {})
+        if (cached.get("n_fft"), cached.get("hop")) != (n_fft, hop):
+            raise UserError(f"cache {self.root} holds magnitudes for n_fft={cached.get('n_fft')} "
+                            f"hop={cached.get('hop')}, not n_fft={n_fft} hop={hop}: re-run preprocess.py")
+
+    def _array(self, kind: str, name: str) -> np.ndarray:
+        key = (kind, name)
+        if key not in self._open:
+            self._open[key] = np.load(self.root / kind / f"{name}.npy", mmap_mode="r")
+        return self._open[key]
+
+    def stems(self, name: str) -> np.ndarray:
+        return self._array("stems", name)
+
+    def magnitudes(self, name: str) -> np.ndarray:
+        return self._array("magnitudes", name)
+
+    def is_cached(self, name: str, magnitudes: bool) -> bool:
+        """True when the track's files exist with the shapes the index records."""
+        entry = self.index["tracks"].get(name)
+        if entry is None:
+            return False
+        try:
+            ok = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r").shape == (len(SOURCES), 2, entry["length"])
+            if magnitudes:
+                ok = ok and bool(entry.get("magnitudes")) and np.load(
+                    self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, 1 + entry["length"] // HOP)
+        except (OSError, ValueError):
+            return False
+        return ok
+
+    def add_track(self, name: str, split: str, stems: np.ndarray, magnitudes: bool) -> None:
+        """Write one track's arrays, then record it in the index (files first, so the
+        index never names a file that is not complete)."""
+        _save_npy(self.root / "stems" / f"{name}.npy", stems)
+        if magnitudes:
+            _save_npy(self.root / "magnitudes" / f"{name}.npy", stem_magnitudes(stems))
+        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "magnitudes": magnitudes}
+        write_text(self.root / "index.json", json.dumps(self.index, indent=1))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def stem_magnitudes(stems: np.ndarray) -> np.ndarray:
+    """(sources, channels, samples) -> (3, frames, channels, bins) magnitudes of
+    mixture, vocals, accompaniment; frames first so a chunk is one contiguous read."""
+    audio = torch.from_numpy(stems)
+    mixes = torch.stack([audio.sum(0), audio[0], audio[1:].sum(0)])  # 3, channels, samples
+    return stft(mixes).abs().permute(0, 3, 1, 2).contiguous().numpy()
+
+
+def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, progress) -> list[str]:
+    """Decode and cache `tracks` into `cache` under `split`, skipping tracks already
+    cached; a track that cannot be decoded is skipped with a warning. Returns the names
+    of the skipped-as-broken tracks."""
+    broken = []
+    for track in progress(tracks, desc=f"caching {split}"):
+        if cache.is_cached(track.name, magnitudes):
+            continue
+        try:
+            stems = decode_stems(track)
+        except UserError as err:
+            print(f"warning: skipping: {err}", file=sys.stderr)
+            broken.append(track.name)
+            continue
+        cache.add_track(track.name, split, stems, magnitudes)
+    return broken
+
+
+def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation of the mixture magnitude (both channels)
+    over the whole of the given tracks, as Open-Unmix initialises its input scaler."""
+    total = total_sq = 0.0
+    count = 0
+    chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
+    for name in progress(names, desc="input statistics"):
+        stems = cache.stems(name)
+        for start in range(0, stems.shape[-1], chunk):
+            mixture = torch.from_numpy(np.asarray(stems[:, :, start:start + chunk]).sum(0))
+            mag = stft(mixture).abs().double()  # channels, bins, frames
+            total = total + mag.sum(dim=(0, 2))
+            total_sq = total_sq + (mag ** 2).sum(dim=(0, 2))
+            count += mag.shape[0] * mag.shape[2]
+    if count == 0:
+        raise UserError("no training audio in the cache to compute input statistics from")
+    mean = total / count
+    std = torch.sqrt(torch.clamp(total_sq / count - mean ** 2, min=0.0))
+    std = torch.clamp(std, min=1e-4 * float(std.max()))
+    return mean.float().numpy(), std.float().numpy()
+
+
+# ---------------------------------------------------------------- augmentations
+
+def parse_augmentations(spec: str) -> tuple[str, ...]:
+    """'all', 'none' or a comma list of AUGMENTATIONS."""
+    if spec == "all":
+        return AUGMENTATIONS
+    if spec == "none":
+        return ()
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, all, none")
+    return names
+
+
+def random_gain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scale (channels, samples) by one gain drawn uniformly from GAIN_RANGE."""
+    return audio * np.float32(rng.uniform(*GAIN_RANGE))
+
+
+def random_swap(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Swap left and right of (channels, samples) with probability 1/2."""
+    return audio[::-1] if rng.random() < 0.5 else audio
+
+
+def crop(audio: np.ndarray, start: int, length: int) -> np.ndarray:
+    """audio[..., start:start+length] read from a memmap, zero-padded past the end."""
+    out = np.zeros(audio.shape[:-1] + (length,), dtype=np.float32)
+    piece = np.asarray(audio[..., start:start + length])
+    out[..., : piece.shape[-1]] = piece
+    return out
+
+
+# ------------------------------------------------------------------ datasets
+
+class TrainChunks(Dataset):
+    """Random training excerpts from the stem cache, `samples_per_track` per track per epoch.
+
+    Item `index` is drawn from an RNG seeded by (seed, index), so an item is the same
+    in any worker and after --resume; the sampler adds epoch * len(self) to the index so
+    each epoch draws new excerpts. Returns (sources, channels, samples) float32 stems;
+    the mixture is their sum, formed on the training device."""
+
+    def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, samples_per_track: int,
+                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
+        if not names:
+            raise UserError("the cache holds no training tracks: run preprocess.py first")
+        self.cache, self.names, self.seq_len = cache, list(names), seq_len
+        self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
+
+    def __len__(self) -> int:
+        return len(self.names) * self.samples_per_track
+
+    def _random_start(self, name: str, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, max(1, self.cache.length(name) - self.seq_len + 1)))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        track = self.names[(index % len(self)) // self.samples_per_track]
+        aligned_start = self._random_start(track, rng)
+        out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
+        for k in range(len(SOURCES)):
+            name = self.names[rng.integers(len(self.names))] if "remix" in self.augmentations else track
+            start = self._random_start(name, rng) if {"remix", "chunk"} & self.augmentations else aligned_start
+            stem = crop(self.cache.stems(name)[k], start, self.seq_len)
+            if "gain" in self.augmentations:
+                stem = random_gain(stem, rng)
+            if "swap" in self.augmentations:
+                stem = random_swap(stem, rng)
+            out[k] = stem
+        return torch.from_numpy(out)
+
+
+class MagnitudeChunks(Dataset):
+    """Random excerpts from the magnitude cache: (3, channels, bins, frames) magnitudes of
+    mixture, vocals, accompaniment. Only augmentations that act on the mixture as a whole
+    are exact on magnitudes: one gain for the excerpt and a left/right swap."""
+
+    def __init__(self, cache: StemCache, names: Sequence[str], nb_frames: int, samples_per_track: int,
+                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
+        if not names:
+            raise UserError("the cache holds no training tracks: run preprocess.py first")
+        if not cache.has_magnitudes(names):
+            raise UserError(f"cache {cache.root} has no magnitudes: run preprocess.py --magnitudes")
+        cache.check_stft(N_FFT, HOP)
+        self.cache, self.names, self.nb_frames = cache, list(names), nb_frames
+        self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
+
+    def __len__(self) -> int:
+        return len(self.names) * self.samples_per_track
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        name = self.names[(index % len(self)) // self.samples_per_track]
+        mags = self.cache.magnitudes(name)  # 3, frames, channels, bins
+        start = int(rng.integers(0, max(1, mags.shape[1] - self.nb_frames + 1)))
+        chunk = np.moveaxis(crop(np.moveaxis(mags, 1, -1), start, self.nb_frames), -1, 1)
+        if "gain" in self.augmentations:
+            chunk = random_gain(chunk, rng)
+        if "swap" in self.augmentations and rng.random() < 0.5:
+            chunk = chunk[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 2, 3, 1)))
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled indices offset by epoch * n, so TrainChunks draws new excerpts each epoch
+    while persistent workers keep their copy of the dataset."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        return iter((self.epoch * self.n + order).tolist())

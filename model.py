@@ -1,0 +1,107 @@
+"""The separator network: an Open-Unmix-style BiLSTM that predicts magnitude masks for
+vocals and accompaniment from one shared trunk."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+STEMS = ("vocals", "accompaniment")
+
+
+def bandwidth_bins(bandwidth_hz: float, sample_rate: int, n_fft: int) -> int:
+    """Number of STFT bins at or below `bandwidth_hz` (the bins the network looks at)."""
+    return min(n_fft // 2 + 1, int(math.floor(bandwidth_hz * n_fft / sample_rate)) + 1)
+
+
+class Separator(nn.Module):
+    """Mixture magnitude -> magnitude estimates of both stems.
+
+    One trunk (normalise, fc+BN+tanh encoder, BiLSTM with a skip connection, fc+BN+ReLU)
+    is shared by the two stems; only the last linear layer is per stem. Sharing the
+    trunk is what keeps the whole two-stem system under 10M parameters at hidden size
+    448, while each stem keeps its own unconstrained mask.
+    """
+
+    def __init__(
+        self,
+        nb_bins: int = 2049,
+        nb_channels: int = 2,
+        hidden_size: int = 448,
+        nb_layers: int = 3,
+        max_bin: int = 1487,
+        use_mask: bool = True,
+        bidirectional: bool = True,
+        input_mean: list[float] | None = None,
+        input_scale: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if hidden_size % 2 and bidirectional:
+            raise ValueError("hidden_size must be even for a bidirectional LSTM")
+        self.nb_bins, self.nb_channels, self.max_bin = nb_bins, nb_channels, max_bin
+        self.hidden_size, self.nb_layers, self.use_mask = hidden_size, nb_layers, use_mask
+        self.nb_stems = len(STEMS)
+
+        # Input statistics start from the training set (or neutral values) and are
+        # learned further, as in Open-Unmix: they are what lets tanh see unit-scale inputs.
+        mean = torch.zeros(max_bin) if input_mean is None else torch.tensor(input_mean[:max_bin])
+        scale = torch.ones(max_bin) if input_scale is None else torch.tensor(input_scale[:max_bin])
+        self.input_mean = nn.Parameter(mean.float())
+        self.input_scale = nn.Parameter(scale.float())
+
+        self.encoder = nn.Sequential(
+            nn.Linear(max_bin * nb_channels, hidden_size, bias=False),
+            nn.BatchNorm1d(hidden_size),
+            nn.Tanh(),
+        )
+        if nb_layers > 0:
+            self.lstm = nn.LSTM(
+                hidden_size, hidden_size // 2 if bidirectional else hidden_size,
+                num_layers=nb_layers, bidirectional=bidirectional,
+                dropout=0.4 if nb_layers > 1 else 0.0,
+            )
+            decoder_in = 2 * hidden_size  # skip connection: encoder output ++ LSTM output
+        else:
+            self.lstm = None
+            decoder_in = hidden_size
+        self.decoder = nn.Sequential(
+            nn.Linear(decoder_in, hidden_size, bias=False),
+            nn.BatchNorm1d(hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, self.nb_stems * nb_channels * nb_bins, bias=False),
+            nn.BatchNorm1d(self.nb_stems * nb_channels * nb_bins),
+        )
+        self.output_scale = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
+        self.output_mean = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
+
+    @property
+    def config(self) -> dict:
+        """Everything the constructor needs to rebuild this model (stored in checkpoints)."""
+        return {
+            "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
+            "hidden_size": self.hidden_size, "nb_layers": self.nb_layers,
+            "max_bin": self.max_bin, "use_mask": self.use_mask,
+            "bidirectional": self.lstm.bidirectional if self.lstm is not None else True,
+        }
+
+    def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
+        """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
+        batch, channels, bins, frames = mixture_mag.shape
+        x = mixture_mag[:, :, : self.max_bin].permute(3, 0, 1, 2)  # frames, batch, ch, max_bin
+        x = (x + self.input_mean) * self.input_scale
+        x = self.encoder(x.reshape(frames * batch, channels * self.max_bin))
+        x = x.reshape(frames, batch, self.hidden_size)
+        if self.lstm is not None:
+            x = torch.cat([x, self.lstm(x)[0]], dim=-1)
+        x = self.decoder(x.reshape(frames * batch, -1))
+        x = x.reshape(frames, batch, self.nb_stems, channels, bins)
+        x = x * self.output_scale + self.output_mean
+        x = torch.relu(x).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
+        return x * mixture_mag.unsqueeze(1) if self.use_mask else x
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters of `model`."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

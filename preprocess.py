@@ -1,0 +1,54 @@
+"""Decode the MUSDB18 training tracks once into a memory-mapped cache for train.py.
+
+    python preprocess.py --root /path/to/musdb18            # .stem.mp4 (needs ffmpeg)
+    python preprocess.py --root /path/to/musdb18hq --is-wav # MUSDB18-HQ WAV folders
+
+Caches musdb's 'train' split (training) and 'valid' split (the 14 validation tracks).
+The test set is never read. Re-running skips the tracks already cached."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from typing import Sequence
+
+from tqdm import tqdm
+
+from data import StemCache, open_musdb, preprocess
+from utils import HelpFormatter, UserError, add_debug_flag, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--root", default=None,
+                   help="MUSDB18 root (default: $MUSDB_PATH, else musdb's download of the 7-second previews)")
+    p.add_argument("--is-wav", action="store_true", help="the root is MUSDB18-HQ (WAV folders)")
+    p.add_argument("--cache", default="cache", help="cache directory")
+    p.add_argument("--magnitudes", action="store_true",
+                   help="also cache STFT magnitudes of mixture, vocals and accompaniment (for train.py --data magnitudes)")
+    p.add_argument("--tracks", nargs="+", default=None, help="only these tracks (names as musdb lists them)")
+    add_debug_flag(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if not args.is_wav and shutil.which("ffmpeg") is None:
+        raise UserError("ffmpeg is not installed (needed to decode .stem.mp4); install it, e.g. apt-get install ffmpeg")
+    cache = StemCache.create_or_open(args.cache)
+    broken = []
+    for split in ("train", "valid"):
+        db = open_musdb(args.root, args.is_wav, "train", split)
+        tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks
+        broken += preprocess(tracks, split, cache, args.magnitudes, progress=tqdm)
+    if args.tracks:
+        unknown = set(args.tracks) - set(cache.index["tracks"]) - set(broken)
+        if unknown:
+            raise UserError(f"track(s) not found in the training set: {', '.join(sorted(unknown))}")
+    counts = {split: len(cache.names(split)) for split in ("train", "valid")}
+    print(f"cache {cache.root}: {counts['train']} train and {counts['valid']} valid tracks"
+          + (f"; skipped {len(broken)} unreadable: {', '.join(broken)}" if broken else ""))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

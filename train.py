@@ -1,0 +1,239 @@
+"""Train the two-stem separator on the cache written by preprocess.py.
+
+    python train.py --epochs 150
+    python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics,
+                  parse_augmentations)
+from model import Separator, bandwidth_bins, count_parameters
+from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint,
+                   resolve_device, run_cli, save_checkpoint, stft, write_text)
+
+DEFAULT_SAVE_EPOCHS = (25, 50, 150)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--cache", default="cache", help="cache directory written by preprocess.py")
+    g.add_argument("--data", choices=("stems", "magnitudes"), default="stems",
+                   help="train from cached stems (STFT on the device, all augmentations) or cached magnitudes")
+    g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
+    g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
+    g.add_argument("--augment", default="all",
+                   help="'all', 'none' or a comma list of gain,swap,chunk,remix")
+    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden-size", type=int, default=448)
+    g.add_argument("--nb-layers", type=int, default=3, help="BiLSTM layers (0: no LSTM, a per-frame network)")
+    g.add_argument("--no-mask", action="store_true", help="output magnitudes directly instead of masks")
+    g.add_argument("--unidirectional", action="store_true", help="causal LSTM (real-time variant)")
+    g.add_argument("--bandwidth", type=float, default=16000.0, help="highest frequency (Hz) the network sees")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=150)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-5)
+    g.add_argument("--lr-decay-patience", type=int, default=80, help="ReduceLROnPlateau patience (epochs)")
+    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="ReduceLROnPlateau factor")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-dir", default="checkpoints")
+    g.add_argument("--save-epochs", type=int, nargs="+", default=None,
+                   help="epochs kept as epoch_NNN.pt (default: those of 25 50 150 within --epochs)")
+    g.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
+    add_debug_flag(p)
+    return p
+
+
+# ------------------------------------------------------------------ one step
+
+def batch_magnitudes(batch: torch.Tensor, from_stems: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loader batch -> (mixture_mag (B, C, F, T), target_mag (B, 2, C, F, T)).
+
+    batch is stems (B, sources, C, samples) or magnitudes (B, 3, C, F, T)."""
+    batch = batch.to(device, non_blocking=True)
+    if from_stems:
+        mixes = torch.stack([batch.sum(1), batch[:, 0], batch[:, 1:].sum(1)], dim=1)
+        batch = stft(mixes).abs()
+    return batch[:, 0], batch[:, 1:]
+
+
+def autocast(device: torch.device):
+    """bf16 mixed precision on CUDA; plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, target_mag: torch.Tensor) -> torch.Tensor:
+    """MSE between estimated and true magnitudes, averaged over both stems."""
+    with autocast(mixture_mag.device):
+        estimate = model(mixture_mag)
+    return torch.nn.functional.mse_loss(estimate.float(), target_mag)
+
+
+def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool) -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
+    for step, batch in enumerate(bar):
+        mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
+        loss = separation_loss(model, mixture_mag, target_mag)
+        if not torch.isfinite(loss):
+            raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
+                            "checkpoint is kept; try a lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+        bar.set_postfix(loss=f"{total / count:.4g}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0) -> float:
+    """Mean loss over whole validation tracks (no augmentation), fed in chunks so memory
+    does not grow with track length; chunks are weighted by their frame count."""
+    model.eval()
+    total, frames = 0.0, 0
+    chunk = int(chunk_seconds * SAMPLE_RATE)
+    for name in names:
+        stems = cache.stems(name)
+        for start in range(0, stems.shape[-1], chunk):
+            piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
+            mixture_mag, target_mag = batch_magnitudes(piece, True, device)
+            n = mixture_mag.shape[-1]
+            total += separation_loss(model, mixture_mag, target_mag).item() * n
+            frames += n
+    return total / max(frames, 1)
+
+
+# --------------------------------------------------------------------- run
+
+def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_track: int,
+                augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device):
+    names = cache.names("train")
+    if data_kind == "stems":
+        dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed)
+    else:
+        dataset = MagnitudeChunks(cache, names, int(seq_dur * SAMPLE_RATE) // HOP + 1, samples_per_track,
+                                  augmentations, seed)
+    sampler = EpochSampler(len(dataset), seed)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
+    return loader, sampler
+
+
+def write_log(path: Path, history: list[dict]) -> None:
+    """The loss history as CSV, rewritten whole each epoch."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, out.getvalue())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
+    augmentations = parse_augmentations(args.augment)
+    cache = StemCache(args.cache)
+    valid_names = cache.names("valid")
+    if not valid_names:
+        raise UserError(f"the cache {args.cache} holds no validation tracks: preprocess the 'valid' split too")
+    ckpt_dir = Path(args.checkpoint_dir)
+    torch.manual_seed(args.seed)
+
+    resume_state = load_checkpoint(ckpt_dir / "last.pt") if args.resume else None
+    if resume_state is not None:
+        model = Separator(**resume_state["model_config"])
+        model.load_state_dict(resume_state["model_state"])
+        stats = resume_state["input_stats"]
+    else:
+        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm)
+        stats = {"mean": mean.tolist(), "std": std.tolist()}
+        model = Separator(
+            hidden_size=args.hidden_size, nb_layers=args.nb_layers, use_mask=not args.no_mask,
+            bidirectional=not args.unidirectional, max_bin=bandwidth_bins(args.bandwidth, SAMPLE_RATE, N_FFT),
+            input_mean=(-mean).tolist(), input_scale=(1.0 / std).tolist(),
+        )
+    model.to(device)
+    print(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=args.lr_decay_gamma, patience=args.lr_decay_patience)
+    history: list[dict] = []
+    start_epoch = 1
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer_state"])
+        scheduler.load_state_dict(resume_state["scheduler_state"])
+        history = resume_state["history"]
+        start_epoch = resume_state["epoch"] + 1
+        print(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
+
+    loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
+                                  args.batch_size, args.workers, args.seed, device)
+    train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.perf_counter()
+        torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
+        sampler.set_epoch(epoch)
+        train_loss = train_epoch(model, loader, optimizer, device, args.data == "stems", epoch, progress=True)
+        valid_loss = validation_loss(model, cache, valid_names, device)
+        scheduler.step(valid_loss)
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
+        best = min(history, key=lambda h: h["valid_loss"])
+        state = {
+            "model_state": model.state_dict(), "model_config": model.config, "input_stats": stats,
+            "stft": {"n_fft": N_FFT, "hop": HOP, "sample_rate": SAMPLE_RATE},
+            "epoch": epoch, "history": history, "best_epoch": best["epoch"], "train_args": train_args,
+            "parameters": count_parameters(model),
+        }
+        if best["epoch"] == epoch:
+            save_checkpoint(ckpt_dir / "best.pt", state)
+        if epoch in save_epochs:
+            save_checkpoint(ckpt_dir / f"epoch_{epoch:03d}.pt", state)
+        save_checkpoint(ckpt_dir / "last.pt", {**state, "optimizer_state": optimizer.state_dict(),
+                                               "scheduler_state": scheduler.state_dict()})
+        write_log(ckpt_dir / "log.csv", history)
+        print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  "
+              f"best {best['valid_loss']:.5f} (epoch {best['epoch']})  {history[-1]['seconds']:.1f}s")
+
+
+def resolve_save_epochs(requested: Sequence[int] | None, epochs: int) -> set[int]:
+    """Explicit save epochs past --epochs are a mistake; the defaults just shrink."""
+    if requested is None:
+        return {e for e in DEFAULT_SAVE_EPOCHS if e <= epochs}
+    late = [e for e in requested if e > epochs or e < 1]
+    if late:
+        raise UserError(f"--save-epochs {' '.join(map(str, late))} outside 1..--epochs {epochs}")
+    return set(requested)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
