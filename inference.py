@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from data import open_musdb, select_tracks
 from model import STEMS
-from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, istft, load_separator,
-                   resolve_device, run_cli, save_audio, stft, write_text)
+from phase import PHASE_METHODS
+from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_separator, resolve_device, run_cli,
+                   save_audio, stft, write_text)
 
 SAMPLE_SECONDS = 30.0
 
@@ -71,27 +72,6 @@ def separate_magnitudes(model: torch.nn.Module, mixture_spec: torch.Tensor,
         estimate = model(mixture_mag[None, ..., lo:hi])[0].float()
         out.append(estimate[..., start - lo: start - lo + min(chunk_frames, frames - start)])
     return torch.cat(out, dim=-1)
-
-
-def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, **_) -> np.ndarray:
-    """Each estimate takes the mixture's phase. (stems, C, F, T) -> (stems, C, length)."""
-    spec = torch.polar(estimate_mag, torch.angle(mixture_spec).expand_as(estimate_mag))
-    return istft(spec, length).cpu().numpy()
-
-
-def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                     gl_iters: int = 32, seed: int = 0, **_) -> np.ndarray:
-    """librosa.griffinlim on every stem and channel from its own random initial phase,
-    with the separator's STFT settings. (stems, C, F, T) -> (stems, C, length)."""
-    import librosa
-
-    return librosa.griffinlim(
-        estimate_mag.cpu().numpy(), n_iter=gl_iters, hop_length=HOP, win_length=N_FFT, n_fft=N_FFT,
-        window="hann", center=True, length=length, random_state=seed,
-    ).astype(np.float32)
-
-
-PHASE_METHODS: dict[str, Callable[..., np.ndarray]] = {"mixture": phase_mixture, "griffinlim": phase_griffinlim}
 
 
 def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
