@@ -317,17 +317,20 @@ class MagnitudeChunks(Dataset):
 
 class EpochSampler(Sampler[int]):
     """Shuffled indices offset by epoch * n, so TrainChunks draws new excerpts each epoch
-    while persistent workers keep their copy of the dataset."""
+    while persistent workers keep their copy of the dataset. With several processes
+    (torchrun) each takes every world-th index of the same permutation, all the same
+    count, so no process waits on another's extra batch."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world, self.epoch = n, seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        order = order[: len(self) * self.world][self.rank::self.world]
         return iter((self.epoch * self.n + order).tolist())

@@ -15,7 +15,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from data import StemCache, open_musdb, preprocess
-from utils import HelpFormatter, UserError, add_debug_flag, run_cli
+from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not args.is_wav and shutil.which("ffmpeg") is None:
         raise UserError("ffmpeg is not installed (needed to decode .stem.mp4); install it, e.g. apt-get install ffmpeg")
+    remove_stale_parts(args.cache)
     cache = StemCache.create_or_open(args.cache)
     broken = []
     for split in ("train", "valid"):

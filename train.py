@@ -2,6 +2,7 @@
 
     python train.py --epochs 150
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
+    torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -26,7 +27,7 @@ from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_s
                   parse_augmentations)
 from model import Separator, bandwidth_bins, count_parameters
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint,
-                   resolve_device, run_cli, save_checkpoint, stft, write_text)
+                   remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 
@@ -43,22 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all', 'none' or a comma list of gain,swap,chunk,remix")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
     g = p.add_argument_group("model")
-    g.add_argument("--hidden-size", type=int, default=448)
+    g.add_argument("--hidden-size", type=int, default=448, help="width of the encoder, LSTM and decoder")
     g.add_argument("--nb-layers", type=int, default=3, help="BiLSTM layers (0: no LSTM, a per-frame network)")
     g.add_argument("--no-mask", action="store_true", help="output magnitudes directly instead of masks")
     g.add_argument("--unidirectional", action="store_true", help="causal LSTM (real-time variant)")
     g.add_argument("--bandwidth", type=float, default=16000.0, help="highest frequency (Hz) the network sees")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=150)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-5)
+    g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
+    g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay")
     g.add_argument("--lr-decay-patience", type=int, default=80, help="ReduceLROnPlateau patience (epochs)")
     g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="ReduceLROnPlateau factor")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint-dir", default="checkpoints")
+    g.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and log.csv go")
     g.add_argument("--save-epochs", type=int, nargs="+", default=None,
                    help="epochs kept as epoch_NNN.pt (default: those of 25 50 150 within --epochs)")
     g.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
@@ -94,8 +95,9 @@ def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, target_ma
 
 
 def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool) -> float:
+    """One pass over the loader; returns the mean training loss over all processes."""
     model.train()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
         mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
@@ -106,28 +108,61 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(batch)
+        total += loss.detach() * len(batch)
         count += len(batch)
-        bar.set_postfix(loss=f"{total / count:.4g}")
-    return total / max(count, 1)
+        if progress:
+            bar.set_postfix(loss=f"{total.item() / count:.4g}")
+    return all_mean(total, count)
 
 
 @torch.no_grad()
 def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0) -> float:
     """Mean loss over whole validation tracks (no augmentation), fed in chunks so memory
-    does not grow with track length; chunks are weighted by their frame count."""
+    does not grow with track length; chunks are weighted by their frame count. Under
+    torchrun each process takes every world_size-th track."""
     model.eval()
-    total, frames = 0.0, 0
+    rank, world = rank_and_world()
+    total, frames = torch.zeros((), device=device), 0
     chunk = int(chunk_seconds * SAMPLE_RATE)
-    for name in names:
+    for name in names[rank::world]:
         stems = cache.stems(name)
         for start in range(0, stems.shape[-1], chunk):
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
             mixture_mag, target_mag = batch_magnitudes(piece, True, device)
             n = mixture_mag.shape[-1]
-            total += separation_loss(model, mixture_mag, target_mag).item() * n
+            total += separation_loss(model, mixture_mag, target_mag) * n
             frames += n
-    return total / max(frames, 1)
+    return all_mean(total, frames)
+
+
+# ------------------------------------------------------------- distributed
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_mean(total: torch.Tensor, count: int) -> float:
+    """total / count summed over all processes (just the local ratio without torchrun)."""
+    if rank_and_world()[1] > 1:
+        both = torch.stack([total.double(), torch.tensor(float(count), device=total.device, dtype=torch.float64)])
+        dist.all_reduce(both)
+        total, count = both[0], both[1].item()
+    return total.item() / max(count, 1)
+
+
+def setup_distributed(device_name: str) -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1) join the process group, NCCL on GPUs and gloo on
+    CPUs, and give each process its own GPU; otherwise just resolve the device."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return resolve_device(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 # --------------------------------------------------------------------- run
@@ -140,8 +175,11 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
     else:
         dataset = MagnitudeChunks(cache, names, int(seq_dur * SAMPLE_RATE) // HOP + 1, samples_per_track,
                                   augmentations, seed)
-    sampler = EpochSampler(len(dataset), seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    rank, world = rank_and_world()
+    if batch_size % world:
+        raise UserError(f"--batch-size {batch_size} must be divisible by the {world} torchrun processes")
+    sampler = EpochSampler(len(dataset), seed, rank, world)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
     return loader, sampler
 
@@ -157,7 +195,18 @@ def write_log(path: Path, history: list[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
+    device = setup_distributed(args.device)
+    try:
+        run(args, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(args: argparse.Namespace, device: torch.device) -> None:
+    """The training run; under torchrun only rank 0 prints and writes checkpoints."""
+    is_main = rank_and_world()[0] == 0
+    log = print if is_main else (lambda *a, **k: None)
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
@@ -165,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not valid_names:
         raise UserError(f"the cache {args.cache} holds no validation tracks: preprocess the 'valid' split too")
     ckpt_dir = Path(args.checkpoint_dir)
+    if is_main:
+        remove_stale_parts(ckpt_dir)
     torch.manual_seed(args.seed)
 
     resume_state = load_checkpoint(ckpt_dir / "last.pt") if args.resume else None
@@ -173,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model.load_state_dict(resume_state["model_state"])
         stats = resume_state["input_stats"]
     else:
-        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm)
+        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
         model = Separator(
             hidden_size=args.hidden_size, nb_layers=args.nb_layers, use_mask=not args.no_mask,
@@ -181,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             input_mean=(-mean).tolist(), input_scale=(1.0 / std).tolist(),
         )
     model.to(device)
-    print(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
+    log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -193,21 +244,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         scheduler.load_state_dict(resume_state["scheduler_state"])
         history = resume_state["history"]
         start_epoch = resume_state["epoch"] + 1
-        print(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
+        log(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
 
     loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
                                   args.batch_size, args.workers, args.seed, device)
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
+    net = model
+    if rank_and_world()[1] > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
         sampler.set_epoch(epoch)
-        train_loss = train_epoch(model, loader, optimizer, device, args.data == "stems", epoch, progress=True)
-        valid_loss = validation_loss(model, cache, valid_names, device)
+        train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main)
+        valid_loss = validation_loss(net, cache, valid_names, device)
         scheduler.step(valid_loss)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
         best = min(history, key=lambda h: h["valid_loss"])
+        if not is_main:
+            continue
         state = {
             "model_state": model.state_dict(), "model_config": model.config, "input_stats": stats,
             "stft": {"n_fft": N_FFT, "hop": HOP, "sample_rate": SAMPLE_RATE},

@@ -81,6 +81,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_parts(directory: str | os.PathLike) -> int:
+    """Delete temporary files that a killed process left behind in `directory` (and
+    below); run only where no other writer is active. Returns how many were removed."""
+    stale = list(Path(directory).rglob(".*.part")) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -152,7 +161,12 @@ def resolve_device(name: str) -> torch.device:
 # ------------------------------------------------------------------------- CLI
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows defaults and keeps the description's line breaks."""
+    """--help shows defaults (where there is one to show) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

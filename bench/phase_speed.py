@@ -1,0 +1,145 @@
+"""Seconds each phase method takes on one long stereo two-stem input, both Griffin-Lim
+backends side by side, with the speed-up over librosa.griffinlim (Task 2's reference).
+
+The input is fixed-seed noise stems (their STFT magnitudes, and the STFT of their sum
+as the mixture), or with --root/--track a real clip's true vocals/accompaniment tiled
+to --seconds. With --sdr (needs --root/--track) every method is also scored with
+museval on the untiled clip from its true magnitudes (oracle SDR).
+
+    python bench/phase_speed.py                                   # 180 s of noise stems
+    python bench/phase_speed.py --seconds 30 --device cuda
+    python bench/phase_speed.py --root /path/to/musdb18-7 --track 'Music Delta - 80s Rock' --sdr
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from model import STEMS  # noqa: E402
+from phase import PHASE_METHODS  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft  # noqa: E402
+
+# (row label, method, options beyond the shared ones); the first row is the reference.
+RUNS = (
+    ("griffinlim (librosa)", "griffinlim", {"gl_backend": "librosa"}),
+    ("griffinlim (torch)", "griffinlim", {"gl_backend": "torch"}),
+    ("griffinlim-mixinit", "griffinlim-mixinit", {}),
+    ("misi", "misi", {}),
+    ("wiener", "wiener", {}),
+    ("mixture", "mixture", {}),
+)
+
+
+def noise_audio(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-seed white-noise stems (stems, 2, samples) float32 and their sum (2, samples)."""
+    rng = np.random.default_rng(seed)
+    stems = (0.1 * rng.standard_normal((len(STEMS), 2, int(seconds * SAMPLE_RATE)))).astype(np.float32)
+    return stems, stems.sum(0)
+
+
+def load_track(root: str, name: str):
+    import musdb
+
+    db = musdb.DB(root=root, subsets="train")
+    tracks = [t for t in db.tracks if t.name == name]
+    if not tracks:
+        raise UserError(f"track '{name}' not found in {root} (subset train)")
+    return tracks[0]
+
+
+def track_audio(track) -> tuple[np.ndarray, np.ndarray]:
+    """A musdb track's targets in STEMS order (stems, C, samples) and its mixture (C, samples),
+    float32; the decoded mixture is not exactly the stems' sum (AAC)."""
+    stems = np.stack([track.targets[stem].audio.T for stem in STEMS])
+    return stems.astype(np.float32), track.audio.T.astype(np.float32)
+
+
+def tile(audio: np.ndarray, seconds: float) -> np.ndarray:
+    """audio (..., samples) repeated end to end to `seconds`."""
+    samples = int(seconds * SAMPLE_RATE)
+    reps = -(-samples // audio.shape[-1])
+    return np.tile(audio, (1,) * (audio.ndim - 1) + (reps,))[..., :samples]
+
+
+def oracle_inputs(stems: np.ndarray, mixture: np.ndarray,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """stems (stems, C, samples), mixture (C, samples) -> the stems' true magnitudes
+    (stems, C, F, T), the mixture's STFT (C, F, T) and the length, on `device`."""
+    audio = torch.from_numpy(stems).to(device)
+    return stft(audio).abs(), stft(torch.from_numpy(mixture).to(device)), audio.shape[-1]
+
+
+def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, options: dict,
+            quiet: bool = False) -> dict[str, tuple[float, np.ndarray]]:
+    """Every row of RUNS on the same input: {label: (seconds, signals)}."""
+    out = {}
+    for label, method, extra in RUNS:
+        timings: dict[str, float] = {}
+        signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings, **options, **extra)
+        out[label] = (timings[method], signals)
+        if not quiet:
+            print(f"  {label}: {timings[method]:.2f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def speed_table(runs: dict[str, tuple[float, np.ndarray]]) -> str:
+    reference = runs[RUNS[0][0]][0]
+    lines = [f"{'method':<22} {'seconds':>9} {'x librosa GL':>13}", "-" * 46]
+    lines += [f"{label:<22} {seconds:9.2f} {reference / seconds:12.1f}x" for label, (seconds, _) in runs.items()]
+    return "\n".join(lines)
+
+
+def sdr_table(track, runs: dict[str, tuple[float, np.ndarray]]) -> str:
+    from inference import evaluate_track
+
+    lines = [f"{'method':<22} {'vocals':>8} {'accomp.':>8} {'seconds':>8}", "-" * 49]
+    for label, (seconds, signals) in runs.items():
+        sdr = evaluate_track(track, {stem: signals[i].T for i, stem in enumerate(STEMS)})
+        lines.append(f"{label:<22} {sdr['vocals']:8.2f} {sdr['accompaniment']:8.2f} {seconds:8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--seconds", type=float, default=180.0, help="length of the timed input")
+    p.add_argument("--root", default=None, help="MUSDB18 root holding --track (subset train)")
+    p.add_argument("--track", default=None, help="real clip whose true magnitudes are tiled to --seconds")
+    p.add_argument("--sdr", action="store_true", help="also score every method on the untiled --track")
+    p.add_argument("--gl-iters", type=int, default=32, help="iterations of both GL backends, mixinit and misi")
+    p.add_argument("--gl-momentum", type=float, default=0.99, help="fast Griffin-Lim momentum")
+    p.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (the torch methods' device)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    args = p.parse_args(argv)
+    if (args.root is None) != (args.track is None) or (args.sdr and args.track is None):
+        raise UserError("--root and --track go together, and --sdr needs them")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, wiener_iters=args.wiener_iters, seed=0)
+
+    track = load_track(args.root, args.track) if args.track else None
+    audio = [tile(a, args.seconds) for a in track_audio(track)] if track else noise_audio(args.seconds)
+    source = f"'{args.track}' tiled" if track else "noise stems"
+    print(f"{source}, {args.seconds:g} s stereo, {len(STEMS)} stems, {args.gl_iters} iterations, "
+          f"device {device}, {torch.get_num_threads()} CPU threads", flush=True)
+    # A second of noise through every method first, so imports and first-call set-up go untimed.
+    run_all(*oracle_inputs(*noise_audio(1.0), device), {**options, "gl_iters": 1}, quiet=True)
+    started = time.perf_counter()
+    print(speed_table(run_all(*oracle_inputs(*audio, device), options)), flush=True)
+    if args.sdr:
+        print(f"\noracle magnitudes on '{args.track}' itself (museval median SDR, dB):")
+        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device), options)))
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

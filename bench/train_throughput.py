@@ -1,0 +1,85 @@
+"""Training throughput in excerpts per second: (a) the data loader alone, (b) the model
+step alone on synthetic tensors already on the device, (c) both together, for both cache
+formats, side by side in one run. (c) / (b) near 1 means the device never waits for data.
+
+    python bench/train_throughput.py --cache cache --steps 10
+    python bench/train_throughput.py --cache cache --device cuda --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from data import AUGMENTATIONS, StemCache  # noqa: E402
+from model import Separator, count_parameters  # noqa: E402
+from train import batch_magnitudes, make_loader, separation_loss  # noqa: E402
+from utils import HelpFormatter, resolve_device  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device) -> None:
+    mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
+    loss = separation_loss(model, mixture_mag, target_mag)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def rate(fn, steps: int, batch_size: int, device: torch.device) -> float:
+    """Excerpts per second of fn() over `steps` calls after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--cache", default="cache", help="cache written by preprocess.py --magnitudes")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size")
+    p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
+    p.add_argument("--hidden-size", type=int, default=448, help="model width")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    cache = StemCache(args.cache)
+    model = Separator(hidden_size=args.hidden_size).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    print(f"device {device}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
+          f"model {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
+    print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s")
+    for kind in ("stems", "magnitudes"):
+        if kind == "magnitudes" and not cache.has_magnitudes(cache.names("train")):
+            print("magnitudes  (not cached: run preprocess.py --magnitudes)")
+            continue
+        loader, sampler = make_loader(cache, kind, args.seq_dur, 64, AUGMENTATIONS, args.batch_size,
+                                      args.workers, seed=0, device=device)
+        batches = iter(loader)
+        loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device)
+        fixed = next(batches).to(device)
+        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device), args.steps,
+                         args.batch_size, device)
+        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device), args.steps,
+                         args.batch_size, device)
+        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
