@@ -44,6 +44,9 @@ def open_musdb(root: str | None, is_wav: bool, subset: str, split: str | None = 
     if not Path(root).is_dir():
         raise UserError(f"--root {root} is not a directory")
     db = musdb.DB(root=root, is_wav=is_wav, subsets=subset, split=split)
+    if not db.tracks and split is not None and musdb.DB(root=root, is_wav=is_wav, subsets=subset).tracks:
+        raise UserError(f"{Path(root) / subset} holds tracks, but none in musdb's '{split}' split"
+                        + (" (musdb's 14 validation track names)" if split == "valid" else ""))
     if not db.tracks:
         layout = "track folders of WAV files" if is_wav else ".stem.mp4 files (add --is-wav for MUSDB18-HQ)"
         raise UserError(f"no MUSDB18 tracks found in {Path(root) / subset}: expected {layout}")

@@ -35,11 +35,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not args.is_wav and shutil.which("ffmpeg") is None:
         raise UserError("ffmpeg is not installed (needed to decode .stem.mp4); install it, e.g. apt-get install ffmpeg")
+    splits = {split: open_musdb(args.root, args.is_wav, "train", split) for split in ("train", "valid")}
     remove_stale_parts(args.cache)
     cache = StemCache.create_or_open(args.cache)
     broken = []
-    for split in ("train", "valid"):
-        db = open_musdb(args.root, args.is_wav, "train", split)
+    for split, db in splits.items():
         tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks
         broken += preprocess(tracks, split, cache, args.magnitudes, progress=tqdm)
     if args.tracks:

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Sequence
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
             "model_state": model.state_dict(), "model_config": model.config, "input_stats": stats,
             "stft": {"n_fft": N_FFT, "hop": HOP, "sample_rate": SAMPLE_RATE},
             "epoch": epoch, "history": history, "best_epoch": best["epoch"], "train_args": train_args,
-            "parameters": count_parameters(model),
+            "parameters": count_parameters(model), "machine": machine_description(device),
         }
         if best["epoch"] == epoch:
             save_checkpoint(ckpt_dir / "best.pt", state)
@@ -279,6 +280,14 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         write_log(ckpt_dir / "log.csv", history)
         print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  "
               f"best {best['valid_loss']:.5f} (epoch {best['epoch']})  {history[-1]['seconds']:.1f}s")
+
+
+def machine_description(device: torch.device) -> str:
+    """What trained this checkpoint, for the report: host CPU and the GPU if one was used."""
+    name = f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores"
+    if device.type == "cuda":
+        name += f", {torch.cuda.get_device_name(device)} x{rank_and_world()[1]}"
+    return name
 
 
 def resolve_save_epochs(requested: Sequence[int] | None, epochs: int) -> set[int]:

@@ -1,0 +1,384 @@
+"""data.py: augmentations, training datasets, the sampler, and the stem cache that
+preprocess.py writes (checked against what musdb itself decodes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import musdb
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import data
+import preprocess
+import utils
+from conftest import SYNTH_TRACKS, VALID_TRACKS
+from data import SOURCES, EpochSampler, MagnitudeChunks, StemCache, TrainChunks
+from pipeline_helpers import shared_hq_cache, single_torch_thread  # noqa: F401
+from utils import UserError
+
+TRAIN_NAMES = sorted(n for n, _ in SYNTH_TRACKS["train"])
+TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
+
+
+# ------------------------------------------------------------ augmentations
+
+def test_random_gain_range_and_coverage():
+    rng = np.random.default_rng(0)
+    audio = np.ones((2, 8), dtype=np.float32)
+    gains = []
+    for _ in range(3000):
+        out = data.random_gain(audio, rng)
+        assert out.dtype == np.float32 and out.shape == audio.shape
+        assert np.all(out == out[0, 0])  # one gain for the whole excerpt
+        gains.append(float(out[0, 0]))
+    gains = np.array(gains)
+    low, high = data.GAIN_RANGE
+    assert (low, high) == (0.25, 1.25)
+    assert gains.min() >= low and gains.max() <= high
+    assert gains.min() < low + 0.01 and gains.max() > high - 0.01
+    assert abs(gains.mean() - (low + high) / 2) < 0.03  # uniform, not clustered at one end
+    assert np.all(audio == 1)  # input untouched
+
+
+def test_random_swap_swaps_half_the_time_and_nothing_else():
+    rng = np.random.default_rng(1)
+    audio = np.random.default_rng(2).standard_normal((2, 50)).astype(np.float32)
+    original = audio.copy()
+    swapped = 0
+    n = 4000
+    for _ in range(n):
+        out = np.asarray(data.random_swap(audio, rng))
+        assert out.shape == audio.shape
+        if np.array_equal(out, audio):
+            continue
+        assert np.array_equal(out, audio[::-1]), "output is neither the input nor its channel swap"
+        swapped += 1
+    assert 0.45 < swapped / n < 0.55
+    assert np.array_equal(audio, original)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("all", set(data.AUGMENTATIONS)),
+    ("none", set()),
+    ("gain", {"gain"}),
+    ("gain,swap", {"gain", "swap"}),
+    (" remix , chunk ", {"remix", "chunk"}),
+])
+def test_parse_augmentations_accepts(spec, expected):
+    assert set(data.parse_augmentations(spec)) == expected
+
+
+def test_parse_augmentations_all_is_every_augmentation():
+    assert set(data.parse_augmentations("all")) == {"gain", "swap", "chunk", "remix"}
+
+
+@pytest.mark.parametrize("spec", ["bogus", "gain,bogus", "all,gain", "Gain"])
+def test_parse_augmentations_rejects_unknown(spec):
+    with pytest.raises(UserError):
+        data.parse_augmentations(spec)
+
+
+# ------------------------------------------------------------ datasets
+
+NOISE_LEN = 20000
+SEQ = 1500
+
+
+@pytest.fixture(scope="module")
+def noise_cache(tmp_path_factory) -> StemCache:
+    """A cache of 4 tracks of distinct white noise (every excerpt identifies its track and
+    offset uniquely), written through the cache's own API."""
+    cache = StemCache.create_or_open(tmp_path_factory.mktemp("noise_cache"))
+    for i in range(4):
+        stems = np.random.default_rng(100 + i).standard_normal((len(SOURCES), 2, NOISE_LEN + 500 * i))
+        cache.add_track(f"track{i}", "train", stems.astype(np.float32), magnitudes=True)
+    cache.add_track("valid0", "valid", np.random.default_rng(99).standard_normal(
+        (len(SOURCES), 2, NOISE_LEN)).astype(np.float32), magnitudes=False)
+    return StemCache(cache.root)
+
+
+def locate(cache: StemCache, names, source: int, excerpt: np.ndarray) -> list[tuple[str, int]]:
+    """Every (track, start) whose cached stem `source` equals `excerpt` (channels, samples)."""
+    hits = []
+    for name in names:
+        stem = np.asarray(cache.stems(name)[source])
+        for start in np.flatnonzero(stem[0] == excerpt[0, 0]):
+            if start + excerpt.shape[-1] <= stem.shape[-1] and np.array_equal(
+                    stem[:, start:start + excerpt.shape[-1]], excerpt):
+                hits.append((name, int(start)))
+    return hits
+
+
+def test_remix_draws_stems_from_different_tracks(noise_cache):
+    names = noise_cache.names("train")
+    ds = TrainChunks(noise_cache, names, SEQ, samples_per_track=5, augmentations=("remix",), seed=3)
+    mixed_items, aligned_items = 0, 0
+    for index in range(len(ds)):
+        item = ds[index].numpy()
+        assert item.shape == (len(SOURCES), 2, SEQ) and item.dtype == np.float32
+        origins = []
+        for k in range(len(SOURCES)):
+            hits = locate(noise_cache, names, k, item[k])
+            assert len(hits) == 1, f"item {index} stem {k}: {hits}"
+            origins.append(hits[0])
+        mixed_items += len({name for name, _ in origins}) > 1
+        aligned_items += len(set(origins)) == 1
+    assert mixed_items > len(ds) // 2
+    assert aligned_items < len(ds) // 4
+
+
+def test_without_remix_or_chunk_stems_are_aligned(noise_cache):
+    names = noise_cache.names("train")
+    ds = TrainChunks(noise_cache, names, SEQ, samples_per_track=3, augmentations=(), seed=4)
+    starts = set()
+    for index in range(len(ds)):
+        item = ds[index].numpy()
+        expected_track = names[index // 3]
+        first = locate(noise_cache, names, 0, item[0])
+        assert len(first) == 1 and first[0][0] == expected_track
+        track, start = first[0]
+        starts.add(start)
+        stems = np.asarray(noise_cache.stems(track))
+        np.testing.assert_array_equal(item, stems[:, :, start:start + SEQ])
+    assert len(starts) > 1  # a random offset, not always 0
+
+
+def test_chunk_without_remix_keeps_track_but_not_offset(noise_cache):
+    names = noise_cache.names("train")
+    ds = TrainChunks(noise_cache, names, SEQ, samples_per_track=3, augmentations=("chunk",), seed=5)
+    unaligned = 0
+    for index in range(len(ds)):
+        item = ds[index].numpy()
+        origins = [locate(noise_cache, names, k, item[k]) for k in range(len(SOURCES))]
+        assert all(len(o) == 1 and o[0][0] == names[index // 3] for o in origins)
+        unaligned += len({o[0][1] for o in origins}) > 1
+    assert unaligned > len(ds) // 2
+
+
+def test_items_are_deterministic_in_seed_and_index(noise_cache):
+    names = noise_cache.names("train")
+    a = TrainChunks(noise_cache, names, SEQ, 2, seed=7)
+    b = TrainChunks(StemCache(noise_cache.root), names, SEQ, 2, seed=7)
+    c = TrainChunks(noise_cache, names, SEQ, 2, seed=8)
+    for index in (0, 5, 123):  # indices past len() are later epochs of the same items
+        torch.testing.assert_close(a[index], b[index], rtol=0, atol=0)
+        assert not torch.equal(a[index], c[index])
+    assert not torch.equal(a[1], a[1 + len(a)])  # same track, next epoch: another excerpt
+
+
+def test_short_track_is_zero_padded(tmp_path):
+    cache = StemCache.create_or_open(tmp_path)
+    stems = np.ones((len(SOURCES), 2, 100), dtype=np.float32)
+    cache.add_track("short", "train", stems, magnitudes=False)
+    item = TrainChunks(cache, ["short"], 300, 1, augmentations=())[0].numpy()
+    assert np.all(item[..., :100] == 1) and np.all(item[..., 100:] == 0)
+
+
+def test_epoch_sampler(noise_cache):
+    n = 12
+    sampler = EpochSampler(n, seed=1)
+    epochs = {}
+    for epoch in (1, 2, 3):
+        sampler.set_epoch(epoch)
+        epochs[epoch] = list(sampler)
+        assert len(epochs[epoch]) == len(sampler) == n
+        # a shuffled permutation of this epoch's block of item indices
+        assert sorted(epochs[epoch]) == list(range(epoch * n, (epoch + 1) * n))
+    assert epochs[1] != [i for i in range(n, 2 * n)]
+    # same seed and epoch -> the same order, even from a fresh sampler
+    again = EpochSampler(n, seed=1)
+    again.set_epoch(2)
+    assert list(again) == epochs[2]
+    other = EpochSampler(n, seed=2)
+    other.set_epoch(2)
+    assert list(other) != epochs[2]
+    # ... and so different excerpts per epoch, the same excerpts for the same epoch
+    names = noise_cache.names("train")
+    ds = TrainChunks(noise_cache, names, SEQ, samples_per_track=3, seed=1)
+    first_track_items = {e: [ds[i] for i in idx if (i % n) // 3 == 0] for e, idx in epochs.items()}
+    assert not any(torch.equal(x, y) for x in first_track_items[1] for y in first_track_items[2])
+    assert all(torch.equal(x, y) for x, y in zip(first_track_items[2], [ds[i] for i in again if (i % n) // 3 == 0]))
+
+
+def test_magnitude_chunks_are_cache_slices(noise_cache):
+    names = noise_cache.names("train")
+    frames = 7
+    ds = MagnitudeChunks(noise_cache, names, frames, samples_per_track=2, augmentations=())
+    for index in range(len(ds)):
+        item = ds[index].numpy()
+        assert item.shape == (3, 2, 2049, frames)
+        mags = np.asarray(noise_cache.magnitudes(names[index // 2]))  # 3, frames, channels, bins
+        as_item = mags.transpose(0, 2, 3, 1)
+        matches = [s for s in range(mags.shape[1] - frames + 1) if np.array_equal(as_item[..., s:s + frames], item)]
+        assert len(matches) == 1
+
+
+def test_dataset_without_tracks_is_a_user_error(noise_cache):
+    with pytest.raises(UserError):
+        TrainChunks(noise_cache, [], SEQ, 2)
+    with pytest.raises(UserError):  # valid0 was cached without magnitudes
+        MagnitudeChunks(noise_cache, ["valid0"], 5, 2)
+
+
+# ------------------------------------------------------------ the cache
+
+def musdb_sources(track) -> np.ndarray:
+    """The track's sources decoded by musdb one by one (independent of data.decode_stems),
+    as (sources, channels, samples) float32 in the cache's SOURCES order."""
+    return np.stack([np.asarray(track.sources[s].audio, dtype=np.float32).T for s in SOURCES])
+
+
+def assert_cache_matches_musdb(cache: StemCache, tracks) -> None:
+    for track in tracks:
+        stems = cache.stems(track.name)
+        expected = musdb_sources(track)
+        assert stems.dtype == np.float32
+        assert stems.shape == expected.shape == (len(SOURCES), 2, cache.length(track.name))
+        np.testing.assert_array_equal(np.asarray(stems), expected, err_msg=track.name)
+
+
+def assert_index_splits(cache_dir: Path, train: list[str], valid: list[str]) -> dict:
+    index = json.loads((cache_dir / "index.json").read_text())
+    assert index["format_version"] == data.CACHE_VERSION
+    assert index["sample_rate"] == utils.SAMPLE_RATE
+    assert set(index["tracks"]) == set(train) | set(valid)
+    for name, entry in index["tracks"].items():
+        assert entry["split"] == ("valid" if name in valid else "train"), name
+        assert isinstance(entry["length"], int) and entry["length"] > 0
+    return index
+
+
+@pytest.fixture(scope="module")
+def hq_cache(tmp_path_factory, hq_root):
+    return shared_hq_cache(tmp_path_factory, hq_root)
+
+
+def test_preprocess_hq_index(hq_cache, hq_root):
+    cache_dir, result = hq_cache
+    index = assert_index_splits(cache_dir, [n for n in TRAIN_NAMES if n not in VALID_TRACKS], list(VALID_TRACKS))
+    assert not set(TEST_NAMES) & set(index["tracks"])  # the test set is never read
+    assert "3 train and 2 valid" in result.stdout
+    db = musdb.DB(root=str(hq_root), is_wav=True, subsets="train")
+    for track in db:
+        assert index["tracks"][track.name]["length"] == track.samples
+
+
+def test_preprocess_hq_stems_equal_musdb(hq_cache, hq_root):
+    cache = StemCache(hq_cache[0])
+    # Every cached track against the WAV files read directly...
+    for name in TRAIN_NAMES:
+        for k, source in enumerate(SOURCES):
+            audio, rate = sf.read(hq_root / "train" / name / f"{source}.wav", dtype="float32")
+            assert rate == cache.index["sample_rate"]
+            np.testing.assert_array_equal(np.asarray(cache.stems(name)[k]), audio.T, err_msg=f"{name} {source}")
+    # ... and one train-split and one valid-split track against musdb's own decoding.
+    tracks = musdb.DB(root=str(hq_root), is_wav=True, subsets="train").tracks
+    assert_cache_matches_musdb(cache, [t for t in tracks if t.name in ("Synth A - One", VALID_TRACKS[0])])
+
+
+def test_preprocess_magnitudes(hq_cache):
+    cache = StemCache(hq_cache[0])
+    names = cache.names("train") + cache.names("valid")
+    assert cache.has_magnitudes(names)
+    for name in names[:2]:
+        stems = np.asarray(cache.stems(name), dtype=np.float64)
+        sums = np.stack([stems.sum(0), stems[0], stems[1:].sum(0)]).astype(np.float32)
+        expected = utils.stft(torch.from_numpy(sums)).abs().numpy()  # 3, channels, bins, frames
+        mags = np.asarray(cache.magnitudes(name))
+        assert mags.shape == (3, utils.nb_frames(cache.length(name)), 2, 2049) and mags.dtype == np.float32
+        np.testing.assert_allclose(mags.transpose(0, 2, 3, 1), expected, rtol=1e-4, atol=1e-5 * expected.max())
+
+
+def _mtimes(cache_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(cache_dir)): p.stat().st_mtime_ns for p in cache_dir.rglob("*") if p.is_file()}
+
+
+def test_preprocess_rerun_skips_and_repairs(hq_cache, hq_root, tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(hq_cache[0], cache_dir)
+    original = {n: np.array(StemCache(cache_dir).stems(n)) for n in TRAIN_NAMES}
+    argv = ["--root", str(hq_root), "--is-wav", "--cache", str(cache_dir), "--magnitudes"]
+
+    before = _mtimes(cache_dir)
+    preprocess.main(argv)
+    assert _mtimes(cache_dir) == before, "a re-run rewrote cached tracks"
+
+    a, b, c = "Synth A - One", "Synth B - Two", VALID_TRACKS[0]
+    stems_dir = cache_dir / "stems"
+    # a: killed while writing: only a temp file, and no index entry
+    (stems_dir / f"{a}.npy").unlink()
+    part = stems_dir / f".{a}.npy.k1ll3d.part"
+    part.write_bytes(b"\x93NUMPY partial")
+    index = json.loads((cache_dir / "index.json").read_text())
+    del index["tracks"][a]
+    utils.write_text(cache_dir / "index.json", json.dumps(index))
+    # b: a complete .npy of the wrong shape; c: a .npy cut short
+    np.save(stems_dir / f"{b}.npy", original[b][:, :, :1000])
+    raw = (stems_dir / f"{c}.npy").read_bytes()
+    (stems_dir / f"{c}.npy").write_bytes(raw[: len(raw) // 2])
+    touched = {f"stems/{n}.npy" for n in (a, b, c)}
+    before = _mtimes(cache_dir)
+
+    preprocess.main(argv)
+    assert "3 train and 2 valid" in capsys.readouterr().out
+    after = _mtimes(cache_dir)
+    assert not part.exists(), "the stale temp file was left behind"
+    assert not list(cache_dir.rglob("*.part"))
+    for path, mtime in before.items():
+        if path.startswith("stems/") and path not in touched and path in after:
+            assert after[path] == mtime, f"{path} was re-done although it was intact"
+    cache = StemCache(cache_dir)
+    for name in (a, b, c):
+        assert cache.is_cached(name, magnitudes=True)
+        np.testing.assert_array_equal(np.asarray(cache.stems(name)), original[name])
+    assert_index_splits(cache_dir, [n for n in TRAIN_NAMES if n not in VALID_TRACKS], list(VALID_TRACKS))
+
+
+@pytest.mark.slow  # generating and decoding AAC stems
+def test_preprocess_stem_mp4(stem_root, tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    # One train-split and one valid-split track (decoding AAC is the slow part).
+    names = ["Synth C - Three", VALID_TRACKS[1]]
+    preprocess.main(["--root", str(stem_root), "--cache", str(cache_dir), "--tracks", *names])
+    assert "1 train and 1 valid" in capsys.readouterr().out
+    assert_index_splits(cache_dir, names[:1], names[1:])
+    cache = StemCache(cache_dir)
+    assert not cache.has_magnitudes(names)
+    # Each source decoded by musdb on its own, independently of data.decode_stems.
+    picked = [t for t in musdb.DB(root=str(stem_root), subsets="train").tracks if t.name in names]
+    assert len(picked) == 2
+    assert_cache_matches_musdb(cache, picked)
+
+
+def test_preprocess_tracks_option(hq_root, tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(cache_dir), "--tracks", "Synth B - Two",
+                     VALID_TRACKS[1]])
+    assert_index_splits(cache_dir, ["Synth B - Two"], [VALID_TRACKS[1]])
+    with pytest.raises(UserError):  # a test track is not in the training set
+        preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(cache_dir), "--tracks", TEST_NAMES[0]])
+
+
+def test_stem_cache_errors(tmp_path):
+    with pytest.raises(UserError):
+        StemCache(tmp_path / "missing")
+    (tmp_path / "index.json").write_text(json.dumps({"format_version": data.CACHE_VERSION + 1, "tracks": {}}))
+    with pytest.raises(UserError):
+        StemCache(tmp_path)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(UserError):
+        StemCache(tmp_path)
+
+
+def test_input_statistics(noise_cache):
+    names = noise_cache.names("train")
+    mean, std = data.input_statistics(noise_cache, names)
+    mags = np.concatenate([utils.stft(torch.from_numpy(np.asarray(noise_cache.stems(n)).sum(0))).abs().numpy()
+                           .transpose(1, 0, 2).reshape(2049, -1) for n in names], axis=1)
+    np.testing.assert_allclose(mean, mags.mean(1), rtol=1e-4)
+    np.testing.assert_allclose(std, mags.std(1), rtol=1e-3)

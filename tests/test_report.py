@@ -1,0 +1,216 @@
+"""report.py on a tiny run trained, scored and sampled here from generated tracks: the
+PDF's pages, the Markdown tables, the listening page in a real browser, the CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+from urllib.parse import unquote
+
+import matplotlib.image
+import pytest
+
+import inference
+import preprocess
+import report
+import train
+from conftest import REPO_ROOT
+from model import STEMS
+from utils import run_cli
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> SimpleNamespace:
+    """Three epochs of a tiny model; epochs 1 and 3 scored on the test set with both phase methods."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    run = SimpleNamespace(checkpoints=root / "checkpoints", results=root / "results", samples=root / "samples")
+    preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(root / "cache")])
+    train.main(["--cache", str(root / "cache"), "--checkpoint-dir", str(run.checkpoints), "--epochs", "3",
+                "--save-epochs", "1", "2", "3", "--hidden-size", "16", "--nb-layers", "1", "--seq-dur", "1",
+                "--samples-per-track", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu"])
+    inference.main(["--root", str(hq_root), "--is-wav", "--subset", "test",
+                    "--checkpoint", str(run.checkpoints / "epoch_001.pt"), str(run.checkpoints / "epoch_003.pt"),
+                    "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--samples", "1", "--device", "cpu",
+                    "--out", str(run.results), "--samples-dir", str(run.samples)])
+    run.summaries = [json.loads(p.read_text()) for p in sorted(run.results.glob("*/summary.json"))]
+    return run
+
+
+def make_report(run: SimpleNamespace, out: Path, samples: Path | None = None, experiments: Path | None = None) -> Path:
+    report.main(["--checkpoint-dir", str(run.checkpoints), "--results-dir", str(run.results),
+                 "--samples-dir", str(samples or run.samples), "--experiments-dir", str(experiments or out / "none"),
+                 "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tiny_run: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_report(tiny_run, tmp_path_factory.mktemp("report"))
+
+
+def expected_pages(run: SimpleNamespace, with_samples: bool, experiment_rows: Sequence[int] = ()) -> int:
+    """Counted from the inputs: cover, novelty, methodology, a results page per evaluation
+    set, findings, loss curves, per set a box-plot page and a BSSEval page (museval wrote
+    its JSON), a spectrogram page if there are samples, experiment tables of up to 14 rows a page."""
+    sets = len({(s["subset"], s["split"], tuple(sorted(s["tracks"]))) for s in run.summaries})
+    return 3 + sets + 2 + 2 * sets + with_samples + sum(math.ceil(n / 14) for n in experiment_rows)
+
+
+def pdf_page_boxes(path: Path) -> list[tuple[float, ...]]:
+    """The MediaBox of every page object; matplotlib writes page dictionaries uncompressed."""
+    data = path.read_bytes()
+    boxes = re.findall(rb"/Type\s*/Page\b.*?/MediaBox\s*\[([^\]]*)\]", data, re.S)
+    count = re.search(rb"/Type\s*/Pages\b.*?/Count\s+(\d+)", data, re.S)
+    assert count and int(count.group(1)) == len(boxes)
+    return [tuple(float(v) for v in box.split()) for box in boxes]
+
+
+def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """## heading -> rows of the Markdown table under it, as {column: cell}."""
+    tables = {}
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        heading, *lines = section.splitlines()
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+        if rows:
+            tables[heading] = [dict(zip(rows[0], r)) for r in rows[2:]]
+    return tables
+
+
+class Sources(HTMLParser):
+    """Every src of <audio> and <img> in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        src = dict(attrs).get("src")
+        if tag == "audio":
+            self.audio.append(src)
+        elif tag == "img":
+            self.images.append(src)
+
+
+def page_sources(path: Path) -> Sources:
+    parser = Sources()
+    parser.feed(path.read_text())
+    return parser
+
+
+# ------------------------------------------------------------------- the outputs
+
+def test_pdf_pages_are_16_9_and_match_the_inputs(built: Path, tiny_run: SimpleNamespace) -> None:
+    boxes = pdf_page_boxes(built / "report.pdf")
+    assert len(boxes) == expected_pages(tiny_run, with_samples=True)
+    for x0, y0, x1, y1 in boxes:
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(16 / 9, rel=1e-3)
+
+
+def test_markdown_holds_the_summaries_numbers(built: Path, tiny_run: SimpleNamespace) -> None:
+    tables = markdown_tables((built / "results.md").read_text())
+    results = [rows for heading, rows in tables.items() if heading.startswith("Results on the test set")]
+    assert len(results) == 1 and len(tiny_run.summaries) == 4
+    rows = {(row["Checkpoint"], row["Phase"]): row for row in results[0]}
+    assert len(rows) == len(tiny_run.summaries)
+    for summary in tiny_run.summaries:
+        row = rows[(Path(summary["checkpoint"]).stem, report.phase_label(summary["phase"]))]
+        assert row["Epoch"] == str(summary["epoch"])
+        for stem in STEMS:
+            expected = round(summary["median_sdr"][stem], 2)
+            assert float(row[f"{stem.capitalize()} SDR"]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_listening_page_references_copied_files(built: Path, tiny_run: SimpleNamespace) -> None:
+    sources = page_sources(built / "index.html")
+    # --samples 1: one track per run; its mixture and two references once, two estimates per run.
+    assert len(sources.audio) == 3 + 2 * len(tiny_run.summaries)
+    assert len(sources.images) == len(sources.audio)
+    for src in sources.audio + sources.images:
+        assert not re.match(r"[a-z]+:|/", src), src  # relative: report/ works when moved
+        assert (built / unquote(src)).is_file(), src
+    assert {Path(unquote(s)).suffix for s in sources.audio} == {".wav"}
+
+
+def test_without_samples_and_with_experiments(tiny_run: SimpleNamespace, tmp_path: Path) -> None:
+    (tmp_path / "no_samples").mkdir()
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    rows = [{"name": f"hidden {16 * k}", "vocals": k / 3, "accompaniment": k / 7, "params": {"hidden_size": 16 * k}}
+            for k in range(1, 16)]
+    (experiments / "hidden_size.json").write_text(json.dumps(rows))
+    out = make_report(tiny_run, tmp_path / "report", tmp_path / "no_samples", experiments)
+    assert len(pdf_page_boxes(out / "report.pdf")) == expected_pages(tiny_run, with_samples=False,
+                                                                     experiment_rows=[len(rows)])
+    assert not (out / "index.html").exists()
+    table = markdown_tables((out / "results.md").read_text())["Experiment: hidden size"]
+    assert [(r["Experiment"], float(r["Vocals"])) for r in table] == [(r["name"], round(r["vocals"], 2)) for r in rows]
+
+
+def test_pdf_pages_render_with_content(built: Path, tmp_path: Path) -> None:
+    if not shutil.which("pdftoppm"):
+        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    subprocess.run(["pdftoppm", "-r", "24", "-png", "-f", "1", "-l", "6", str(built / "report.pdf"),
+                    str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) == 6
+    for page in pages:
+        pixels = matplotlib.image.imread(page)[..., :3].mean(axis=-1)
+        assert pixels.shape[1] / pixels.shape[0] == pytest.approx(16 / 9, rel=0.02)
+        assert (pixels < 0.9).mean() > 0.01, f"{page.name} is blank"
+        assert pixels.std() > 0.05, f"{page.name} is flat"
+
+
+def test_listening_page_plays_in_chromium(built: Path, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    url = (built / "index.html").resolve().as_uri()
+    common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    match = re.search(r'data-durations="([^"]*)"', dom)
+    assert match, "the page never saw every <audio> element load"
+    durations = json.loads(match.group(1).replace("&quot;", '"'))
+    assert len(durations) == len(page_sources(built / "index.html").audio)
+    assert all(d > 0 for d in durations), durations
+    shot = tmp_path / "listening.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,1600", url],
+                   capture_output=True, timeout=120, check=True)
+    pixels = matplotlib.image.imread(shot)[..., :3].mean(axis=-1)
+    assert pixels.shape == (1600, 1280) and (pixels < 0.9).mean() > 0.05
+
+
+# ----------------------------------------------------------------------- the CLI
+
+def test_missing_inputs_are_one_line_errors(tiny_run: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--checkpoint-dir", str(tmp_path / "nowhere")], "--checkpoint-dir"),
+        (["--checkpoint-dir", str(tmp_path / "empty")], "no checkpoints"),
+        (["--checkpoint-dir", str(tiny_run.checkpoints), "--results-dir", str(tmp_path / "empty")], "no results"),
+        (["--checkpoint-dir", str(tiny_run.checkpoints), "--results-dir", str(tiny_run.results),
+          "--samples-dir", str(tmp_path / "nowhere")], "--samples-dir"),
+    ]
+    for argv, words in cases:
+        assert run_cli(report.main, [*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "out" / "report.pdf").exists()
+
+
+def test_help_shows_defaults() -> None:
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "report.py"), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag, default in [("--checkpoint-dir", "checkpoints"), ("--results-dir", "results"),
+                          ("--samples-dir", "samples"), ("--out", "report")]:
+        assert re.search(rf"{flag} \S+\s+.*?\(default: {default}\)", out, re.S), flag
