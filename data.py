@@ -3,8 +3,10 @@ memory-maps, the training datasets and their augmentations."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, stft, write_text
 
@@ -31,6 +34,9 @@ def open_musdb(root: str | None, is_wav: bool, subset: str, split: str | None = 
     `root` falls back to $MUSDB_PATH, then to musdb's download of the 7-second previews.
     split is musdb's: 'train' (the 86 training tracks), 'valid' (the 14 validation
     tracks, both from subset 'train') or None (the whole subset)."""
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:  # before stempeg's import fails on it
+        raise UserError("ffmpeg is not installed (musdb decodes MUSDB18, .stem.mp4 and WAV alike, through it); "
+                        "install it, e.g. apt-get install ffmpeg")
     import musdb
 
     root = root or os.environ.get("MUSDB_PATH")
@@ -43,7 +49,11 @@ def open_musdb(root: str | None, is_wav: bool, subset: str, split: str | None = 
                 f"not be downloaded ({type(err).__name__}); pass --root /path/to/musdb18") from err
     if not Path(root).is_dir():
         raise UserError(f"--root {root} is not a directory")
-    db = musdb.DB(root=root, is_wav=is_wav, subsets=subset, split=split)
+    with _tolerant_probe() as unreadable:
+        db = musdb.DB(root=root, is_wav=is_wav, subsets=subset, split=split)
+    for track in db.tracks:  # check_track names these instead of musdb failing on the whole root
+        bad = [path for path in [track.path, *(s.path for s in track.sources.values())] if path in unreadable]
+        track.unreadable = f"{bad[0]}: {unreadable[bad[0]]}" if bad else None
     if not db.tracks and split is not None and musdb.DB(root=root, is_wav=is_wav, subsets=subset).tracks:
         raise UserError(f"{Path(root) / subset} holds tracks, but none in musdb's '{split}' split"
                         + (" (musdb's 14 validation track names)" if split == "valid" else ""))
@@ -51,6 +61,75 @@ def open_musdb(root: str | None, is_wav: bool, subset: str, split: str | None = 
         layout = "track folders of WAV files" if is_wav else ".stem.mp4 files (add --is-wav for MUSDB18-HQ)"
         raise UserError(f"no MUSDB18 tracks found in {Path(root) / subset}: expected {layout}")
     return db
+
+
+class _UnreadableInfo:
+    """Stands in for stempeg.Info of a file ffprobe cannot open, so that musdb can list
+    the other tracks; check_track reports the file."""
+    audio_streams: list = []
+
+    def samples(self, _):
+        return 0
+
+    def duration(self, _):
+        return 0.0
+
+    def rate(self, _):
+        return SAMPLE_RATE
+
+
+@contextlib.contextmanager
+def _tolerant_probe() -> Iterator[dict[str, str]]:
+    """musdb probes every file with stempeg.Info (ffprobe) while listing a root, so one
+    corrupt file would fail the whole listing: record it (path -> reason) instead."""
+    import stempeg
+
+    unreadable: dict[str, str] = {}
+    real = stempeg.Info
+
+    def probe(path):
+        try:
+            return real(path)
+        except Exception as err:  # ffmpeg.Error, KeyError, ...: the file is not readable audio
+            detail = getattr(err, "stderr", None)  # ffmpeg.Error carries ffprobe's own message
+            lines = (detail.decode(errors="replace") if isinstance(detail, bytes) else str(err)).strip().splitlines()
+            unreadable[path] = lines[-1].replace(f"{path}: ", "") if lines else type(err).__name__
+            return _UnreadableInfo()
+
+    stempeg.Info = probe
+    try:
+        yield unreadable
+    finally:
+        stempeg.Info = real
+
+
+def check_track(track) -> None:
+    """A UserError naming the track and the file when it cannot be decoded as it stands:
+    a file ffprobe cannot open, a WAV folder missing a file, a .stem.mp4 lacking streams."""
+    if getattr(track, "unreadable", None):
+        raise UserError(f"track '{track.name}': cannot read {track.unreadable}")
+    if track.is_wav:  # musdb leaves a missing source WAV out of track.sources
+        missing = [Path(track.path).name] if not os.path.isfile(track.path) else []
+        missing += [f"{name}.wav" for name in SOURCES if name not in track.sources]
+        if missing:
+            raise UserError(f"track '{track.name}' has no {', '.join(missing)} (in {Path(track.path).parent})")
+        import soundfile
+
+        lengths = {}
+        for path in [track.path, *(track.sources[name].path for name in SOURCES)]:
+            try:  # the header only: a file cut short shows as a different length
+                lengths[Path(path).name] = soundfile.info(path).frames
+            except Exception as err:  # LibsndfileError, RuntimeError
+                raise UserError(f"track '{track.name}': cannot read {path} "
+                                f"({str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__})") from err
+        if len(set(lengths.values())) > 1:
+            raise UserError(f"track '{track.name}': its WAV files differ in length "
+                            f"({', '.join(f'{k} {v}' for k, v in lengths.items())} samples): is one cut short?")
+    else:
+        streams = len(getattr(track.info, "audio_streams", []))
+        if streams < 1 + len(SOURCES):
+            raise UserError(f"track '{track.name}': {track.path} has {streams} audio streams, "
+                            f"expected {1 + len(SOURCES)} (mixture and four stems)")
 
 
 def select_tracks(tracks: list, names: Sequence[str] | None) -> list:
@@ -66,10 +145,7 @@ def select_tracks(tracks: list, names: Sequence[str] | None) -> list:
 
 def decode_stems(track) -> np.ndarray:
     """A musdb track's four sources as float32 (sources, channels, samples), SOURCES order."""
-    if track.is_wav:
-        for source in track.sources.values():
-            if not os.path.isfile(source.path):
-                raise UserError(f"track '{track.name}' has no {Path(source.path).name}")
+    check_track(track)
     try:
         stems = track.stems  # one decode: (mixture + sources by stem id, samples, channels)
     except Exception as err:  # ffmpeg/soundfile failures surface as many types
@@ -98,6 +174,10 @@ class StemCache:
         if version != CACHE_VERSION:
             raise UserError(f"cache {self.root} has format version {version}, this code reads "
                             f"{CACHE_VERSION}: rerun preprocess.py into a new --cache directory")
+        if self.index.get("sample_rate") != SAMPLE_RATE or self.index.get("sources") != list(SOURCES):
+            raise UserError(f"cache {self.root} holds {self.index.get('sources')} at {self.index.get('sample_rate')} Hz, "
+                            f"this code reads {list(SOURCES)} at {SAMPLE_RATE} Hz: rerun preprocess.py into a new "
+                            "--cache directory")
         self._open: dict[tuple[str, str], np.ndarray] = {}
 
     @staticmethod
@@ -185,7 +265,7 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
         try:
             stems = decode_stems(track)
         except UserError as err:
-            print(f"warning: skipping: {err}", file=sys.stderr)
+            tqdm.write(f"warning: skipping: {err}", file=sys.stderr)  # on its own line, under the progress bar
             broken.append(track.name)
             continue
         cache.add_track(track.name, split, stems, magnitudes)

@@ -5,24 +5,29 @@
     python inference.py --root /path/to/musdb18 --phase griffinlim
     python inference.py --root R --checkpoint checkpoints/epoch_025.pt checkpoints/epoch_050.pt checkpoints/epoch_150.pt
     python inference.py --root R --subset train --split valid         # the 14 validation tracks
+    python inference.py --input song.mp3 live.flac                    # any audio files -> separated/<name>/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import open_musdb, select_tracks
+from data import check_track, open_musdb, select_tracks
 from model import STEMS
 from phase import PHASE_METHODS
-from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_separator, resolve_device, run_cli,
-                   save_audio, stft, write_text)
+from utils import (HOP, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_separator, resolve_device,
+                   run_cli, save_audio, stft, write_text)
+from utils import OUTPUT_FORMATS, audio_info, read_audio_any, resample
 
 SAMPLE_SECONDS = 30.0
 
@@ -32,20 +37,42 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--root", default=None, help="MUSDB18 root (default: $MUSDB_PATH, else the 7-second previews)")
     g.add_argument("--is-wav", action="store_true", help="the root is MUSDB18-HQ (WAV folders)")
-    g.add_argument("--subset", default="test", choices=("train", "test"))
+    g.add_argument("--subset", default="test", choices=("train", "test"), help="MUSDB18 subset to separate")
     g.add_argument("--split", default=None, choices=("train", "valid"),
                    help="with --subset train: musdb's training or validation split")
     g.add_argument("--tracks", nargs="+", default=None, help="only these tracks")
+    g.add_argument("--input", nargs="+", default=None, metavar="FILE",
+                   help="separate these audio files instead of MUSDB18 (any format libsndfile or ffmpeg reads, "
+                        "any sample rate, mono or stereo); writes <out>/<file stem>/{vocals,accompaniment}.<format>, "
+                        "scores nothing; --root, --subset, --split and --tracks are not used")
     g = p.add_argument_group("separation")
     g.add_argument("--checkpoint", nargs="+", default=["checkpoints/best.pt"],
                    help="one or more checkpoints; each gets its own row of results")
-    g.add_argument("--phase", nargs="+", default=["mixture"], choices=sorted(PHASE_METHODS),
-                   help="mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate")
-    g.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
-    g.add_argument("--seed", type=int, default=0, help="seed of Griffin-Lim's random initial phase")
+    g.add_argument("--phase", nargs="+", default=["mixture"], choices=list(PHASE_METHODS),
+                   help="one or more (the model runs once per track, each gets its own row of results). "
+                        "mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate from "
+                        "a random phase (Task 2's reference); griffinlim-mixinit: the same iteration from the "
+                        "mixture phase; misi: Multiple Input Spectrogram Inversion, all stems jointly kept "
+                        "summing to the mixture; wiener: Open-Unmix's multichannel Wiener/EM post-filter")
+    g.add_argument("--gl-iters", type=int, default=32,
+                   help="iterations of griffinlim, griffinlim-mixinit and misi")
+    g.add_argument("--gl-momentum", type=float, default=0.99,
+                   help="fast Griffin-Lim momentum of griffinlim and griffinlim-mixinit (librosa's default)")
+    g.add_argument("--gl-backend", default="librosa", choices=("librosa", "torch"),
+                   help="backend of griffinlim: librosa.griffinlim itself, or the same update from the same "
+                        "seeded start in torch, batched over stems and channels on --device: pick "
+                        "'--gl-backend torch' for speed (griffinlim-mixinit and misi always run in torch)")
+    g.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener (0: the soft mask alone)")
+    g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes that run museval while the main process separates the next tracks "
+                        "(0 or 1: evaluate in the main process, one track after another)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", default="results", help="results go to <out>/<checkpoint name>-<phase>/")
+    g.add_argument("--out", default=None,
+                   help="results go to <out>/<checkpoint name>-<phase>/ (default results); with --input, "
+                        "stems go to <out>/<file stem>/ (default separated)")
+    g.add_argument("--format", default="wav", choices=OUTPUT_FORMATS, help="with --input: format of the stems written")
     g.add_argument("--save-estimates", action="store_true",
                    help="also write full-length estimates to <out>/<checkpoint>-<phase>/estimates/<track>/")
     g.add_argument("--samples", type=int, default=3, help="tracks to write listening excerpts for")
@@ -74,17 +101,81 @@ def separate_magnitudes(model: torch.nn.Module, mixture_spec: torch.Tensor,
     return torch.cat(out, dim=-1)
 
 
-def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
-             **phase_options) -> dict[str, dict[str, np.ndarray]]:
-    """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}; the model runs once."""
+# Long tracks are separated in time segments so that peak memory (the STFTs, the model's
+# activations, the phase methods' working copies) does not grow with track length. Both
+# sizes are multiples of HOP, so every segment's STFT frames fall on the whole track's frame
+# grid; neighbouring segments overlap by SEGMENT_OVERLAP samples, joined by a linear crossfade.
+SEGMENT_SAMPLES = round(60 * SAMPLE_RATE / HOP) * HOP       # ~60 s
+SEGMENT_OVERLAP = round(4 * SAMPLE_RATE / HOP) * HOP        # ~4 s
+
+
+def segment_bounds(length: int, segment: int = SEGMENT_SAMPLES,
+                   overlap: int = SEGMENT_OVERLAP) -> list[tuple[int, int]]:
+    """[(start, stop)] of the segments covering `length` samples: each `segment` long
+    (the last one shorter, but longer than `overlap`), starting every segment - overlap
+    samples. One segment, (0, length), when the track fits in one."""
+    if not 0 <= overlap < segment:
+        raise ValueError("need 0 <= overlap < segment")
+    step = segment - overlap
+    bounds = [(0, min(segment, length))]
+    while bounds[-1][1] < length:
+        start = bounds[-1][0] + step
+        bounds.append((start, min(start + segment, length)))
+    return bounds
+
+
+def crossfade_weights(start: int, stop: int, length: int, overlap: int = SEGMENT_OVERLAP) -> np.ndarray:
+    """Linear fade-in over the first `overlap` samples (unless the segment starts the track)
+    and fade-out over the last `overlap` (unless it ends it); the weights of overlapping
+    segments sum to one, sample by sample. float32 (stop - start,)."""
+    weights = np.ones(stop - start, dtype=np.float32)
+    ramp = ((np.arange(overlap) + 0.5) / overlap).astype(np.float32)
+    if start > 0:
+        weights[:overlap] = ramp
+    if stop < length:
+        weights[-overlap:] = 1 - ramp
+    return weights
+
+
+def _separate_segment(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
+                      timings: dict[str, float] | None, **phase_options) -> dict[str, np.ndarray]:
+    """mixture (samples, channels) -> {phase: (stems, channels, samples)}; the model runs once."""
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32)).to(device)
     mixture_spec = stft(audio)
     estimate_mag = separate_magnitudes(model, mixture_spec)
     out = {}
     for phase in phases:
-        signals = PHASE_METHODS[phase](estimate_mag, mixture_spec, audio.shape[-1], **phase_options)
-        out[phase] = {stem: signals[i].T for i, stem in enumerate(STEMS)}
+        seconds: dict[str, float] = {}
+        out[phase] = PHASE_METHODS[phase](estimate_mag, mixture_spec, audio.shape[-1], timings=seconds,
+                                          **phase_options)
+        if timings is not None:
+            timings[phase] = timings.get(phase, 0.0) + seconds[phase]
     return out
+
+
+def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
+             segment: int = SEGMENT_SAMPLES, overlap: int = SEGMENT_OVERLAP, timings: dict[str, float] | None = None,
+             **phase_options) -> dict[str, dict[str, np.ndarray]]:
+    """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}.
+
+    The model and every phase method run segment by segment (see SEGMENT_SAMPLES); a track
+    no longer than one segment is separated whole, exactly as without segmenting. Each phase
+    method's seconds, summed over segments, go to timings[phase] when timings is given."""
+    length = mixture.shape[0]
+    bounds = segment_bounds(length, segment, overlap)
+    if timings is not None:
+        for phase in phases:
+            timings[phase] = 0.0
+    if len(bounds) == 1:
+        signals = _separate_segment(model, mixture, phases, device, timings, **phase_options)
+    else:
+        signals = {phase: np.zeros((len(STEMS), mixture.shape[1], length), dtype=np.float32) for phase in phases}
+        for start, stop in bounds:
+            pieces = _separate_segment(model, mixture[start:stop], phases, device, timings, **phase_options)
+            weights = crossfade_weights(start, stop, length, overlap)
+            for phase, piece in pieces.items():
+                signals[phase][..., start:stop] += piece * weights
+    return {phase: {stem: s[i].T for i, stem in enumerate(STEMS)} for phase, s in signals.items()}
 
 
 # ------------------------------------------------------------------ evaluation
@@ -99,6 +190,61 @@ def evaluate_track(track, estimates: dict[str, np.ndarray], output_dir: str | Pa
     frame_scores = scores.df
     sdr = frame_scores[frame_scores["metric"] == "SDR"].groupby("target")["score"].median()
     return {stem: float(sdr[stem]) for stem in STEMS}
+
+
+def _limit_threads() -> None:
+    """Pool initializer: one BLAS/torch thread per evaluation process (the pool's processes
+    share the cores; museval's least squares gain nothing from threads on its small systems)."""
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+class Evaluator:
+    """evaluate_track for many (track, estimates), in the calling process (workers 0 or 1)
+    or in a pool of `workers` processes. submit() blocks while `max_pending` tracks are in
+    flight (default 2 x workers), so estimates held for evaluation stay bounded in memory.
+    Use as a context manager; results() waits for all and returns {key: scores}."""
+
+    def __init__(self, workers: int, max_pending: int | None = None) -> None:
+        self.workers = max(1, workers)
+        self.max_pending = max_pending or 2 * self.workers
+        self.pool = None
+        if self.workers > 1:
+            # spawn: the main process has torch's thread pools running, which fork does not copy safely
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_limit_threads)
+        self.pending: dict[Future, Hashable] = {}
+        self.done: dict[Hashable, dict[str, float]] = {}
+
+    def submit(self, key: Hashable, track, estimates: dict[str, np.ndarray],
+               output_dir: str | Path | None = None) -> None:
+        if self.pool is None:
+            self.done[key] = evaluate_track(track, estimates, output_dir)
+            return
+        while len(self.pending) >= self.max_pending:
+            self._collect(FIRST_COMPLETED)
+        self.pending[self.pool.submit(evaluate_track, track, estimates, output_dir)] = key
+
+    def _collect(self, how: str) -> None:
+        finished, _ = wait(list(self.pending), return_when=how)
+        for future in finished:
+            self.done[self.pending.pop(future)] = future.result()
+
+    def results(self) -> dict[Hashable, dict[str, float]]:
+        if self.pending:
+            self._collect("ALL_COMPLETED")
+        return self.done
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
 
 
 def median_over_tracks(per_track: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -123,33 +269,46 @@ def write_sample(directory: Path, track, estimates: dict[str, np.ndarray]) -> No
         save_audio(directory / f"reference_{stem}.wav", track.targets[stem].audio[lo:hi])
 
 
-def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """results {run name: {track: {stem: sdr}}} -> a plain-text table with a median row."""
+def format_table(results: dict[str, dict[str, dict[str, float]]],
+                 seconds: dict[str, dict[str, float]] | None = None) -> str:
+    """results {run name: {track: {stem: sdr}}} and seconds {run name: {track: seconds the
+    phase method took}} -> a plain-text table with a median row (SDR in dB, s/track in s)."""
     runs = list(results)
+    seconds = seconds or {}
     tracks = sorted({t for r in results.values() for t in r})
     width = max([len("median") + 2] + [len(t) for t in tracks])
-    head = f"{'track':<{width}}" + "".join(f" | {run[:27]:^27}" for run in runs)
-    sub = " " * width + "".join(f" | {'vocals':>13} {'accomp.':>13}" for _ in runs)
+    head = f"{'track':<{width}}" + "".join(f" | {run[:29]:^29}" for run in runs)
+    sub = " " * width + "".join(f" | {'vocals':>9} {'accomp.':>9} {'s/track':>9}" for _ in runs)
     lines = [head, sub, "-" * len(sub)]
     for track in tracks:
         row = f"{track:<{width}}"
         for run in runs:
             s = results[run].get(track, {})
-            row += " | " + " ".join(f"{s.get(stem, float('nan')):13.2f}" for stem in STEMS)
+            row += " | " + " ".join(f"{s.get(stem, float('nan')):9.2f}" for stem in STEMS)
+            row += f" {seconds.get(run, {}).get(track, float('nan')):9.2f}"
         lines.append(row)
     lines.append("-" * len(sub))
     row = f"{'median':<{width}}"
     for run in runs:
         median = median_over_tracks(results[run])
-        row += " | " + " ".join(f"{median[stem]:13.2f}" for stem in STEMS)
+        run_seconds = list(seconds.get(run, {}).values())
+        row += " | " + " ".join(f"{median[stem]:9.2f}" for stem in STEMS)
+        row += f" {np.median(run_seconds) if run_seconds else float('nan'):9.2f}"
     lines.append(row)
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.input:
+        return separate_files(args)
+    args.out = args.out or "results"
     if args.split and args.subset != "train":
         raise UserError("--split needs --subset train")
+    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
+        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
+    if args.workers < 0:
+        raise UserError("--workers must not be negative")
     device = resolve_device(args.device)
     models = {}
     for path in args.checkpoint:
@@ -159,21 +318,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("checkpoints must have distinct file names (results are named after them)")
     tracks = select_tracks(open_musdb(args.root, args.is_wav, args.subset, args.split).tracks, args.tracks)
     tracks = sorted(tracks, key=lambda t: t.name)
+    check_tracks(tracks)
 
+    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
+                         wiener_iters=args.wiener_iters, seed=args.seed)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for index, track in enumerate(tqdm(tracks, desc="tracks")):
-        mixture = track.audio
-        for name, (path, model, state) in models.items():
-            separated = separate(model, mixture, args.phase, device, gl_iters=args.gl_iters, seed=args.seed)
-            for phase, estimates in separated.items():
-                run = f"{name}-{phase}"
-                out_dir = Path(args.out) / run
-                results.setdefault(run, {})[track.name] = evaluate_track(track, estimates, out_dir)
-                if args.save_estimates:
-                    for stem, audio in estimates.items():
-                        save_audio(out_dir / "estimates" / track.name / f"{stem}.wav", audio)
-                if index < args.samples:
-                    write_sample(Path(args.samples_dir) / run / track.name, track, estimates)
+    seconds: dict[str, dict[str, float]] = {}
+    # Separation stays in this process (and on --device); museval runs in the evaluator's pool.
+    with Evaluator(args.workers) as evaluator:
+        for index, track in enumerate(tqdm(tracks, desc="tracks")):
+            mixture = track_mixture(track)
+            for name, (path, model, state) in models.items():
+                timings: dict[str, float] = {}  # each phase method records its own seconds here
+                separated = separate(model, mixture, args.phase, device, timings=timings, **phase_options)
+                for phase, estimates in separated.items():
+                    run = f"{name}-{phase}"
+                    out_dir = Path(args.out) / run
+                    evaluator.submit((run, track.name), track, estimates, out_dir)
+                    seconds.setdefault(run, {})[track.name] = timings[phase]
+                    if args.save_estimates:
+                        for stem, audio in estimates.items():
+                            save_audio(out_dir / "estimates" / track.name / f"{stem}.wav", audio)
+                    if index < args.samples:
+                        write_sample(Path(args.samples_dir) / run / track.name, track, estimates)
+        scores = evaluator.results()
+    for run, track_seconds in seconds.items():  # in track order, whichever finished first
+        results[run] = {track: scores[(run, track)] for track in track_seconds}
 
     for name, (path, model, state) in models.items():
         for phase in args.phase:
@@ -182,10 +352,92 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "checkpoint": str(path), "epoch": state.get("epoch"), "phase": phase,
                 "subset": args.subset, "split": args.split, "n_tracks": len(results[run]),
                 "median_sdr": median_over_tracks(results[run]), "tracks": results[run],
+                "phase_seconds": seconds[run],
             }
             write_text(Path(args.out) / run / "summary.json", json.dumps(summary, indent=1))
-    print(format_table(results))
+    print(format_table(results, seconds))
     print(f"results in {Path(args.out)}/<checkpoint>-<phase>/summary.json")
+
+
+# --------------------------------------------------------- MUSDB18 track checks
+
+def check_tracks(tracks: list) -> None:
+    """Fail before anything is written when a track cannot be decoded (a file ffprobe
+    cannot open, a WAV folder missing a file, a .stem.mp4 lacking streams), naming it."""
+    for track in tracks:
+        check_track(track)
+
+
+def track_mixture(track) -> np.ndarray:
+    """The track's mixture (samples, channels), or a UserError naming the track."""
+    try:
+        audio = track.audio
+    except Exception as err:  # stempeg/ffmpeg failures surface as many types
+        raise UserError(f"cannot decode track '{track.name}': {type(err).__name__}: {err}".splitlines()[0]) from err
+    if audio is None or audio.ndim != 2 or audio.shape[0] == 0:
+        raise UserError(f"track '{track.name}' decoded to no audio ({track.path})")
+    return audio
+
+
+# ------------------------------------------------------------ --input: any file
+
+def separate_files(args: argparse.Namespace) -> None:
+    """inference.py --input: separate audio files that are not in MUSDB18 and write their
+    stems; nothing is scored (there is no reference). Every input is checked (exists, is
+    audio, mono or stereo) before any model runs, and every file is written atomically."""
+    out = Path(args.out or "separated")
+    if len(args.checkpoint) != 1:
+        raise UserError("--input separates with one checkpoint: give a single --checkpoint")
+    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
+        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
+    inputs = [Path(p) for p in args.input]
+    for path in inputs:
+        _, channels = audio_info(path)
+        if channels not in (1, 2):
+            raise UserError(f"input {path} has {channels} channels; only mono and stereo files can be separated")
+    stems_of = [p.stem for p in inputs]
+    clashes = sorted({s for s in stems_of if stems_of.count(s) > 1})
+    if clashes:
+        raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
+    device = resolve_device(args.device)
+    model, _ = load_separator(args.checkpoint[0], device)
+    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
+                         wiener_iters=args.wiener_iters, seed=args.seed)
+    for path, name in zip(inputs, stems_of):
+        separated = separate_file(model, path, args.phase, device, **phase_options)
+        for phase, estimates in separated.items():
+            folder = out / name / phase if len(args.phase) > 1 else out / name
+            for stem, audio in estimates.items():
+                target = folder / f"{stem}.{args.format}"
+                save_audio(target, audio[0], audio[1])
+                print(target)
+
+
+def separate_file(model: torch.nn.Module, path: str | Path, phases: Sequence[str], device: torch.device,
+                  **phase_options) -> dict[str, dict[str, tuple[np.ndarray, int]]]:
+    """Read any audio file, separate it at the model's 44.1 kHz in stereo, and return
+    {phase: {stem: (audio, rate)}} in the file's own sample rate, length and channel count
+    (a mono file's stems are the mean of the two separated channels)."""
+    audio, rate = read_audio_any(path)
+    length, channels = audio.shape
+    if channels not in (1, 2):
+        raise UserError(f"input {path} has {channels} channels; only mono and stereo files can be separated")
+    mixture = resample(audio, rate, SAMPLE_RATE)
+    if channels == 1:
+        mixture = np.repeat(mixture, 2, axis=1)
+    separated = separate(model, np.ascontiguousarray(mixture, dtype=np.float32), phases, device, **phase_options)
+    out = {}
+    for phase, estimates in separated.items():
+        out[phase] = {}
+        for stem, estimate in estimates.items():
+            estimate = resample(np.asarray(estimate, dtype=np.float32), SAMPLE_RATE, rate)
+            estimate = estimate[:length]
+            if estimate.shape[0] < length:  # soxr's rounding may leave a sample or two short
+                estimate = np.pad(estimate, ((0, length - estimate.shape[0]), (0, 0)))
+            if channels == 1:
+                estimate = estimate.mean(axis=1, keepdims=True)
+            out[phase][stem] = (estimate, rate)
+    return out
 
 
 if __name__ == "__main__":

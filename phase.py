@@ -2,17 +2,57 @@
 
 Every method takes estimate_mag (stems, channels, bins, frames), the mixture's complex
 STFT (channels, bins, frames) and the output length, and returns (stems, channels,
-length) float32 audio. inference.py picks them by name from PHASE_METHODS."""
+length) float32 audio. inference.py picks them by name from PHASE_METHODS; each entry
+also accepts `timings`, a dict in which it records its own wall-clock seconds under its
+name, so a caller that runs several methods on one model output can time each.
+
+The torch iterations run on the device of their input tensors."""
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import time
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from utils import HOP, N_FFT, istft
+from utils import HOP, N_FFT, istft, stft
 
+# Bins (signals x frequencies x frames) per batch of the torch iterations: 128 MB per
+# complex64 copy, of which an iteration holds about five. One signal of a 3-minute track
+# fills a batch; a longer one goes alone (a Griffin-Lim signal cannot be split in time).
+# Larger batches bought no speed on CPU, and these operations already fill a GPU.
+MAX_BATCH_BINS = 2**24
+# Frames per batch of the Wiener filter's per-bin channel x channel algebra.
+WIENER_BATCH_FRAMES = 200
+
+
+# ------------------------------------------------------------------- helpers
+
+def _batches(count: int, bins_each: int) -> Iterator[slice]:
+    """Slices of range(count) whose items hold at most MAX_BATCH_BINS bins (at least one item)."""
+    size = max(1, MAX_BATCH_BINS // max(1, bins_each))
+    for start in range(0, count, size):
+        yield slice(start, min(count, start + size))
+
+
+def _with_magnitude(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """spec's phase under magnitude mag: (..., F, T) complex, (..., F, T) real -> complex.
+
+    librosa's mag * spec / (|spec| + tiny), except on bins below ~1e-19, which stay tiny
+    rather than unit. In real arithmetic: torch's complex sgn/abs and complex-by-real
+    products are several times slower, and this runs on every bin each iteration."""
+    parts = torch.view_as_real(spec)
+    real, imag = parts.unbind(-1)
+    gain = real.square().addcmul_(imag, imag).clamp_min_(torch.finfo(mag.dtype).tiny).rsqrt_().mul_(mag)
+    out = torch.empty_like(parts)
+    torch.mul(real, gain, out=out[..., 0])
+    torch.mul(imag, gain, out=out[..., 1])
+    return torch.view_as_complex(out)
+
+
+# ------------------------------------------------------------------- mixture
 
 def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, **_) -> np.ndarray:
     """Each estimate takes the mixture's phase. (stems, C, F, T) -> (stems, C, length)."""
@@ -20,16 +60,199 @@ def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length
     return istft(spec, length).cpu().numpy()
 
 
+# --------------------------------------------------------------- Griffin-Lim
+
+def griffinlim_torch(mag: torch.Tensor, init: torch.Tensor, length: int, n_iter: int,
+                     momentum: float = 0.99) -> torch.Tensor:
+    """Fast Griffin-Lim with librosa.griffinlim's exact update, batched over signals.
+
+    mag (signals, bins, frames) real, init (signals, bins, frames) complex unit phase
+    -> (signals, length) real. Each step sets the spectrogram to the STFT of its
+    inverse minus momentum / (1 + momentum) times the previous such STFT, then keeps
+    only its phase under the target magnitude."""
+    beta = momentum / (1 + momentum)
+    angles = _with_magnitude(init, mag)
+    previous = None
+    for _ in range(n_iter):
+        rebuilt = stft(istft(angles, length))
+        angles = _with_magnitude(rebuilt if previous is None else torch.sub(rebuilt, previous, alpha=beta), mag)
+        previous = rebuilt
+    return istft(angles, length)
+
+
+def _griffinlim_batched(mag: torch.Tensor, length: int, n_iter: int, momentum: float,
+                        init: Callable[[slice], torch.Tensor]) -> np.ndarray:
+    """mag (stems, C, F, T) -> (stems, C, length): griffinlim_torch over batches of
+    signals; init(batch) gives the batch's unit initial phase (batch, F, T)."""
+    signals = mag.reshape(-1, *mag.shape[-2:])
+    out = np.empty((signals.shape[0], length), dtype=np.float32)
+    for batch in _batches(signals.shape[0], signals[0].numel()):
+        out[batch] = griffinlim_torch(signals[batch], init(batch), length, n_iter, momentum).cpu().numpy()
+    return out.reshape(*mag.shape[:-2], length)
+
+
+def _librosa_random_init(mag: torch.Tensor, seed: int) -> Callable[[slice], torch.Tensor]:
+    """The initial phase librosa.griffinlim(random_state=seed) draws, batch by batch.
+
+    librosa draws one uniform angle per bin of the whole (stems, C, F, T) array in C
+    order; drawing consecutive batches from the same RandomState continues that stream,
+    so the torch backend starts from librosa's very phases without holding them all."""
+    rng = np.random.RandomState(seed)
+    shape = mag.shape[-2:]
+
+    def init(batch: slice) -> torch.Tensor:
+        draw = rng.random_sample((batch.stop - batch.start, *shape))
+        # Single precision from here on: the phasors end up complex64 in librosa too.
+        angle = torch.from_numpy(draw).to(mag.device, torch.float32).mul_(2 * np.pi)
+        return torch.polar(torch.ones_like(angle), angle)
+    return init
+
+
 def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                     gl_iters: int = 32, seed: int = 0, **_) -> np.ndarray:
-    """librosa.griffinlim on every stem and channel from its own random initial phase,
-    with the separator's STFT settings. (stems, C, F, T) -> (stems, C, length)."""
+                     gl_iters: int = 32, gl_momentum: float = 0.99, gl_backend: str = "librosa",
+                     seed: int = 0, **_) -> np.ndarray:
+    """Griffin-Lim on every stem and channel from librosa's seeded random initial phase.
+
+    backend 'librosa' calls librosa.griffinlim (the reference); 'torch' runs the same
+    update from the same initial phase, batched on the input's device.
+    (stems, C, F, T) -> (stems, C, length)."""
+    if gl_backend not in ("librosa", "torch"):
+        raise ValueError(f"unknown Griffin-Lim backend {gl_backend!r}")
+    if gl_backend == "torch":
+        return _griffinlim_batched(estimate_mag, length, gl_iters, gl_momentum,
+                                   _librosa_random_init(estimate_mag, seed))
     import librosa
 
     return librosa.griffinlim(
         estimate_mag.cpu().numpy(), n_iter=gl_iters, hop_length=HOP, win_length=N_FFT, n_fft=N_FFT,
-        window="hann", center=True, length=length, random_state=seed,
+        window="hann", center=True, length=length, momentum=gl_momentum, random_state=seed,
     ).astype(np.float32)
 
 
-PHASE_METHODS: dict[str, Callable[..., np.ndarray]] = {"mixture": phase_mixture, "griffinlim": phase_griffinlim}
+def phase_griffinlim_mixinit(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+                             gl_iters: int = 32, gl_momentum: float = 0.99, **_) -> np.ndarray:
+    """The same Griffin-Lim (torch backend) started from the mixture's phase instead of
+    a random one. (stems, C, F, T) -> (stems, C, length)."""
+    mixture_phase = torch.sgn(mixture_spec)
+    channels = mixture_spec.shape[0]
+    # Signal i of the flattened (stems * C) batch is channel i % C of its stem.
+    return _griffinlim_batched(estimate_mag, length, gl_iters, gl_momentum,
+                               lambda batch: mixture_phase[torch.arange(batch.start, batch.stop) % channels])
+
+
+# ---------------------------------------------------------------------- MISI
+
+def misi(mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, n_iter: int) -> torch.Tensor:
+    """Multiple Input Spectrogram Inversion (Gunawan & Sen 2010), from the mixture phase.
+
+    mag (stems, C, F, T) real, mixture_spec (C, F, T) complex -> (stems, C, length).
+    Each step shares the time-domain mixture error equally among the stems, so their sum
+    is the mixture, then re-imposes each stem's magnitude on the STFT of the result."""
+    mixture = istft(mixture_spec, length)
+    spec = _with_magnitude(mixture_spec.expand_as(mag), mag)
+    for _ in range(n_iter):
+        signals = istft(spec, length)
+        signals += (mixture - signals.sum(0)) / mag.shape[0]
+        spec = _with_magnitude(stft(signals), mag)
+    return istft(spec, length)
+
+
+def phase_misi(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+               gl_iters: int = 32, **_) -> np.ndarray:
+    """MISI (torch, batched over channels, which it treats independently).
+    (stems, C, F, T) -> (stems, C, length)."""
+    stems, channels = estimate_mag.shape[:2]
+    out = np.empty((stems, channels, length), dtype=np.float32)
+    for batch in _batches(channels, stems * estimate_mag[0, 0].numel()):
+        out[:, batch] = misi(estimate_mag[:, batch], mixture_spec[batch], length, gl_iters).cpu().numpy()
+    return out
+
+
+# -------------------------------------------------------------------- Wiener
+
+def _covariance(y: torch.Tensor) -> torch.Tensor:
+    """y (stems, C, F, T) -> sum over frames of y y^H, (stems, F, C, C)."""
+    return torch.einsum("scft,sdft->sfcd", y, y.conj())
+
+
+def _spatial_covariances(y: torch.Tensor, psd: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each source's spatial covariance matrix, the PSD-weighted mean of y y^H over
+    frames (norbert's update), accumulated over frame batches to bound memory.
+
+    y (stems, C, F, T) complex, psd (stems, F, T) -> (stems, F, C, C) complex."""
+    frames = y.shape[-1]
+    total = sum(_covariance(y[..., t:t + WIENER_BATCH_FRAMES]) for t in range(0, frames, WIENER_BATCH_FRAMES))
+    return total / (eps + psd.sum(-1))[..., None, None]
+
+
+def _wiener_frames(mix: torch.Tensor, psd: torch.Tensor, cov: torch.Tensor, eps: float) -> torch.Tensor:
+    """The multichannel Wiener estimates v_j R_j Cxx^-1 x for a batch of frames.
+
+    mix (C, F, B) complex, psd (stems, F, B), cov (stems, F, C, C) -> (stems, C, F, B)."""
+    channels = mix.shape[0]
+    # norbert's regulariser keeps Cxx invertible where every source is silent.
+    regulariser = eps ** 0.5 * torch.eye(channels, dtype=mix.dtype, device=mix.device)
+    mix_cov = regulariser + torch.einsum("sfb,sfcd->fbcd", psd.to(mix.dtype), cov)
+    whitened = torch.linalg.solve(mix_cov, mix.permute(1, 2, 0))  # (F, B, C): Cxx^-1 x
+    return torch.einsum("sfb,sfcd,fbd->scfb", psd.to(mix.dtype), cov, whitened)
+
+
+def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, scale_factor: float = 10.0) -> torch.Tensor:
+    """The multichannel Wiener filter refined by expectation-maximisation, as norbert's
+    `wiener(..., use_softmask=True)` that Open-Unmix applies to its magnitude estimates.
+
+    mag (stems, C, F, T) real, mix (C, F, T) complex -> (stems, C, F, T) complex.
+    Starts from the soft mask mix * mag_j / sum(mag); each iteration estimates every
+    source's power spectral density (mean power over channels) and spatial covariance
+    matrix from the current estimates, then re-separates the mixture with the Wiener
+    gains they give."""
+    eps = torch.finfo(mag.dtype).eps  # norbert's default for single precision
+    y = mix * (mag / (eps + mag.sum(0)))
+    if iterations == 0:
+        return y
+    # norbert scales the mixture to a peak of ~scale_factor so that eps is small against
+    # every audible bin whatever the STFT's gain.
+    scale = max(1.0, float(mix.abs().max()) / scale_factor)
+    mix, y = mix / scale, y / scale
+    frames = mix.shape[-1]
+    for _ in range(iterations):
+        psd = (y.real ** 2 + y.imag ** 2).mean(1)
+        cov = _spatial_covariances(y, psd, eps)
+        for t in range(0, frames, WIENER_BATCH_FRAMES):
+            batch = slice(t, t + WIENER_BATCH_FRAMES)
+            y[..., batch] = _wiener_frames(mix[..., batch], psd[..., batch], cov, eps)
+    return y * scale
+
+
+def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+                 wiener_iters: int = 1, **_) -> np.ndarray:
+    """Multichannel Wiener / EM post-filter; it changes magnitudes as well as phases.
+    (stems, C, F, T) -> (stems, C, length)."""
+    return istft(wiener(estimate_mag, mixture_spec, wiener_iters), length).cpu().numpy()
+
+
+# ------------------------------------------------------------------ registry
+
+def _timed(name: str, method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """`method` that also records its wall-clock seconds in timings[name] when given."""
+    @functools.wraps(method)
+    def run(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+            timings: dict[str, float] | None = None, **options) -> np.ndarray:
+        start = time.perf_counter()
+        # Methods return numpy arrays, so any GPU work has finished when the clock stops.
+        signals = method(estimate_mag, mixture_spec, length, **options)
+        if timings is not None:
+            timings[name] = time.perf_counter() - start
+        return signals
+    return run
+
+
+PHASE_METHODS: dict[str, Callable[..., np.ndarray]] = {
+    name: _timed(name, method) for name, method in {
+        "mixture": phase_mixture,
+        "griffinlim": phase_griffinlim,
+        "griffinlim-mixinit": phase_griffinlim_mixinit,
+        "misi": phase_misi,
+        "wiener": phase_wiener,
+    }.items()
+}

@@ -211,6 +211,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
+    if args.data == "magnitudes":  # from the index, before any work
+        cache.check_stft(N_FFT, HOP)
     valid_names = cache.names("valid")
     if not valid_names:
         raise UserError(f"the cache {args.cache} holds no validation tracks: preprocess the 'valid' split too")
@@ -221,9 +223,19 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
 
     resume_state = load_checkpoint(ckpt_dir / "last.pt") if args.resume else None
     if resume_state is not None:
-        model = Separator(**resume_state["model_config"])
-        model.load_state_dict(resume_state["model_state"])
-        stats = resume_state["input_stats"]
+        try:
+            model = Separator(**resume_state["model_config"])
+            model.load_state_dict(resume_state["model_state"])
+            stats = resume_state["input_stats"]
+            missing = [k for k in ("optimizer_state", "scheduler_state", "history", "epoch") if k not in resume_state]
+            if missing:
+                raise KeyError(", ".join(missing))
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"{ckpt_dir / 'last.pt'} cannot be resumed (not a last.pt of this model: "
+                            f"{type(err).__name__}: {err})".splitlines()[0]) from err
+        if resume_state["epoch"] >= args.epochs:
+            raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
+                            f"ask for more --epochs than that to continue")
     else:
         mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
@@ -259,6 +271,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         sampler.set_epoch(epoch)
         train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main)
         valid_loss = validation_loss(net, cache, valid_names, device)
+        if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
+            raise UserError(f"validation loss became {valid_loss} at epoch {epoch}; the last good checkpoint "
+                            "is kept; try a lower --lr")
         scheduler.step(valid_loss)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})

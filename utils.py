@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -108,11 +109,106 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write (samples, channels) float audio as 16-bit WAV (or FLAC by suffix)."""
+    """Write (samples, channels) float audio as 16-bit WAV (or FLAC, or MP3, by suffix).
+
+    MP3 goes through libsndfile where it has MP3 (>= 1.1), else through ffmpeg."""
     path = Path(path)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    audio = np.clip(audio, -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16",
-                 format=path.suffix.lstrip(".").upper() or "WAV")
+        if fmt != "MP3":
+            sf.write(str(tmp), audio, rate, subtype="PCM_16", format=fmt)
+        elif "MP3" in sf.available_formats():
+            sf.write(str(tmp), audio, rate, format="MP3", subtype="MPEG_LAYER_III")
+        else:
+            _ffmpeg_encode(tmp, audio, rate, "mp3")
+
+
+# Formats the --input path can write: libsndfile writes WAV and FLAC, MP3 where it has it.
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+
+
+def _ffmpeg_encode(path: Path, audio: np.ndarray, rate: int, fmt: str) -> None:
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        raise UserError(f"writing {fmt} needs ffmpeg (this libsndfile cannot): install ffmpeg or use --format wav")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate), "-ac", str(audio.shape[1]),
+           "-i", "pipe:0", "-f", fmt, str(path)]
+    result = subprocess.run(cmd, input=np.ascontiguousarray(audio, dtype="<f4").tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise UserError(f"ffmpeg could not write {path}: {result.stderr.decode(errors='replace').strip()}"
+                        .splitlines()[0])
+
+
+def _ffprobe_audio(path: Path) -> tuple[int, int]:
+    """(sample rate, channels) of the first audio stream of `path`, by ffprobe."""
+    import json
+    import subprocess
+
+    if shutil.which("ffprobe") is None:
+        raise UserError(f"cannot read {path}: not a format libsndfile reads (wav, flac, ogg, mp3), and ffmpeg "
+                        "(ffprobe) is not installed to decode it; install ffmpeg, e.g. apt-get install ffmpeg")
+    result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                             "stream=sample_rate,channels", "-of", "json", str(path)], capture_output=True, text=True)
+    streams = json.loads(result.stdout or "{}").get("streams") if result.returncode == 0 else None
+    if not streams:
+        raise UserError(f"cannot read {path}: not an audio file (neither libsndfile nor ffmpeg can decode it)")
+    return int(streams[0]["sample_rate"]), int(streams[0]["channels"])
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int]:
+    """(sample rate, channels) of any audio file libsndfile or ffmpeg reads, without
+    decoding it; a missing file or one that is not audio is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"input {path} does not exist" if not path.exists() else f"input {path} is not a file")
+    try:
+        info = sf.info(str(path))
+        return info.samplerate, info.channels
+    except (sf.LibsndfileError, RuntimeError):
+        return _ffprobe_audio(path)
+
+
+def read_audio_any(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read any audio file as float32 (samples, channels) and its sample rate: libsndfile
+    first (wav, flac, ogg, mp3, ...), then ffmpeg (m4a/aac, opus in mp4, wma, ...)."""
+    path = Path(path)
+    rate, channels = audio_info(path)
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError):
+        audio = _ffmpeg_decode(path, rate, channels)
+    if audio.shape[0] == 0:
+        raise UserError(f"input {path} holds no audio samples")
+    if not np.all(np.isfinite(audio)):
+        raise UserError(f"input {path} holds NaN or infinite samples")
+    return audio, rate
+
+
+def _ffmpeg_decode(path: Path, rate: int, channels: int) -> np.ndarray:
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        raise UserError(f"cannot read {path}: decoding it needs ffmpeg, which is not installed; "
+                        "install it, e.g. apt-get install ffmpeg")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
+           "-acodec", "pcm_f32le", "-ar", str(rate), "-ac", str(channels), "pipe:1"]
+    result = subprocess.run(cmd, capture_output=True)
+    if result.returncode != 0:
+        raise UserError(f"cannot decode {path} with ffmpeg: {result.stderr.decode(errors='replace').strip()}"
+                        .splitlines()[0])
+    return np.frombuffer(result.stdout, dtype="<f4").reshape(-1, channels).astype(np.float32)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """(samples, channels) float audio from `from_rate` to `to_rate` Hz with soxr (VHQ);
+    the result has round(samples * to_rate / from_rate) samples."""
+    if from_rate == to_rate:
+        return audio
+    import soxr
+
+    return soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), from_rate, to_rate, quality="VHQ")
 
 
 # ----------------------------------------------------------------- checkpoints
@@ -142,6 +238,11 @@ def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu"):
     from model import Separator  # model.py holds only modules, so it never imports utils
 
     state = load_checkpoint(path, device)
+    stft_config = state.get("stft") or {}
+    trained = (stft_config.get("n_fft", N_FFT), stft_config.get("hop", HOP), stft_config.get("sample_rate", SAMPLE_RATE))
+    if trained != (N_FFT, HOP, SAMPLE_RATE):
+        raise UserError(f"{path} was trained with n_fft={trained[0]} hop={trained[1]} at {trained[2]} Hz; this code "
+                        f"uses n_fft={N_FFT} hop={HOP} at {SAMPLE_RATE} Hz")
     try:
         model = Separator(**state["model_config"])
         model.load_state_dict(state["model_state"])

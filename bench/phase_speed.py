@@ -4,7 +4,8 @@ backends side by side, with the speed-up over librosa.griffinlim (Task 2's refer
 The input is fixed-seed noise stems (their STFT magnitudes, and the STFT of their sum
 as the mixture), or with --root/--track a real clip's true vocals/accompaniment tiled
 to --seconds. With --sdr (needs --root/--track) every method is also scored with
-museval on the untiled clip from its true magnitudes (oracle SDR).
+museval on the untiled clip from its true magnitudes (oracle SDR), or with --irm from
+its ideal ratio masks (the best a masking model such as this project's can output).
 
     python bench/phase_speed.py                                   # 180 s of noise stems
     python bench/phase_speed.py --seconds 30 --device cuda
@@ -69,39 +70,50 @@ def tile(audio: np.ndarray, seconds: float) -> np.ndarray:
     return np.tile(audio, (1,) * (audio.ndim - 1) + (reps,))[..., :samples]
 
 
-def oracle_inputs(stems: np.ndarray, mixture: np.ndarray,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def oracle_inputs(stems: np.ndarray, mixture: np.ndarray, device: torch.device,
+                  irm: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """stems (stems, C, samples), mixture (C, samples) -> the stems' true magnitudes
-    (stems, C, F, T), the mixture's STFT (C, F, T) and the length, on `device`."""
-    audio = torch.from_numpy(stems).to(device)
-    return stft(audio).abs(), stft(torch.from_numpy(mixture).to(device)), audio.shape[-1]
+    (stems, C, F, T), the mixture's STFT (C, F, T) and the length, on `device`.
+
+    irm: the ideal ratio masks' magnitudes |X| |S_j| / sum_k |S_k| instead, what a
+    perfect masking model (as this project's) would output."""
+    magnitudes = stft(torch.from_numpy(stems).to(device)).abs()
+    mixture_spec = stft(torch.from_numpy(mixture).to(device))
+    if irm:
+        magnitudes = mixture_spec.abs() * magnitudes / magnitudes.sum(0).clamp_min(1e-12)
+    return magnitudes, mixture_spec, stems.shape[-1]
 
 
 def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, options: dict,
-            quiet: bool = False) -> dict[str, tuple[float, np.ndarray]]:
-    """Every row of RUNS on the same input: {label: (seconds, signals)}."""
+            quiet: bool = False) -> dict[str, tuple[float, float, np.ndarray]]:
+    """Every row of RUNS on the same input: {label: (wall seconds, CPU seconds, signals)}.
+
+    CPU seconds (user + system, all threads) show the work done even where other jobs
+    share the cores and stretch the wall clock."""
     out = {}
     for label, method, extra in RUNS:
         timings: dict[str, float] = {}
+        cpu = time.process_time()
         signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings, **options, **extra)
-        out[label] = (timings[method], signals)
+        out[label] = (timings[method], time.process_time() - cpu, signals)
         if not quiet:
             print(f"  {label}: {timings[method]:.2f} s", file=sys.stderr, flush=True)
     return out
 
 
-def speed_table(runs: dict[str, tuple[float, np.ndarray]]) -> str:
-    reference = runs[RUNS[0][0]][0]
-    lines = [f"{'method':<22} {'seconds':>9} {'x librosa GL':>13}", "-" * 46]
-    lines += [f"{label:<22} {seconds:9.2f} {reference / seconds:12.1f}x" for label, (seconds, _) in runs.items()]
+def speed_table(runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
+    wall_ref, cpu_ref, _ = runs[RUNS[0][0]]
+    lines = [f"{'method':<22} {'seconds':>9} {'x librosa GL':>13} {'CPU s':>9} {'x (CPU)':>8}", "-" * 65]
+    lines += [f"{label:<22} {wall:9.2f} {wall_ref / wall:12.1f}x {cpu:9.2f} {cpu_ref / cpu:7.1f}x"
+              for label, (wall, cpu, _) in runs.items()]
     return "\n".join(lines)
 
 
-def sdr_table(track, runs: dict[str, tuple[float, np.ndarray]]) -> str:
+def sdr_table(track, runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
     from inference import evaluate_track
 
     lines = [f"{'method':<22} {'vocals':>8} {'accomp.':>8} {'seconds':>8}", "-" * 49]
-    for label, (seconds, signals) in runs.items():
+    for label, (seconds, _, signals) in runs.items():
         sdr = evaluate_track(track, {stem: signals[i].T for i, stem in enumerate(STEMS)})
         lines.append(f"{label:<22} {sdr['vocals']:8.2f} {sdr['accompaniment']:8.2f} {seconds:8.2f}")
     return "\n".join(lines)
@@ -113,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", default=None, help="MUSDB18 root holding --track (subset train)")
     p.add_argument("--track", default=None, help="real clip whose true magnitudes are tiled to --seconds")
     p.add_argument("--sdr", action="store_true", help="also score every method on the untiled --track")
+    p.add_argument("--irm", action="store_true",
+                   help="ideal-ratio-mask magnitudes |X| |S_j| / sum |S_k| instead of the true ones")
     p.add_argument("--gl-iters", type=int, default=32, help="iterations of both GL backends, mixinit and misi")
     p.add_argument("--gl-momentum", type=float, default=0.99, help="fast Griffin-Lim momentum")
     p.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener")
@@ -129,15 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     track = load_track(args.root, args.track) if args.track else None
     audio = [tile(a, args.seconds) for a in track_audio(track)] if track else noise_audio(args.seconds)
     source = f"'{args.track}' tiled" if track else "noise stems"
-    print(f"{source}, {args.seconds:g} s stereo, {len(STEMS)} stems, {args.gl_iters} iterations, "
+    kind = "ideal-ratio-mask" if args.irm else "true"
+    print(f"{source}, {kind} magnitudes, {args.seconds:g} s stereo, {len(STEMS)} stems, {args.gl_iters} iterations, "
           f"device {device}, {torch.get_num_threads()} CPU threads", flush=True)
     # A second of noise through every method first, so imports and first-call set-up go untimed.
     run_all(*oracle_inputs(*noise_audio(1.0), device), {**options, "gl_iters": 1}, quiet=True)
     started = time.perf_counter()
-    print(speed_table(run_all(*oracle_inputs(*audio, device), options)), flush=True)
+    print(speed_table(run_all(*oracle_inputs(*audio, device, args.irm), options)), flush=True)
     if args.sdr:
-        print(f"\noracle magnitudes on '{args.track}' itself (museval median SDR, dB):")
-        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device), options)))
+        print(f"\n{kind} magnitudes on '{args.track}' itself (museval median SDR, dB):")
+        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device, args.irm), options)))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 

@@ -1,6 +1,8 @@
 """Training throughput in excerpts per second: (a) the data loader alone, (b) the model
 step alone on synthetic tensors already on the device, (c) both together, for both cache
 formats, side by side in one run. (c) / (b) near 1 means the device never waits for data.
+Then (d) the per-epoch validation pass (train.validation_loss over the cache's validation
+tracks) in seconds per second of audio, with a full-scale epoch projected from it and (c).
 
     python bench/train_throughput.py --cache cache --steps 10
     python bench/train_throughput.py --cache cache --device cuda --steps 50
@@ -19,8 +21,12 @@ import torch  # noqa: E402
 
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from model import Separator, count_parameters  # noqa: E402
-from train import batch_magnitudes, make_loader, separation_loss  # noqa: E402
-from utils import HelpFormatter, resolve_device  # noqa: E402
+from train import batch_magnitudes, make_loader, separation_loss, validation_loss  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, resolve_device  # noqa: E402
+
+# Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
+# is assumed to be MUSDB18's mean (150 tracks, about 10 hours: ~240 s each).
+FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS = 86, 14, 240.0
 
 
 def synchronize(device: torch.device) -> None:
@@ -57,6 +63,9 @@ def main() -> None:
     p.add_argument("--hidden-size", type=int, default=448, help="model width")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
+    p.add_argument("--formats", nargs="+", default=["stems", "magnitudes"], help="cache formats to time")
+    p.add_argument("--no-valid", action="store_true", help="skip (d), the validation pass")
     args = p.parse_args()
     device = resolve_device(args.device)
     cache = StemCache(args.cache)
@@ -65,7 +74,8 @@ def main() -> None:
     print(f"device {device}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
           f"model {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
     print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s")
-    for kind in ("stems", "magnitudes"):
+    both = {}
+    for kind in args.formats:
         if kind == "magnitudes" and not cache.has_magnitudes(cache.names("train")):
             print("magnitudes  (not cached: run preprocess.py --magnitudes)")
             continue
@@ -78,7 +88,28 @@ def main() -> None:
                          args.batch_size, device)
         both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device), args.steps,
                          args.batch_size, device)
-        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}")
+        both[kind] = both_rate
+        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}",
+              flush=True)
+    if args.no_valid or not both:
+        return
+    names = cache.names("valid")
+    audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
+    validation_loss(model, cache, names[:1], device)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    validation_loss(model, cache, names, device)
+    synchronize(device)
+    per_audio_second = (time.perf_counter() - started) / audio_seconds
+    excerpts_per_s = both.get("stems", next(iter(both.values())))
+    epoch = FULL_TRAIN_TRACKS * args.samples_per_track / excerpts_per_s
+    valid = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * per_audio_second
+    print(f"(d) validation: {len(names)} tracks, {audio_seconds:.0f} s of audio in {per_audio_second * audio_seconds:.1f} s"
+          f" = {per_audio_second * 1000:.1f} ms per second of audio")
+    print(f"    PROJECTION, full scale: training epoch {FULL_TRAIN_TRACKS} x {args.samples_per_track} excerpts at "
+          f"(c) {excerpts_per_s:.2f}/s = {epoch:.0f} s; validation {FULL_VALID_TRACKS} x ~{MEAN_TRACK_SECONDS:.0f} s = "
+          f"{valid:.0f} s ({100 * valid / epoch:.1f}% of the training epoch); 150 epochs = "
+          f"{150 * (epoch + valid) / 3600:.1f} h")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""Inference speed, side by side in one run:
+
+1. separation real-time factor of inference.separate (default-size model, random weights,
+   mixture phase) on the CPU, and on CUDA when available;
+2. museval (inference.evaluate_track) over the same tracks and the same estimates, serial
+   and in inference.py's process pool (--workers), checking that the scores are equal;
+3. Griffin-Lim: librosa.griffinlim against the torch backend (bench/phase_speed.py's rows).
+
+    python bench/inference_speed.py --root /path/to/musdb18 --subset train --split valid
+    python bench/inference_speed.py --root R --seconds 60 --workers 2 --gl-seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import inference  # noqa: E402
+import phase_speed  # noqa: E402
+from data import open_musdb  # noqa: E402
+from model import STEMS, Separator  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, run_cli  # noqa: E402
+
+
+def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> float:
+    """Seconds of audio separated per second of wall clock (x real time) on `device`."""
+    torch.manual_seed(0)
+    model = Separator().to(device).eval()
+    mixture = (0.1 * np.random.default_rng(0).standard_normal((int(seconds * SAMPLE_RATE), 2))).astype(np.float32)
+    inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        inference.separate(model, mixture, ["mixture"], device)
+    return repeats * seconds / (time.perf_counter() - started)
+
+
+def museval_speed(tracks, workers: int) -> tuple[float, dict]:
+    """Wall seconds of evaluate_track over `tracks` with fixed estimates (a half of the
+    mixture per stem) through inference.Evaluator(workers); also the scores."""
+    started = time.perf_counter()
+    with inference.Evaluator(workers) as evaluator:
+        for track in tracks:
+            half = (track.audio * 0.5).astype(np.float32)
+            evaluator.submit(track.name, track, {stem: half for stem in STEMS})
+        scores = evaluator.results()
+    return time.perf_counter() - started, scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--root", default=None, help="MUSDB18 root for the museval comparison ($MUSDB_PATH if unset)")
+    p.add_argument("--is-wav", action="store_true", help="the root is MUSDB18-HQ")
+    p.add_argument("--subset", default="train", help="MUSDB18 subset")
+    p.add_argument("--split", default="valid", help="musdb split of --subset train ('none': the whole subset)")
+    p.add_argument("--seconds", type=float, default=60.0, help="input length of the separation timing")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="evaluation processes of the parallel run")
+    p.add_argument("--gl-seconds", type=float, default=30.0, help="input length of the Griffin-Lim timing")
+    p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--skip", nargs="*", default=[], choices=("separation", "museval", "griffinlim"),
+                   help="parts to leave out")
+    args = p.parse_args(argv)
+    print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+    if "separation" not in args.skip:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        print(f"\n1. separation, default model, mixture phase, {args.seconds:g} s stereo input")
+        for device in devices:
+            rate = separation_speed(args.seconds, device)
+            print(f"   {str(device):<5} {rate:8.2f} x real time  ({args.seconds / rate:.1f} s per "
+                  f"{args.seconds:g} s; a 3.5-minute track: {210 / rate:.1f} s)", flush=True)
+
+    if "museval" not in args.skip:
+        split = None if args.split == "none" else args.split
+        tracks = sorted(open_musdb(args.root, args.is_wav, args.subset, split).tracks, key=lambda t: t.name)
+        audio_s = sum(t.audio.shape[0] for t in tracks) / SAMPLE_RATE
+        print(f"\n2. museval on {len(tracks)} tracks ({audio_s:.0f} s of audio), same estimates", flush=True)
+        serial, serial_scores = museval_speed(tracks, 0)
+        parallel, parallel_scores = museval_speed(tracks, args.workers)
+        print(f"   serial (--workers 0)       {serial:7.1f} s")
+        print(f"   parallel (--workers {args.workers:<2})    {parallel:7.1f} s   {serial / parallel:.2f}x faster "
+              f"(includes starting the pool)")
+        print(f"   scores identical: {serial_scores == parallel_scores}", flush=True)
+
+    if "griffinlim" not in args.skip:
+        print(f"\n3. Griffin-Lim, {args.gl_iters} iterations, {args.gl_seconds:g} s stereo, 2 stems (noise stems)")
+        options = dict(gl_iters=args.gl_iters, gl_momentum=0.99, seed=0)
+        cpu = torch.device("cpu")
+        phase_speed.RUNS = phase_speed.RUNS[:2]  # librosa and torch backends
+        phase_speed.run_all(*phase_speed.oracle_inputs(*phase_speed.noise_audio(1.0), cpu),
+                            {**options, "gl_iters": 1}, quiet=True)
+        runs = phase_speed.run_all(*phase_speed.oracle_inputs(*phase_speed.noise_audio(args.gl_seconds), cpu),
+                                   options, quiet=True)
+        print("\n".join("   " + line for line in phase_speed.speed_table(runs).splitlines()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,226 @@
+"""inference.py --input: separating audio files that are not in MUSDB18 (any format
+libsndfile or ffmpeg reads, any sample rate, mono or stereo), and its input errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import inference
+import utils
+from model import Separator
+from pipeline_helpers import REPO_ROOT, assert_one_error_line, script_env, single_torch_thread  # noqa: F401
+
+VOCALS_GAIN = 0.3  # the complementary model's constant masks: 0.3 and 0.7
+
+
+def save_like_train(path, model: Separator, **extra) -> None:
+    """A checkpoint with the keys train.py writes (inference needs only some of them)."""
+    utils.save_checkpoint(path, {
+        "model_state": model.state_dict(), "model_config": model.config,
+        "input_stats": {"mean": [0.0] * model.nb_bins, "std": [1.0] * model.nb_bins},
+        "stft": {"n_fft": utils.N_FFT, "hop": utils.HOP, "sample_rate": utils.SAMPLE_RATE},
+        "epoch": 1, "history": [], "best_epoch": 1, "train_args": {}, "parameters": 0, "machine": "test", **extra})
+
+
+def complementary_model() -> Separator:
+    """A Separator whose two masks are the constants 0.3 and 0.7 (output_scale 0), so they
+    sum to 1 by construction: with the mixture phase, vocals + accompaniment = mixture."""
+    torch.manual_seed(0)
+    model = Separator(hidden_size=16, nb_layers=1).eval()
+    with torch.no_grad():
+        model.output_scale.zero_()
+        model.output_mean[0].fill_(VOCALS_GAIN)
+        model.output_mean[1].fill_(1.0 - VOCALS_GAIN)
+    return model
+
+
+def tones(rate: int, seconds: float, channels: int) -> np.ndarray:
+    """Faded sines well below every Nyquist frequency involved (resampling is then exact
+    up to soxr's stopband), peak < 0.5."""
+    t = np.arange(int(rate * seconds)) / rate
+    cols = [0.3 * np.sin(2 * np.pi * f * t) + 0.1 * np.sin(2 * np.pi * 3 * f * t) for f in (440.0, 310.0)[:channels]]
+    return (np.stack(cols, 1) * np.hanning(len(t))[:, None]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("input")
+    paths = {"mono_mp3": tmp / "mono song.mp3", "stereo_flac": tmp / "stereo.flac"}
+    if "MP3" in sf.available_formats():
+        sf.write(paths["mono_mp3"], tones(22050, 2.0, 1), 22050, format="MP3")
+    else:  # an older libsndfile: let ffmpeg encode it
+        wav = tmp / "mono.wav"
+        sf.write(wav, tones(22050, 2.0, 1), 22050)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", wav, paths["mono_mp3"]], check=True)
+    sf.write(paths["stereo_flac"], tones(48000, 1.5, 2), 48000)
+    # AAC in MP4 is read through ffmpeg only (libsndfile cannot)
+    paths["stereo_m4a"] = tmp / "clip.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", paths["stereo_flac"], "-ar", "32000", paths["stereo_m4a"]],
+                   check=True)
+    paths["complementary"] = tmp / "complementary.pt"
+    save_like_train(paths["complementary"], complementary_model())
+    torch.manual_seed(1)
+    paths["random"] = tmp / "random.pt"
+    save_like_train(paths["random"], Separator(hidden_size=16, nb_layers=1))
+    return paths
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = utils.run_cli(inference.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def separated(files, tmp_path_factory):
+    """The three files through the complementary model, mixture phase, WAV output."""
+    out = tmp_path_factory.mktemp("separated")
+    inputs = [files["mono_mp3"], files["stereo_flac"], files["stereo_m4a"]]
+    import io
+    import contextlib
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = utils.run_cli(inference.main, ["--input", *map(str, inputs), "--checkpoint", str(files["complementary"]),
+                                              "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    return out, inputs, stdout.getvalue()
+
+
+def test_input_writes_only_the_stem_paths(separated):
+    out, inputs, stdout = separated
+    expected = [str(out / p.stem / f"{stem}.wav") for p in inputs for stem in ("vocals", "accompaniment")]
+    assert stdout.splitlines() == expected  # no SDR or table: there is no reference
+    assert not list(out.rglob("*.part"))
+
+
+@pytest.mark.parametrize("key", ["mono_mp3", "stereo_flac", "stereo_m4a"])
+def test_input_outputs_keep_rate_length_channels_and_sum_to_input(separated, files, key):
+    out, _, _ = separated
+    source, rate = utils.read_audio_any(files[key])  # decoded as the separation read it
+    stems = {}
+    for stem in ("vocals", "accompaniment"):
+        info = sf.info(str(out / files[key].stem / f"{stem}.wav"))
+        assert (info.samplerate, info.channels, info.frames) == (rate, source.shape[1], source.shape[0])
+        stems[stem] = sf.read(out / files[key].stem / f"{stem}.wav", dtype="float32", always_2d=True)[0]
+    # Complementary masks + mixture phase: the stems add up to the input, up to 16-bit
+    # quantisation of each (2 x 2**-16) and soxr's round trip to 44.1 kHz and back.
+    np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], source, rtol=0, atol=2e-4)
+    np.testing.assert_allclose(stems["vocals"], VOCALS_GAIN * source, rtol=0, atol=1e-4)
+
+
+def test_input_several_phases_and_flac(files, tmp_path, capsys):
+    code, out, err = run(["--input", files["stereo_flac"], "--checkpoint", files["complementary"], "--out", tmp_path,
+                          "--device", "cpu", "--phase", "mixture", "misi", "--gl-iters", "2", "--format", "flac"],
+                         capsys)
+    assert code == 0, err
+    source, rate = utils.read_audio_any(files["stereo_flac"])
+    for phase in ("mixture", "misi"):
+        parts = [sf.read(tmp_path / "stereo" / phase / f"{s}.flac", always_2d=True) for s in ("vocals", "accompaniment")]
+        assert all(r == rate and a.shape == source.shape for a, r in parts)
+        if phase == "mixture":
+            np.testing.assert_allclose(parts[0][0] + parts[1][0], source, atol=2e-4)
+    assert len(out.splitlines()) == 4
+
+
+def test_input_mp3_output(files, tmp_path, capsys):
+    # --root is not used with --input: no MUSDB18 is opened, so a missing one does not matter
+    code, out, err = run(["--input", files["mono_mp3"], "--checkpoint", files["random"], "--out", tmp_path,
+                          "--device", "cpu", "--format", "mp3", "--root", tmp_path / "no_musdb_here"], capsys)
+    assert code == 0, err
+    for stem in ("vocals", "accompaniment"):
+        info = sf.info(str(tmp_path / "mono song" / f"{stem}.mp3"))
+        assert (info.samplerate, info.channels) == (22050, 1)
+        assert info.frames >= 2.0 * 22050 * 0.95  # MP3 frames pad the end a little
+
+
+def test_resample_round_trip_and_lengths():
+    audio = tones(22050, 1.0, 2)
+    up = utils.resample(audio, 22050, 44100)
+    assert up.shape == (44100, 2)
+    np.testing.assert_allclose(utils.resample(up, 44100, 22050), audio, atol=1e-4)
+    assert utils.resample(audio, 22050, 22050) is audio
+
+
+# ------------------------------------------------------------------- errors
+
+def assert_nothing_written(path):
+    assert not path.exists() or not any(path.rglob("*")), list(path.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["missing", "not_audio", "directory", "empty", "four_channels"])
+def test_input_bad_file_errors_before_writing(case, files, tmp_path, capsys):
+    bad = {"missing": tmp_path / "nope.wav", "not_audio": tmp_path / "notes.mp3",
+           "directory": tmp_path / "folder.wav", "empty": tmp_path / "empty.flac",
+           "four_channels": tmp_path / "quad.wav"}[case]
+    if case == "not_audio":
+        bad.write_text("these are not the samples you are looking for\n" * 50)
+    elif case == "directory":
+        bad.mkdir()
+    elif case == "empty":
+        bad.write_bytes(b"")
+    elif case == "four_channels":
+        sf.write(bad, np.zeros((1000, 4), dtype=np.float32), 44100)
+    out = tmp_path / "out"
+    # a good file first: it must not be written either, since every input is checked first
+    code, _, err = run(["--input", files["stereo_flac"], bad, "--checkpoint", files["random"], "--out", out,
+                        "--device", "cpu"], capsys)
+    assert_one_error_line(err, code, mentions=bad.name)
+    assert_nothing_written(out)
+    with pytest.raises(utils.UserError):  # --debug lets the exception (and its traceback) through
+        utils.run_cli(inference.main, [str(a) for a in ["--input", bad, "--checkpoint", files["random"], "--out", out,
+                                                        "--device", "cpu", "--debug"]])
+
+
+@pytest.mark.parametrize("case", ["several", "not_a_checkpoint", "other_config", "other_stft", "cuda"])
+def test_input_checkpoint_and_device_errors(case, files, tmp_path, capsys):
+    checkpoint = [files["random"]]
+    device = "cpu"
+    if case == "several":
+        checkpoint = [files["random"], files["complementary"]]
+    elif case == "not_a_checkpoint":
+        checkpoint = [tmp_path / "weights.pt"]
+        torch.save({"weights": torch.zeros(3)}, checkpoint[0])
+    elif case == "other_config":
+        checkpoint = [tmp_path / "other.pt"]
+        model = Separator(hidden_size=16, nb_layers=1)
+        utils.save_checkpoint(checkpoint[0], {"model_state": model.state_dict(),
+                                              "model_config": {**model.config, "hidden_size": 32}})
+    elif case == "other_stft":
+        checkpoint = [tmp_path / "stft.pt"]
+        save_like_train(checkpoint[0], Separator(hidden_size=16, nb_layers=1),
+                        stft={"n_fft": 2048, "hop": 512, "sample_rate": 44100})
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("checks a machine without CUDA")
+        device = "cuda"
+    out = tmp_path / "out"
+    code, _, err = run(["--input", files["stereo_flac"], "--checkpoint", *checkpoint, "--out", out,
+                        "--device", device], capsys)
+    line = assert_one_error_line(err, code)
+    assert {"several": "--checkpoint", "not_a_checkpoint": "weights.pt", "other_config": "other.pt",
+            "other_stft": "n_fft=2048", "cuda": "cuda"}[case] in line
+    assert_nothing_written(out)
+
+
+def test_input_without_ffmpeg(files, tmp_path):
+    """An m4a needs ffmpeg: without it on PATH, one line says so (a subprocess, with a
+    PATH that holds only a folder without ffmpeg)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {**os.environ, "PATH": str(bin_dir)}
+    assert shutil.which("ffmpeg", path=env["PATH"]) is None
+    result = subprocess.run([sys.executable, "inference.py", "--input", str(files["stereo_m4a"]), "--checkpoint",
+                             str(files["random"]), "--out", str(tmp_path / "out"), "--device", "cpu"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, env=script_env(env), timeout=300)
+    assert_one_error_line(result, mentions="ffmpeg")
+    assert "clip.m4a" in result.stderr
+    assert_nothing_written(tmp_path / "out")

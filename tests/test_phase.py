@@ -1,0 +1,205 @@
+"""Phase reconstruction methods (phase.py): the SDR they keep on a real MUSDB18 clip from
+its true magnitudes, Griffin-Lim's convergence, the torch backend against librosa, and
+the shapes every method returns."""
+
+from __future__ import annotations
+
+import librosa
+import musdb
+import numpy as np
+import pytest
+import torch
+
+import phase
+from inference import build_parser, evaluate_track, format_table
+from model import STEMS
+from phase import PHASE_METHODS
+from utils import HOP, N_FFT, SAMPLE_RATE, istft, stft
+
+TRACK = "Music Delta - 80s Rock"
+ITERS = 3  # enough for the mixture-consistent methods to show their effect, cheap on CPU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These tensors are small: on a shared 2-core machine torch's second OpenMP thread
+    mostly waits for a busy core, which made the torch iterations up to 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def rock(real_root):
+    """The real clip with every stream decoded once and cached on the musdb objects
+    (musdb decodes again on each .audio access otherwise)."""
+    track = next(t for t in musdb.DB(root=real_root, subsets="train") if t.name == TRACK)
+    for source in track.sources.values():
+        source.audio = source.audio
+    track.audio = track.audio
+    return track
+
+
+@pytest.fixture(scope="module")
+def oracle(rock):
+    """True stem magnitudes (stems, C, F, T), the mixture's STFT (C, F, T), the length."""
+    stems = torch.from_numpy(np.stack([rock.targets[s].audio.T for s in STEMS]).astype(np.float32))
+    mixture = torch.from_numpy(np.ascontiguousarray(rock.audio.T, dtype=np.float32))
+    return stft(stems).abs(), stft(mixture), mixture.shape[-1]
+
+
+def _sdr(track, signals: np.ndarray) -> dict[str, float]:
+    return evaluate_track(track, {stem: signals[i].T for i, stem in enumerate(STEMS)})
+
+
+@pytest.fixture(scope="module")
+def mixture_sdr(rock, oracle):
+    return _sdr(rock, PHASE_METHODS["mixture"](*oracle))
+
+
+def _check_shape(signals: np.ndarray, mag: torch.Tensor, length: int) -> None:
+    assert signals.shape == (*mag.shape[:2], length)
+    assert signals.dtype == np.float32 and np.isfinite(signals).all()
+
+
+# ------------------------------------------------------------- real-clip SDR
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["misi", "griffinlim-mixinit"])
+def test_consistent_methods_keep_the_mixture_phase_sdr(rock, oracle, mixture_sdr, method):
+    signals = PHASE_METHODS[method](*oracle, gl_iters=ITERS)
+    _check_shape(signals, oracle[0], oracle[2])
+    sdr = _sdr(rock, signals)
+    for stem in STEMS:
+        assert sdr[stem] >= mixture_sdr[stem] - 0.1, (stem, sdr, mixture_sdr)
+
+
+@pytest.mark.slow
+def test_wiener_does_not_lower_the_sdr(rock, oracle, mixture_sdr):
+    signals = PHASE_METHODS["wiener"](*oracle)
+    _check_shape(signals, oracle[0], oracle[2])
+    sdr = _sdr(rock, signals)
+    for stem in STEMS:
+        assert sdr[stem] >= mixture_sdr[stem], (stem, sdr, mixture_sdr)
+
+
+def _spectral_convergence(signals: np.ndarray, mag: torch.Tensor) -> float:
+    """|| |STFT(x)| - S || / || S ||: how far the signals are from having the target magnitudes."""
+    return float(torch.linalg.norm(stft(torch.from_numpy(signals)).abs() - mag) / torch.linalg.norm(mag))
+
+
+def test_griffinlim_converges_with_iterations(oracle):
+    mag, mixture_spec, length = oracle
+    convergence = []
+    for iters in (1, 3, 9):
+        signals = PHASE_METHODS["griffinlim"](mag, mixture_spec, length, gl_iters=iters)
+        _check_shape(signals, mag, length)
+        convergence.append(_spectral_convergence(signals, mag))
+    assert convergence[0] > convergence[1] > convergence[2], convergence
+
+
+def test_mixture_phase_output(oracle):
+    _check_shape(PHASE_METHODS["mixture"](*oracle), oracle[0], oracle[2])
+
+
+# ---------------------------------------------------- torch against librosa
+
+@pytest.fixture(scope="module")
+def excerpt(oracle):
+    """A second of the clip's magnitudes: the backends compared on real spectra, cheaply."""
+    frames = SAMPLE_RATE // HOP
+    mag, mixture_spec, _ = oracle
+    return mag[..., :frames].contiguous(), mixture_spec[..., :frames].contiguous(), (frames - 1) * HOP
+
+
+@pytest.mark.parametrize("iters, rtol", [(0, 1e-6), (8, 1e-4)])
+def test_torch_griffinlim_matches_librosa(excerpt, monkeypatch, iters, rtol):
+    # One signal per batch: drawing librosa's random phase batch by batch must still
+    # reproduce its single draw for the whole array.
+    monkeypatch.setattr(phase, "MAX_BATCH_BINS", excerpt[0][0, 0].numel())
+    reference = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="librosa")
+    signals = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="torch")
+    _check_shape(signals, excerpt[0], excerpt[2])
+    np.testing.assert_allclose(signals, reference, rtol=0, atol=rtol * np.abs(reference).max())
+
+
+def test_griffinlim_torch_is_librosas_iteration_from_an_explicit_start():
+    # librosa's init=None starts from zero phase: the same start given explicitly.
+    rng = np.random.default_rng(0)
+    mag = np.abs(librosa.stft(rng.standard_normal((2, SAMPLE_RATE)).astype(np.float32), n_fft=N_FFT,
+                              hop_length=HOP, pad_mode="constant"))
+    reference = librosa.griffinlim(mag, n_iter=6, hop_length=HOP, n_fft=N_FFT, init=None,
+                                   momentum=0.5, length=SAMPLE_RATE)
+    mag = torch.from_numpy(mag)
+    signals = phase.griffinlim_torch(mag, torch.ones_like(mag, dtype=torch.complex64), SAMPLE_RATE, 6, 0.5)
+    np.testing.assert_allclose(signals.numpy(), reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("method", ["griffinlim", "griffinlim-mixinit", "misi", "wiener"])
+def test_methods_run_on_the_inputs_device(excerpt, method):
+    on_cpu = PHASE_METHODS[method](*excerpt, gl_iters=4, gl_backend="torch")
+    on_gpu = PHASE_METHODS[method](*(x.cuda() for x in excerpt[:2]), excerpt[2], gl_iters=4, gl_backend="torch")
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=0, atol=1e-3 * np.abs(on_cpu).max())
+
+
+# ----------------------------------------------------------- synthetic checks
+
+def _noise_input(channels: int, length: int, seed: int = 0):
+    """Noise stems: magnitudes (2, channels, F, T), the STFT of their sum, the length."""
+    stems = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, channels, length)).astype(np.float32))
+    return stft(stems).abs(), stft(stems.sum(0)), length
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("method", list(PHASE_METHODS))
+def test_every_method_keeps_length_and_channels(method, channels):
+    mag, mixture_spec, length = _noise_input(channels, 5 * HOP + 17)
+    timings: dict[str, float] = {}
+    signals = PHASE_METHODS[method](mag, mixture_spec, length, gl_iters=2, timings=timings)
+    _check_shape(signals, mag, length)
+    assert timings[method] >= 0
+
+
+@pytest.mark.parametrize("method", ["griffinlim-mixinit", "misi", "wiener"])
+def test_batching_does_not_change_the_result(method, monkeypatch):
+    inputs = _noise_input(2, 20 * HOP)
+    whole = PHASE_METHODS[method](*inputs, gl_iters=3)
+    monkeypatch.setattr(phase, "MAX_BATCH_BINS", 1)
+    monkeypatch.setattr(phase, "WIENER_BATCH_FRAMES", 4)
+    np.testing.assert_allclose(PHASE_METHODS[method](*inputs, gl_iters=3), whole, rtol=0, atol=1e-5)
+
+
+def test_misi_moves_the_estimates_towards_summing_to_the_mixture():
+    mag, mixture_spec, length = _noise_input(2, 40 * HOP)
+    mixture = istft(mixture_spec, length).numpy()
+    # Zero iterations is the mixture phase.
+    errors = [np.linalg.norm(PHASE_METHODS["misi"](mag, mixture_spec, length, gl_iters=n).sum(0) - mixture)
+              for n in (0, 10)]
+    assert errors[1] < 0.5 * errors[0], errors
+
+
+def test_wiener_estimates_sum_to_the_mixture():
+    mag, mixture_spec, _ = _noise_input(2, 20 * HOP)
+    for iterations in (0, 2):
+        estimates = phase.wiener(mag * torch.rand_like(mag), mixture_spec, iterations)
+        residual = torch.linalg.norm(estimates.sum(0) - mixture_spec) / torch.linalg.norm(mixture_spec)
+        assert residual < 1e-3, (iterations, float(residual))
+
+
+# ------------------------------------------------------------ inference CLI
+
+def test_inference_takes_every_method_and_its_options():
+    args = build_parser().parse_args(["--phase", *PHASE_METHODS, "--gl-backend", "torch", "--gl-momentum", "0.5",
+                                      "--wiener-iters", "2"])
+    assert args.phase == list(PHASE_METHODS) and args.gl_backend == "torch"
+    assert (args.gl_momentum, args.wiener_iters, args.gl_iters) == (0.5, 2, 32)
+
+
+def test_table_has_a_seconds_column():
+    results = {f"best-{m}": {"a": {"vocals": 1.0, "accompaniment": 2.0}} for m in ("mixture", "misi")}
+    seconds = {"best-mixture": {"a": 0.25}, "best-misi": {"a": 3.5}}
+    table = format_table(results, seconds)
+    assert "s/track" in table
+    assert table.splitlines()[-1].split() == ["median", "|", "1.00", "2.00", "0.25", "|", "1.00", "2.00", "3.50"]

@@ -1,0 +1,136 @@
+"""Speed features that must not change results: segment-wise separation of long tracks
+(inference.separate) and museval in a process pool (inference.py --workers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+from conftest import SYNTH_TRACKS
+import utils
+from model import STEMS, Separator
+from pipeline_helpers import assert_one_error_line, run_script, single_torch_thread  # noqa: F401
+from utils import HOP, N_FFT, SAMPLE_RATE
+
+CPU = torch.device("cpu")
+# Small segments so that a few seconds of audio span several of them.
+SEGMENT, OVERLAP = 64 * HOP, 16 * HOP
+
+
+def _model(nb_layers: int) -> Separator:
+    torch.manual_seed(0)
+    model = Separator(hidden_size=16, nb_layers=nb_layers).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)):  # non-trivial masks
+        bn.running_mean.uniform_(-0.5, 0.5)
+    return model
+
+
+def _music(seconds: float, seed: int = 0) -> np.ndarray:
+    """(samples, 2) float32: a few decaying tones plus noise, so that every frame differs."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    tones = sum(np.sin(2 * np.pi * f * t + p) * np.exp(-((t * 3 + p) % 1)) for f, p in
+                zip(rng.uniform(100, 3000, 6), rng.uniform(0, 6, 6)))
+    audio = 0.1 * tones[:, None] + 0.02 * rng.standard_normal((len(t), 2))
+    return audio.astype(np.float32)
+
+
+def test_segment_bounds_cover_the_track_and_weights_sum_to_one():
+    for length in (1, SEGMENT - 1, SEGMENT, SEGMENT + 1, SEGMENT + OVERLAP, 5 * SEGMENT + 12345):
+        bounds = inference.segment_bounds(length, SEGMENT, OVERLAP)
+        assert bounds[0][0] == 0 and bounds[-1][1] == length
+        assert all(start % HOP == 0 for start, _ in bounds)  # on the whole track's frame grid
+        assert all(stop - start > OVERLAP for start, stop in bounds[1:])
+        total = np.zeros(length)
+        for start, stop in bounds:
+            total[start:stop] += inference.crossfade_weights(start, stop, length, OVERLAP)
+        np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    assert inference.segment_bounds(inference.SEGMENT_SAMPLES) == [(0, inference.SEGMENT_SAMPLES)]
+
+
+def test_short_track_is_separated_whole_exactly():
+    """A track within one segment goes through the model and the phase method exactly as
+    before segmenting existed: one STFT of the whole track."""
+    model, mixture = _model(1), _music(1.5)
+    got = inference.separate(model, mixture, ["mixture"], CPU)["mixture"]
+    spec = utils.stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
+    mag = inference.separate_magnitudes(model, spec)
+    expected = inference.PHASE_METHODS["mixture"](mag, spec, mixture.shape[0])
+    for i, stem in enumerate(STEMS):
+        assert np.array_equal(got[stem], expected[i].T)
+
+
+def test_segmented_separation_matches_whole_track():
+    """With a per-frame network (no LSTM) segmenting changes nothing but the STFT edge frames
+    of each segment, which the crossfade weighs down: away from the overlaps the output equals
+    the whole-track separation to float precision, and in them it stays within a small error
+    (a missing or doubled crossfade, a misaligned segment or a click at a seam breaks this)."""
+    model, mixture = _model(0), _music(7.0)
+    length = mixture.shape[0]
+    timings: dict[str, float] = {}
+    chunked = inference.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+                                 timings=timings)["mixture"]
+    whole = inference.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    bounds = inference.segment_bounds(length, SEGMENT, OVERLAP)
+    assert len(bounds) >= 4 and timings["mixture"] > 0
+    interior = np.ones(length, bool)  # farther than one FFT frame from any segment edge
+    for start, stop in bounds:
+        interior[max(0, start - N_FFT):start + N_FFT] = False
+        interior[max(0, stop - N_FFT):stop + N_FFT] = False
+    interior[:N_FFT] = interior[-N_FFT:] = True  # the track's own edges are the same in both
+    for stem in STEMS:
+        assert chunked[stem].shape == whole[stem].shape == (length, 2)
+        error = np.abs(chunked[stem] - whole[stem])
+        peak = np.abs(whole[stem]).max()
+        assert peak > 1e-3
+        assert error[interior].max() < 1e-5 * peak, stem
+        assert error.max() < 0.02 * peak, stem  # seams: only the weighed-down STFT edge effect
+        # no click: the sample-to-sample step at every seam stays that of the whole-track output
+        steps = np.abs(np.diff(chunked[stem], axis=0)).max()
+        assert steps <= np.abs(np.diff(whole[stem], axis=0)).max() * 1.02 + 1e-6
+
+
+def test_segmented_lstm_separation_has_no_seams():
+    """The BiLSTM sees different context per segment, so equality is not expected; the output
+    must still have the right shape and stay close to the whole-track one everywhere."""
+    model, mixture = _model(1), _music(5.0, seed=1)
+    length = mixture.shape[0]
+    chunked = inference.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
+    whole = inference.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    for stem in STEMS:
+        assert chunked[stem].shape == (length, 2)
+        peak = np.abs(whole[stem]).max()
+        assert np.abs(chunked[stem] - whole[stem]).max() < 0.03 * peak, stem
+
+
+@pytest.mark.slow  # two inference.py subprocesses on two tracks (~30 s; ~60 s on 2 busy cores)
+def test_parallel_evaluation_equals_serial(tmp_path, hq_root):
+    ckpt = tmp_path / "tiny.pt"
+    model = _model(1)
+    utils.save_checkpoint(ckpt, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    names = sorted(n for n, _ in SYNTH_TRACKS["test"])[:2]
+    summaries = {}
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}"
+        result = run_script("inference.py", "--root", hq_root, "--is-wav", "--subset", "test", "--checkpoint", ckpt,
+                            "--samples", "0", "--out", out, "--device", "cpu", "--workers", workers, "--tracks", *names)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((out / "tiny-mixture" / "summary.json").read_text())
+        del summary["phase_seconds"]  # wall-clock timings
+        summaries[workers] = summary
+        assert summary["n_tracks"] == 2
+    assert summaries[0] == summaries[2]
+    serial = sorted((tmp_path / "out0" / "tiny-mixture" / "test").iterdir())
+    parallel = sorted((tmp_path / "out2" / "tiny-mixture" / "test").iterdir())
+    assert [p.name for p in serial] == [p.name for p in parallel]
+    for a, b in zip(serial, parallel):
+        assert json.loads(a.read_text()) == json.loads(b.read_text())
+
+
+def test_workers_must_not_be_negative(capsys):
+    code = utils.run_cli(inference.main, ["--workers", "-1", "--checkpoint", "none.pt"])
+    assert_one_error_line(capsys.readouterr().err, code, mentions="--workers")
