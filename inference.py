@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gl-momentum", type=float, default=0.99,
                    help="fast Griffin-Lim momentum of griffinlim and griffinlim-mixinit (librosa's default)")
     g.add_argument("--gl-backend", default="librosa", choices=("librosa", "torch"),
-                   help="backend of griffinlim: librosa.griffinlim itself, or the same update from the same "
-                        "seeded start in torch, batched over stems and channels on --device: pick "
-                        "'--gl-backend torch' for speed (griffinlim-mixinit and misi always run in torch)")
+                   help="backend of griffinlim: librosa (librosa.griffinlim itself) or torch (the same update "
+                        "from the same seeded start, batched over stems and channels on --device; the fast "
+                        "one, choose it for many tracks). griffinlim-mixinit and misi always run in torch")
     g.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener (0: the soft mask alone)")
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")

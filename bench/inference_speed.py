@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--is-wav", action="store_true", help="the root is MUSDB18-HQ")
     p.add_argument("--subset", default="train", help="MUSDB18 subset")
     p.add_argument("--split", default="valid", help="musdb split of --subset train ('none': the whole subset)")
+    p.add_argument("--max-tracks", type=int, default=None, help="evaluate only the first N tracks")
     p.add_argument("--seconds", type=float, default=60.0, help="input length of the separation timing")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="evaluation processes of the parallel run")
     p.add_argument("--gl-seconds", type=float, default=30.0, help="input length of the Griffin-Lim timing")
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if "museval" not in args.skip:
         split = None if args.split == "none" else args.split
         tracks = sorted(open_musdb(args.root, args.is_wav, args.subset, split).tracks, key=lambda t: t.name)
+        tracks = tracks[:args.max_tracks]
         audio_s = sum(t.audio.shape[0] for t in tracks) / SAMPLE_RATE
         print(f"\n2. museval on {len(tracks)} tracks ({audio_s:.0f} s of audio), same estimates", flush=True)
         serial, serial_scores = museval_speed(tracks, 0)

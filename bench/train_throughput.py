@@ -42,9 +42,9 @@ def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.
     optimizer.step()
 
 
-def rate(fn, steps: int, batch_size: int, device: torch.device) -> float:
-    """Excerpts per second of fn() over `steps` calls after two warm-up calls."""
-    for _ in range(2):
+def rate(fn, steps: int, batch_size: int, device: torch.device, warmup: int = 2) -> float:
+    """Excerpts per second of fn() over `steps` calls after `warmup` warm-up calls."""
+    for _ in range(warmup):
         fn()
     synchronize(device)
     started = time.perf_counter()
@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
     p.add_argument("--formats", nargs="+", default=["stems", "magnitudes"], help="cache formats to time")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
     p.add_argument("--no-valid", action="store_true", help="skip (d), the validation pass")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -82,12 +83,12 @@ def main() -> None:
         loader, sampler = make_loader(cache, kind, args.seq_dur, 64, AUGMENTATIONS, args.batch_size,
                                       args.workers, seed=0, device=device)
         batches = iter(loader)
-        loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device)
+        loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
         fixed = next(batches).to(device)
         step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device), args.steps,
-                         args.batch_size, device)
+                         args.batch_size, device, args.warmup)
         both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device), args.steps,
-                         args.batch_size, device)
+                         args.batch_size, device, args.warmup)
         both[kind] = both_rate
         print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}",
               flush=True)
@@ -104,11 +105,11 @@ def main() -> None:
     excerpts_per_s = both.get("stems", next(iter(both.values())))
     epoch = FULL_TRAIN_TRACKS * args.samples_per_track / excerpts_per_s
     valid = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * per_audio_second
-    print(f"(d) validation: {len(names)} tracks, {audio_seconds:.0f} s of audio in {per_audio_second * audio_seconds:.1f} s"
-          f" = {per_audio_second * 1000:.1f} ms per second of audio")
+    print(f"(d) validation: {len(names)} tracks, {audio_seconds:.0f} s of audio in "
+          f"{per_audio_second * audio_seconds:.1f} s = {per_audio_second * 1000:.1f} ms per second of audio")
     print(f"    PROJECTION, full scale: training epoch {FULL_TRAIN_TRACKS} x {args.samples_per_track} excerpts at "
-          f"(c) {excerpts_per_s:.2f}/s = {epoch:.0f} s; validation {FULL_VALID_TRACKS} x ~{MEAN_TRACK_SECONDS:.0f} s = "
-          f"{valid:.0f} s ({100 * valid / epoch:.1f}% of the training epoch); 150 epochs = "
+          f"(c) {excerpts_per_s:.2f}/s = {epoch:.0f} s; validation {FULL_VALID_TRACKS} x "
+          f"~{MEAN_TRACK_SECONDS:.0f} s = {valid:.0f} s ({100 * valid / epoch:.1f}% of the training epoch); 150 epochs = "
           f"{150 * (epoch + valid) / 3600:.1f} h")
 
 

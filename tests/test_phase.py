@@ -113,15 +113,15 @@ def excerpt(oracle):
     return mag[..., :frames].contiguous(), mixture_spec[..., :frames].contiguous(), (frames - 1) * HOP
 
 
-@pytest.mark.parametrize("iters, rtol", [(0, 1e-6), (8, 1e-4)])
-def test_torch_griffinlim_matches_librosa(excerpt, monkeypatch, iters, rtol):
+@pytest.mark.parametrize("iters, tolerance", [(0, 1e-6), (8, 1e-4)])
+def test_torch_griffinlim_matches_librosa(excerpt, monkeypatch, iters, tolerance):
     # One signal per batch: drawing librosa's random phase batch by batch must still
     # reproduce its single draw for the whole array.
     monkeypatch.setattr(phase, "MAX_BATCH_BINS", excerpt[0][0, 0].numel())
     reference = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="librosa")
     signals = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="torch")
     _check_shape(signals, excerpt[0], excerpt[2])
-    np.testing.assert_allclose(signals, reference, rtol=0, atol=rtol * np.abs(reference).max())
+    np.testing.assert_allclose(signals, reference, rtol=0, atol=tolerance * np.abs(reference).max())
 
 
 def test_griffinlim_torch_is_librosas_iteration_from_an_explicit_start():
