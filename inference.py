@@ -25,9 +25,8 @@ from tqdm import tqdm
 from data import check_track, open_musdb, select_tracks
 from model import STEMS
 from phase import PHASE_METHODS
-from utils import (HOP, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_separator, resolve_device,
-                   run_cli, save_audio, stft, write_text)
-from utils import OUTPUT_FORMATS, audio_info, read_audio_any, resample
+from utils import (HOP, OUTPUT_FORMATS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, audio_info,
+                   load_separator, read_audio_any, resample, resolve_device, run_cli, save_audio, stft, write_text)
 
 SAMPLE_SECONDS = 30.0
 
@@ -300,13 +299,18 @@ def format_table(results: dict[str, dict[str, dict[str, float]]],
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
+        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
+    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
+                         wiener_iters=args.wiener_iters, seed=args.seed)
     if args.input:
-        return separate_files(args)
+        if len(args.checkpoint) != 1:
+            raise UserError("--input separates with one checkpoint: give a single --checkpoint")
+        return separate_files(args.input, args.checkpoint[0], Path(args.out or "separated"), args.phase,
+                              args.format, args.device, **phase_options)
     args.out = args.out or "results"
     if args.split and args.subset != "train":
         raise UserError("--split needs --subset train")
-    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
-        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
     if args.workers < 0:
         raise UserError("--workers must not be negative")
     device = resolve_device(args.device)
@@ -320,8 +324,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     tracks = sorted(tracks, key=lambda t: t.name)
     check_tracks(tracks)
 
-    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
-                         wiener_iters=args.wiener_iters, seed=args.seed)
     results: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, dict[str, float]] = {}
     # Separation stays in this process (and on --device); museval runs in the evaluator's pool.
@@ -381,16 +383,13 @@ def track_mixture(track) -> np.ndarray:
 
 # ------------------------------------------------------------ --input: any file
 
-def separate_files(args: argparse.Namespace) -> None:
+def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str],
+                   audio_format: str, device_name: str, **phase_options) -> None:
     """inference.py --input: separate audio files that are not in MUSDB18 and write their
-    stems; nothing is scored (there is no reference). Every input is checked (exists, is
-    audio, mono or stereo) before any model runs, and every file is written atomically."""
-    out = Path(args.out or "separated")
-    if len(args.checkpoint) != 1:
-        raise UserError("--input separates with one checkpoint: give a single --checkpoint")
-    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
-        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
-    inputs = [Path(p) for p in args.input]
+    stems to out/<file stem>/ (out/<file stem>/<phase>/ with several phases); nothing is
+    scored (there is no reference). Every input is checked (exists, is audio, mono or
+    stereo) before any model runs, and every file is written atomically."""
+    inputs = [Path(p) for p in files]
     for path in inputs:
         _, channels = audio_info(path)
         if channels not in (1, 2):
@@ -399,16 +398,14 @@ def separate_files(args: argparse.Namespace) -> None:
     clashes = sorted({s for s in stems_of if stems_of.count(s) > 1})
     if clashes:
         raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
-    device = resolve_device(args.device)
-    model, _ = load_separator(args.checkpoint[0], device)
-    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
-                         wiener_iters=args.wiener_iters, seed=args.seed)
+    device = resolve_device(device_name)
+    model, _ = load_separator(checkpoint, device)
     for path, name in zip(inputs, stems_of):
-        separated = separate_file(model, path, args.phase, device, **phase_options)
+        separated = separate_file(model, path, phases, device, **phase_options)
         for phase, estimates in separated.items():
-            folder = out / name / phase if len(args.phase) > 1 else out / name
+            folder = out / name / phase if len(phases) > 1 else out / name
             for stem, audio in estimates.items():
-                target = folder / f"{stem}.{args.format}"
+                target = folder / f"{stem}.{audio_format}"
                 save_audio(target, audio[0], audio[1])
                 print(target)
 
