@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,7 +22,6 @@ SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the
 AUGMENTATIONS = ("gain", "swap", "chunk", "remix")
 CACHE_VERSION = 1
 GAIN_RANGE = (0.25, 1.25)
-MAGNITUDE_STEMS = ("mixture", "vocals", "accompaniment")
 
 
 # ------------------------------------------------------------------ MUSDB18
@@ -246,11 +244,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def mixture_and_targets(stems: torch.Tensor) -> torch.Tensor:
+    """stems (..., sources, channels, samples) in SOURCES order -> (..., 3, channels, samples):
+    the mixture (sum of the sources), vocals and accompaniment (the other sources)."""
+    return torch.stack([stems.sum(-3), stems[..., 0, :, :], stems[..., 1:, :, :].sum(-3)], dim=-3)
+
+
 def stem_magnitudes(stems: np.ndarray) -> np.ndarray:
     """(sources, channels, samples) -> (3, frames, channels, bins) magnitudes of
     mixture, vocals, accompaniment; frames first so a chunk is one contiguous read."""
-    audio = torch.from_numpy(stems)
-    mixes = torch.stack([audio.sum(0), audio[0], audio[1:].sum(0)])  # 3, channels, samples
+    mixes = mixture_and_targets(torch.from_numpy(stems))
     return stft(mixes).abs().permute(0, 3, 1, 2).contiguous().numpy()
 
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics,
+from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
                   parse_augmentations)
 from model import Separator, bandwidth_bins, count_parameters
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint,
@@ -76,8 +76,7 @@ def batch_magnitudes(batch: torch.Tensor, from_stems: bool, device: torch.device
     batch is stems (B, sources, C, samples) or magnitudes (B, 3, C, F, T)."""
     batch = batch.to(device, non_blocking=True)
     if from_stems:
-        mixes = torch.stack([batch.sum(1), batch[:, 0], batch[:, 1:].sum(1)], dim=1)
-        batch = stft(mixes).abs()
+        batch = stft(mixture_and_targets(batch)).abs()
     return batch[:, 0], batch[:, 1:]
 
 
