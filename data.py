@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, stft, write_text
+from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
 
 SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
 AUGMENTATIONS = ("gain", "swap", "chunk", "remix")
@@ -224,7 +224,7 @@ class StemCache:
             ok = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r").shape == (len(SOURCES), 2, entry["length"])
             if magnitudes:
                 ok = ok and bool(entry.get("magnitudes")) and np.load(
-                    self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, 1 + entry["length"] // HOP)
+                    self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, nb_frames(entry["length"]))
         except (OSError, ValueError):
             return False
         return ok

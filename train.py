@@ -27,7 +27,7 @@ from tqdm import tqdm
 from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
                   parse_augmentations)
 from model import Separator, bandwidth_bins, count_parameters
-from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint,
+from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
@@ -173,7 +173,7 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
     if data_kind == "stems":
         dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed)
     else:
-        dataset = MagnitudeChunks(cache, names, int(seq_dur * SAMPLE_RATE) // HOP + 1, samples_per_track,
+        dataset = MagnitudeChunks(cache, names, nb_frames(int(seq_dur * SAMPLE_RATE)), samples_per_track,
                                   augmentations, seed)
     rank, world = rank_and_world()
     if batch_size % world:
