@@ -322,11 +322,16 @@ def random_swap(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return audio[::-1] if rng.random() < 0.5 else audio
 
 
-def crop(audio: np.ndarray, start: int, length: int) -> np.ndarray:
-    """audio[..., start:start+length] read from a memmap, zero-padded past the end."""
-    out = np.zeros(audio.shape[:-1] + (length,), dtype=np.float32)
-    piece = np.asarray(audio[..., start:start + length])
-    out[..., : piece.shape[-1]] = piece
+def crop(array: np.ndarray, start: int, length: int, axis: int = -1) -> np.ndarray:
+    """array[start:start+length] along `axis`, read from a memmap, zero-padded past the end."""
+    window = [slice(None)] * array.ndim
+    window[axis] = slice(start, start + length)
+    piece = np.asarray(array[tuple(window)])
+    shape = list(array.shape)
+    shape[axis] = length
+    out = np.zeros(shape, dtype=np.float32)
+    window[axis] = slice(0, piece.shape[axis])
+    out[tuple(window)] = piece
     return out
 
 
@@ -371,9 +376,11 @@ class TrainChunks(Dataset):
 
 
 class MagnitudeChunks(Dataset):
-    """Random excerpts from the magnitude cache: (3, channels, bins, frames) magnitudes of
-    mixture, vocals, accompaniment. Only augmentations that act on the mixture as a whole
-    are exact on magnitudes: one gain for the excerpt and a left/right swap."""
+    """Random excerpts from the magnitude cache: (3, frames, channels, bins) magnitudes of
+    mixture, vocals, accompaniment, in the cache's frames-major layout, so an excerpt is
+    three contiguous reads and no transposing copy (train.batch_magnitudes puts frames last
+    on the device). Only augmentations that act on the mixture as a whole are exact on
+    magnitudes: one gain for the excerpt and a left/right swap."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], nb_frames: int, samples_per_track: int,
                  augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
@@ -393,12 +400,12 @@ class MagnitudeChunks(Dataset):
         name = self.names[(index % len(self)) // self.samples_per_track]
         mags = self.cache.magnitudes(name)  # 3, frames, channels, bins
         start = int(rng.integers(0, max(1, mags.shape[1] - self.nb_frames + 1)))
-        chunk = np.moveaxis(crop(np.moveaxis(mags, 1, -1), start, self.nb_frames), -1, 1)
+        chunk = crop(mags, start, self.nb_frames, axis=1)
         if "gain" in self.augmentations:
             chunk = random_gain(chunk, rng)
         if "swap" in self.augmentations and rng.random() < 0.5:
-            chunk = chunk[:, :, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 2, 3, 1)))
+            chunk = np.ascontiguousarray(chunk[:, :, ::-1])
+        return torch.from_numpy(chunk)
 
 
 class EpochSampler(Sampler[int]):

@@ -73,10 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 def batch_magnitudes(batch: torch.Tensor, from_stems: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Loader batch -> (mixture_mag (B, C, F, T), target_mag (B, 2, C, F, T)).
 
-    batch is stems (B, sources, C, samples) or magnitudes (B, 3, C, F, T)."""
+    batch is stems (B, sources, C, samples) or MagnitudeChunks' (B, 3, T, C, F)."""
     batch = batch.to(device, non_blocking=True)
-    if from_stems:
-        batch = stft(mixture_and_targets(batch)).abs()
+    batch = stft(mixture_and_targets(batch)).abs() if from_stems else batch.permute(0, 1, 3, 4, 2)
     return batch[:, 0], batch[:, 1:]
 
 

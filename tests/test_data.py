@@ -211,10 +211,9 @@ def test_magnitude_chunks_are_cache_slices(noise_cache):
     ds = MagnitudeChunks(noise_cache, names, frames, samples_per_track=2, augmentations=())
     for index in range(len(ds)):
         item = ds[index].numpy()
-        assert item.shape == (3, 2, 2049, frames)
+        assert item.shape == (3, frames, 2, 2049)
         mags = np.asarray(noise_cache.magnitudes(names[index // 2]))  # 3, frames, channels, bins
-        as_item = mags.transpose(0, 2, 3, 1)
-        matches = [s for s in range(mags.shape[1] - frames + 1) if np.array_equal(as_item[..., s:s + frames], item)]
+        matches = [s for s in range(mags.shape[1] - frames + 1) if np.array_equal(mags[:, s:s + frames], item)]
         assert len(matches) == 1
 
 

@@ -1,0 +1,108 @@
+"""experiments.py on the generated dataset with a tiny budget: it trains each run once,
+scores the final epoch on the valid split, writes tables report.py reads, and reuses
+finished runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import experiments
+import report
+from model import count_parameters
+from pipeline_helpers import assert_one_error_line, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
+from utils import load_separator
+
+TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
+               "--train-args", "--hidden-size 16 --workers 0"]
+RUNS = ["no LSTM", "3 BiLSTM layers (default)", "all (default)"]
+
+
+def tiny_budget_arguments(argv: list) -> list[str]:
+    return experiments.budget_arguments(str(argv[argv.index("--cache") + 1]), 1, 1, 1.0, 2, 42, "cpu",
+                                        "--hidden-size 16 --workers 0")
+
+
+@pytest.fixture(scope="module")
+def tiny_experiments(tmp_path_factory, hq_root):
+    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
+    out = tmp_path_factory.mktemp("experiments")
+    argv = ["--set", "structure", "augmentation", "--only", *RUNS, "--cache", cache, "--root", hq_root, "--is-wav",
+            *TINY_BUDGET, "--out", out]
+    first = run_script("experiments.py", *argv)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return out, argv
+
+
+def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments) -> None:
+    out, argv = tiny_experiments
+    structure = report.load_experiment(out / "structure.json")
+    augmentation = report.load_experiment(out / "augmentation.json")
+    assert [r["name"] for r in structure.rows] == ["3 BiLSTM layers (default)", "no LSTM"]  # the set's order
+    assert [r["name"] for r in augmentation.rows] == ["all (default)"]
+    all_runs = {**experiments.EXPERIMENT_SETS["structure"], **experiments.EXPERIMENT_SETS["augmentation"]}
+    for row in structure.rows + augmentation.rows:
+        flags = all_runs[row["name"]]
+        run = experiments.run_directory(out, flags, [*tiny_budget_arguments(argv), *flags])
+        final = run / "epoch_001.pt"
+        model, state = load_separator(final)
+        assert row["params"]["parameters"] == count_parameters(model)
+        assert state["train_args"]["nb_layers"] == (0 if flags == ["--nb-layers", "0"] else 3)
+        summary = json.loads((run / "eval" / "epoch_001-mixture" / "summary.json").read_text())
+        assert summary["split"] == "valid" and summary["n_tracks"] == 2
+        assert (row["vocals"], row["accompaniment"]) == (summary["median_sdr"]["vocals"],
+                                                        summary["median_sdr"]["accompaniment"])
+        assert math.isfinite(row["vocals"]) and math.isfinite(row["accompaniment"])
+    markdown = (out / "structure.md").read_text()
+    assert "1 epochs x 1 excerpts of 1 s" in markdown and "| no LSTM | `--nb-layers 0` |" in markdown
+
+
+def test_a_run_shared_by_two_sets_is_trained_once(tiny_experiments) -> None:
+    out, _ = tiny_experiments
+    assert sorted(d.name.split("-")[0] for d in (out / "runs").iterdir()) == ["defaults", "nb"]
+
+
+def test_rerun_reuses_finished_runs(tiny_experiments) -> None:
+    out, argv = tiny_experiments
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
+    tables = (out / "structure.json").read_text()
+    again = run_script("experiments.py", *argv)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")} == before
+    assert (out / "structure.json").read_text() == tables
+
+
+def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> None:
+    """A run whose last.pt stops short of the budget is resumed, not restarted."""
+    out, argv = tiny_experiments
+    one_epoch = next(d for d in (out / "runs").iterdir() if d.name.startswith("nb"))
+    two_epochs = [a if a != "1" or argv[i - 1] != "--epochs" else "2" for i, a in enumerate(argv)]
+    two_epochs[two_epochs.index("--out") + 1] = tmp_path
+    two_epochs[two_epochs.index("--only") + 1: two_epochs.index("--cache")] = ["no LSTM"]
+    cache = argv[argv.index("--cache") + 1]
+    run = experiments.run_directory(tmp_path, ["--nb-layers", "0"], [
+        *experiments.budget_arguments(str(cache), 2, 1, 1.0, 2, 42, "cpu", "--hidden-size 16 --workers 0"),
+        "--nb-layers", "0"])
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes((one_epoch / "last.pt").read_bytes())
+    result = run_script("experiments.py", *two_epochs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in (run / "log.txt").read_text()
+    history = torch.load(run / "epoch_002.pt", weights_only=False)["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == torch.load(one_epoch / "last.pt", weights_only=False)["history"][0]
+
+
+def test_bad_requests_are_one_line_errors(tmp_path, hq_root) -> None:
+    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "none", "--out", tmp_path / "o"),
+                          mentions="does not exist")
+    (tmp_path / "cache").mkdir()
+    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "cache", "--only", "nope",
+                                     "--out", tmp_path / "o"), mentions="'nope'")
+    failed = run_script("experiments.py", "--set", "structure", "--only", "no mask", "--cache", tmp_path / "cache",
+                        "--epochs", "1", "--device", "cpu", "--out", tmp_path / "o")
+    assert_one_error_line(failed, mentions="log.txt")
+    assert not list((tmp_path / "o").glob("*.json"))
