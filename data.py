@@ -19,9 +19,16 @@ from tqdm import tqdm
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
 
 SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
-AUGMENTATIONS = ("gain", "swap", "chunk", "remix")
+AUGMENTATIONS = ("gain", "swap", "chunk", "remix")  # what --augment all means
+OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
 CACHE_VERSION = 1
 GAIN_RANGE = (0.25, 1.25)
+RHYTHM_FILE = "rhythm.json"  # in the cache directory, written by the first automix run
+RHYTHM_VERSION = 1
+RHYTHM_RATE = 11025  # the beat tracker reads a mono mix at this rate ...
+RHYTHM_HOP = 128  # ... with onset frames 11.6 ms apart
+MIN_BEATS = 4  # a track with fewer tracked beats has no usable tempo
+TEMPO_TOLERANCE = 0.03  # automix partners: tempo ratio within 3% of 1, 2 or 1/2
 
 
 # ------------------------------------------------------------------ MUSDB18
@@ -300,15 +307,16 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
 # ---------------------------------------------------------------- augmentations
 
 def parse_augmentations(spec: str) -> tuple[str, ...]:
-    """'all', 'none' or a comma list of AUGMENTATIONS."""
+    """'all' (AUGMENTATIONS), 'none' or a comma list of AUGMENTATIONS and OPT_IN_AUGMENTATIONS."""
     if spec == "all":
         return AUGMENTATIONS
     if spec == "none":
         return ()
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [n for n in names if n not in AUGMENTATIONS]
+    known = AUGMENTATIONS + OPT_IN_AUGMENTATIONS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}, all, none")
+        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(known)}, all, none")
     return names
 
 
@@ -335,6 +343,86 @@ def crop(array: np.ndarray, start: int, length: int, axis: int = -1) -> np.ndarr
     return out
 
 
+# ------------------------------------------------------------ rhythm (automix)
+
+def rhythm_mono(stems: np.ndarray) -> np.ndarray:
+    """(sources, channels, samples) at SAMPLE_RATE -> the mono mixture at RHYTHM_RATE,
+    summed in one-minute pieces so that of a memory-mapped track only the mono mix is held."""
+    import librosa
+
+    piece = 60 * SAMPLE_RATE
+    mono = np.concatenate([np.asarray(stems[:, :, start:start + piece]).sum(axis=(0, 1))
+                           for start in range(0, stems.shape[-1], piece)])
+    return librosa.resample(mono, orig_sr=SAMPLE_RATE, target_sr=RHYTHM_RATE)
+
+
+def beat_grid(mono: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """mono (samples,) at RHYTHM_RATE -> (tempo in BPM, beat positions in samples at SAMPLE_RATE).
+
+    Beat tracking (librosa.beat.beat_track on the onset envelope) rather than onset-strength
+    cross-correlation, because a beat list is a per-track summary: it is computed once,
+    is a few hundred integers, gives the tempo that picks partners, and aligning two tracks
+    is then arithmetic on two lists in the DataLoader. Cross-correlation gives a lag but no
+    tempo, and is a per-pair, per-excerpt computation: it would run for every item, on
+    onset envelopes of every track held in every worker.
+
+    The tempo is the slope of a least-squares line through the beat positions, not
+    beat_track's own estimate: that one comes from a tempogram lag grid (about 2% steps
+    near 120 BPM at this hop), as coarse as the tolerance it would be compared with.
+    With fewer than MIN_BEATS beats (silence, no pulse) there is no tempo: (None, no beats)."""
+    import librosa
+
+    # n_fft 1024: the 93 ms window librosa's default has at 22.05 kHz
+    envelope = librosa.onset.onset_strength(y=mono, sr=RHYTHM_RATE, hop_length=RHYTHM_HOP, n_fft=1024)
+    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RHYTHM_RATE, hop_length=RHYTHM_HOP)
+    beats = np.round(np.asarray(frames) * RHYTHM_HOP * SAMPLE_RATE / RHYTHM_RATE).astype(np.int64)
+    if len(beats) < MIN_BEATS:
+        return None, np.empty(0, dtype=np.int64)
+    period = np.polyfit(np.arange(len(beats)), beats, 1)[0]  # samples per beat
+    return float(60 * SAMPLE_RATE / period), beats
+
+
+def track_rhythms(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x) -> dict[str, dict]:
+    """{name: {"length", "tempo" (BPM or None), "beats" (sample positions)}} for `names`.
+
+    Read from <cache>/RHYTHM_FILE; tracks missing there, or whose length changed since
+    (re-preprocessed), are analysed and the file rewritten atomically. A cache that cannot
+    be written to still works: the analysis is then repeated on the next run."""
+    path = cache.root / RHYTHM_FILE
+    header = {"format_version": RHYTHM_VERSION, "rate": RHYTHM_RATE, "hop": RHYTHM_HOP, "min_beats": MIN_BEATS}
+    stored: dict[str, dict] = {}
+    if path.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            content = json.loads(path.read_text())
+            if all(content.get(key) == value for key, value in header.items()):
+                stored = content.get("tracks", {})
+    stale = [n for n in names if stored.get(n, {}).get("length") != cache.length(n)]
+    if stale:
+        for name in progress(stale, desc="beat tracking"):
+            tempo, beats = beat_grid(rhythm_mono(cache.stems(name)))
+            stored[name] = {"length": cache.length(name), "tempo": tempo, "beats": beats.tolist()}
+        try:
+            write_text(path, json.dumps({**header, "tracks": stored}))
+        except OSError as err:
+            print(f"warning: cannot save the beat analysis to {path} ({err.strerror}); "
+                  "it is repeated on the next run", file=sys.stderr)
+    return {n: stored[n] for n in names}
+
+
+def tempo_compatible(tempo: float, other: float, tolerance: float = TEMPO_TOLERANCE) -> bool:
+    """Tempi within `tolerance` of equal, or of double / half (a half-time partner puts a
+    beat on every other beat; beat trackers also often report the other octave)."""
+    octaves = np.log2(other / tempo)
+    return any(abs(octaves - shift) <= np.log2(1 + tolerance) for shift in (-1, 0, 1))
+
+
+def automix_partners(tempi: dict[str, float | None]) -> dict[str, list[str]]:
+    """For each track, the other tracks with a tempo compatible with its own (none without a tempo)."""
+    return {name: [other for other, other_tempo in tempi.items()
+                   if other != name and tempo and other_tempo and tempo_compatible(tempo, other_tempo)]
+            for name, tempo in tempi.items()}
+
+
 # ------------------------------------------------------------------ datasets
 
 class TrainChunks(Dataset):
@@ -343,14 +431,27 @@ class TrainChunks(Dataset):
     Item `index` is drawn from an RNG seeded by (seed, index), so an item is the same
     in any worker and after --resume; the sampler adds epoch * len(self) to the index so
     each epoch draws new excerpts. Returns (sources, channels, samples) float32 stems;
-    the mixture is their sum, formed on the training device."""
+    the mixture is their sum, formed on the training device.
+
+    With "automix" the vocals come from the item's track and the accompaniment stems from
+    a track of compatible tempo (`automix_partners`), placed so that a partner beat falls
+    on the vocals track's beat nearest the excerpt's centre. It takes over remix's and
+    chunk's choices: with "remix" each accompaniment stem has its own partner, with
+    "chunk" its own beat-aligned position, otherwise the three come from one partner at
+    one position. A track without beats or without a compatible partner gets random
+    partners at random positions, as remix does. The beat analysis runs here, once
+    (`track_rhythms`); workers only read its result."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, samples_per_track: int,
-                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
+                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42, progress=lambda x, **_: x) -> None:
         if not names:
             raise UserError("the cache holds no training tracks: run preprocess.py first")
         self.cache, self.names, self.seq_len = cache, list(names), seq_len
         self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
+        if "automix" in self.augmentations:
+            rhythms = track_rhythms(cache, self.names, progress)
+            self.beats = {name: np.asarray(r["beats"], dtype=np.int64) for name, r in rhythms.items()}
+            self.partners = automix_partners({name: r["tempo"] for name, r in rhythms.items()})
 
     def __len__(self) -> int:
         return len(self.names) * self.samples_per_track
@@ -358,14 +459,46 @@ class TrainChunks(Dataset):
     def _random_start(self, name: str, rng: np.random.Generator) -> int:
         return int(rng.integers(0, max(1, self.cache.length(name) - self.seq_len + 1)))
 
+    def _remix_origin(self, track: str, aligned_start: int, rng: np.random.Generator) -> tuple[str, int]:
+        name = self.names[rng.integers(len(self.names))] if "remix" in self.augmentations else track
+        start = self._random_start(name, rng) if {"remix", "chunk"} & self.augmentations else aligned_start
+        return name, start
+
+    def _beat_aligned_start(self, name: str, anchor_offset: int, rng: np.random.Generator) -> int:
+        """A start in `name` that puts one of its beats `anchor_offset` samples into the
+        excerpt, preferring excerpts that end inside the track; random if none can."""
+        starts = self.beats[name] - anchor_offset
+        length = self.cache.length(name)
+        usable = starts[(starts >= 0) & (starts <= length - self.seq_len)]
+        if not len(usable):
+            usable = starts[(starts >= 0) & (starts < length)]
+        return int(usable[rng.integers(len(usable))]) if len(usable) else self._random_start(name, rng)
+
+    def _automix_origins(self, track: str, start: int, rng: np.random.Generator) -> list[tuple[str, int]]:
+        """(track, start) of each source: the vocals from `track` at `start`, the rest from partners."""
+        beats, anchor_offset = self.beats[track], None
+        if self.partners[track]:  # the vocals track's beat nearest the excerpt's centre, where drift is least
+            anchor_offset = int(beats[np.argmin(np.abs(beats - (start + self.seq_len // 2)))] - start)
+        pool = self.partners[track] or [name for name in self.names if name != track] or [track]
+        origins = [(track, start)]
+        for k in range(1, len(SOURCES)):
+            new_partner = k == 1 or "remix" in self.augmentations
+            if new_partner:
+                name = pool[rng.integers(len(pool))]
+            if new_partner or "chunk" in self.augmentations:
+                partner_start = (self._random_start(name, rng) if anchor_offset is None
+                                 else self._beat_aligned_start(name, anchor_offset, rng))
+            origins.append((name, partner_start))
+        return origins
+
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, index])
         track = self.names[(index % len(self)) // self.samples_per_track]
         aligned_start = self._random_start(track, rng)
+        automix = self._automix_origins(track, aligned_start, rng) if "automix" in self.augmentations else None
         out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
         for k in range(len(SOURCES)):
-            name = self.names[rng.integers(len(self.names))] if "remix" in self.augmentations else track
-            start = self._random_start(name, rng) if {"remix", "chunk"} & self.augmentations else aligned_start
+            name, start = automix[k] if automix else self._remix_origin(track, aligned_start, rng)
             stem = crop(self.cache.stems(name)[k], start, self.seq_len)
             if "gain" in self.augmentations:
                 stem = random_gain(stem, rng)
@@ -386,11 +519,20 @@ class MagnitudeChunks(Dataset):
                  augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
         if not names:
             raise UserError("the cache holds no training tracks: run preprocess.py first")
+        self.check_augmentations(augmentations)
         if not cache.has_magnitudes(names):
             raise UserError(f"cache {cache.root} has no magnitudes: run preprocess.py --magnitudes")
         cache.check_stft(N_FFT, HOP)
         self.cache, self.names, self.nb_frames = cache, list(names), nb_frames
         self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
+
+    @staticmethod
+    def check_augmentations(augmentations: Sequence[str]) -> None:
+        """chunk and remix, part of 'all', are skipped here without a word; automix is only
+        ever asked for by name, so asking for it on magnitudes is an error."""
+        if "automix" in augmentations:
+            raise UserError("automix mixes stems of different songs, which cached magnitudes cannot do: "
+                            "use --data stems")
 
     def __len__(self) -> int:
         return len(self.names) * self.samples_per_track

@@ -62,6 +62,7 @@ AUGMENTATION_TEXT = {
     "swap": "random left/right swap per source",
     "chunk": "sources from independent positions of the track",
     "remix": "sources drawn from different tracks",
+    "automix": "accompaniment from a track of compatible tempo, placed on the vocals track's beats",
 }
 
 

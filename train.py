@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
     g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
     g.add_argument("--augment", default="all",
-                   help="'all', 'none' or a comma list of gain,swap,chunk,remix")
+                   help="'all' (gain,swap,chunk,remix), 'none' or a comma list of gain,swap,chunk,remix,automix "
+                        "(automix: accompaniment from a song of compatible tempo, beat-aligned; stems only)")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
     g = p.add_argument_group("model")
     g.add_argument("--hidden-size", type=int, default=448, help="width of the encoder, LSTM and decoder")
@@ -167,10 +168,12 @@ def setup_distributed(device_name: str) -> torch.device:
 # --------------------------------------------------------------------- run
 
 def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_track: int,
-                augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device):
+                augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device,
+                progress=lambda x, **_: x):
     names = cache.names("train")
     if data_kind == "stems":
-        dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed)
+        dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed,
+                              progress)
     else:
         dataset = MagnitudeChunks(cache, names, nb_frames(int(seq_dur * SAMPLE_RATE)), samples_per_track,
                                   augmentations, seed)
@@ -209,8 +212,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
-    if args.data == "magnitudes":  # from the index, before any work
+    if args.data == "magnitudes":  # from the index and flags, before any work
         cache.check_stft(N_FFT, HOP)
+        MagnitudeChunks.check_augmentations(augmentations)
     valid_names = cache.names("valid")
     if not valid_names:
         raise UserError(f"the cache {args.cache} holds no validation tracks: preprocess the 'valid' split too")
@@ -258,7 +262,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         log(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
 
     loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
-                                  args.batch_size, args.workers, args.seed, device)
+                                  args.batch_size, args.workers, args.seed, device,
+                                  progress=tqdm if is_main else (lambda x, **_: x))
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
     net = model
     if rank_and_world()[1] > 1:
