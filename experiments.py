@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
+from data import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
 REPO = Path(__file__).resolve().parent
@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.jobs < 1 or args.epochs < 1:
         raise UserError("--jobs and --epochs must be at least 1")
     if not Path(args.cache).is_dir():
-        raise UserError(f"cache {args.cache} does not exist: run preprocess.py --split train and --split valid first")
+        raise UserError(f"cache {args.cache} does not exist: run preprocess.py first")
+    StemCache(args.cache)  # a directory that is not a cache fails here, before any run starts
     sets = selected_runs(args.set, args.only)
     out = Path(args.out)
     budget_args = budget_arguments(args.cache, args.epochs, args.samples_per_track, args.seq_dur, args.batch_size,
@@ -190,10 +191,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             directories.setdefault(run_directory(out, flags, train_args), train_args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     facts_of: dict[Path, dict] = {}
+    print(f"{len(directories)} runs, {args.jobs} at a time; each one's progress is in {out}/runs/<run>/log.txt",
+          flush=True)
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_experiment, d, a, args.epochs, score_args, threads): d for d, a in directories.items()}
-        for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc="runs"):
-            facts_of[futures[future]] = future.result()
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            facts = facts_of[futures[future]] = future.result()
+            print(f"[{done}/{len(futures)}] {futures[future].name}: vocals {facts['vocals']:.2f} dB, accompaniment "
+                  f"{facts['accompaniment']:.2f} dB, {facts['train_minutes']:.1f} min of training", flush=True)
 
     budget = (f"Budget per run: {args.epochs} epochs x {args.samples_per_track} excerpts of {args.seq_dur:g} s per "
               f"training track, batch {args.batch_size}, seed {args.seed}"

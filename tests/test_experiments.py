@@ -96,13 +96,17 @@ def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> No
     assert history[0] == torch.load(one_epoch / "last.pt", weights_only=False)["history"][0]
 
 
-def test_bad_requests_are_one_line_errors(tmp_path, hq_root) -> None:
+def test_bad_requests_are_one_line_errors(tmp_path, tmp_path_factory, hq_root) -> None:
     assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "none", "--out", tmp_path / "o"),
                           mentions="does not exist")
-    (tmp_path / "cache").mkdir()
-    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "cache", "--only", "nope",
-                                     "--out", tmp_path / "o"), mentions="'nope'")
-    failed = run_script("experiments.py", "--set", "structure", "--only", "no mask", "--cache", tmp_path / "cache",
-                        "--epochs", "1", "--device", "cpu", "--out", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "empty", "--out", tmp_path / "o"),
+                          mentions="no cache")
+    cache = str(shared_hq_cache(tmp_path_factory, hq_root)[0])
+    assert_one_error_line(run_script("experiments.py", "--cache", cache, "--only", "nope", "--out", tmp_path / "o"),
+                          mentions="'nope'")
+    failed = run_script("experiments.py", "--set", "structure", "--only", "no mask", "--cache", cache,
+                        "--epochs", "1", "--train-args", "--hidden-size 15", "--out", tmp_path / "o")
     assert_one_error_line(failed, mentions="log.txt")
+    assert "hidden" in failed.stderr  # the last line of the failed run's log
     assert not list((tmp_path / "o").glob("*.json"))
