@@ -109,7 +109,8 @@ class Separator(nn.Module):
 VOCALS_BAND_LAYOUT_HZ = ((1000, 100), (4000, 250), (8000, 500), (16000, 1000), (20000, 2000))
 
 
-def layout_band_widths(nb_bins: int, sample_rate: int, layout: Sequence[tuple[int, int]] = VOCALS_BAND_LAYOUT_HZ) -> list[int]:
+def layout_band_widths(nb_bins: int, sample_rate: int,
+                       layout: Sequence[tuple[int, int]] = VOCALS_BAND_LAYOUT_HZ) -> list[int]:
     """Widths in bins of consecutive bands that cover all `nb_bins` bins of a one-sided
     spectrum at `sample_rate`; a bin goes to the band whose [lower, upper) Hz holds it."""
     n_fft = 2 * (nb_bins - 1)
@@ -206,7 +207,7 @@ class BandSplitRNN(nn.Module):
 
     def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
         """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
-        batch, channels, bins, frames = mixture_mag.shape
+        batch, channels, _, frames = mixture_mag.shape
         x = mixture_mag.permute(3, 0, 1, 2)  # frames, batch, ch, bins
         bands = x.split(self.band_widths, dim=-1)
         x = torch.stack([embed(band.reshape(frames, batch, -1)) for embed, band in zip(self.band_inputs, bands)],

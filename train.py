@@ -2,6 +2,7 @@
 
     python train.py --epochs 150
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
+    python train.py --model bsrnn --epochs 150     # the band-split RNN instead of the Open-Unmix-style model
     torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
 

@@ -155,13 +155,11 @@ def test_new_model_config_leaves_unset_sizes_to_the_model():
 
 
 def test_help_states_both_models_defaults():
-    text = train.build_parser().format_help()
+    text = " ".join(train.build_parser().format_help().split())
     assert "--model {umx,bsrnn}" in text
-    flat = " ".join(text.split())
-    assert f"(default {Separator().hidden_size}); bsrnn: features per band, N (default {BandSplitRNN().feature_size})" \
-        in flat
-    assert f"(default {Separator().nb_layers}); bsrnn: pairs of time and band LSTMs (default {BandSplitRNN().nb_layers})" \
-        in flat
+    umx, bsrnn = Separator(), BandSplitRNN()
+    assert f"(default {umx.hidden_size}); bsrnn: features per band, N (default {bsrnn.feature_size})" in text
+    assert f"(default {umx.nb_layers}); bsrnn: pairs of time and band LSTMs (default {bsrnn.nb_layers})" in text
 
 
 @pytest.fixture(scope="module")
