@@ -1,9 +1,11 @@
-"""The separator network: an Open-Unmix-style BiLSTM that predicts magnitude masks for
-vocals and accompaniment from one shared trunk."""
+"""The separator networks, selected by name through `MODELS` / `build_model`: an
+Open-Unmix-style BiLSTM ("umx") and a band-split RNN ("bsrnn"). Both predict magnitude
+masks for vocals and accompaniment from one trunk shared by the two stems."""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -80,7 +82,7 @@ class Separator(nn.Module):
     def config(self) -> dict:
         """Everything the constructor needs to rebuild this model (stored in checkpoints)."""
         return {
-            "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
+            "model": "umx", "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
             "hidden_size": self.hidden_size, "nb_layers": self.nb_layers,
             "max_bin": self.max_bin, "use_mask": self.use_mask,
             "bidirectional": self.lstm.bidirectional if self.lstm is not None else True,
@@ -100,6 +102,140 @@ class Separator(nn.Module):
         x = x * self.output_scale + self.output_mean
         x = torch.relu(x).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
         return x * mixture_mag.unsqueeze(1) if self.use_mask else x
+
+
+# The paper's band layout for vocals: bands `step` Hz wide up to `upper` Hz, for each
+# (upper, step) in turn, then one band for everything above the last `upper`.
+VOCALS_BAND_LAYOUT_HZ = ((1000, 100), (4000, 250), (8000, 500), (16000, 1000), (20000, 2000))
+
+
+def layout_band_widths(nb_bins: int, sample_rate: int,
+                       layout: Sequence[tuple[int, int]] = VOCALS_BAND_LAYOUT_HZ) -> list[int]:
+    """Widths in bins of consecutive bands that cover all `nb_bins` bins of a one-sided
+    spectrum at `sample_rate`; a bin goes to the band whose [lower, upper) Hz holds it."""
+    n_fft = 2 * (nb_bins - 1)
+    edges_hz, lower = [], 0
+    for upper, step in layout:
+        edges_hz += range(lower + step, upper + 1, step)
+        lower = upper
+    edges = sorted({math.ceil(hz * n_fft / sample_rate) for hz in edges_hz} & set(range(1, nb_bins)))
+    bounds = [0, *edges, nb_bins]
+    return [hi - lo for lo, hi in zip(bounds, bounds[1:])]
+
+
+class ResidualLSTM(nn.Module):
+    """x + Linear(LSTM(LayerNorm(x))) along the first dimension of (sequence, batch, size).
+
+    The LSTM has 2 * size units per direction, as in the paper; LayerNorm works on each
+    position alone, so a chunk of a sequence is normalised as it would be in the whole."""
+
+    def __init__(self, size: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(size)
+        self.lstm = nn.LSTM(size, 2 * size, bidirectional=bidirectional)
+        self.project = nn.Linear(2 * size * (2 if bidirectional else 1), size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(self.lstm(self.norm(x))[0])
+
+
+class BandSplitRNN(nn.Module):
+    """Band-split RNN (Luo & Yu, "Music Source Separation with Band-split RNN", IEEE/ACM
+    TASLP 2023, arXiv:2209.15174) on this project's magnitudes: mixture magnitude ->
+    magnitude estimates of both stems.
+
+    Band split: the bins are cut into bands (`band_widths`, by default the paper's vocals
+    layout); each band, both channels together, gets a LayerNorm and a Linear to
+    `feature_size` features. These per-band norms replace Open-Unmix's input statistics.
+    Then `nb_layers` pairs of residual LSTMs: one across time within each band (causal
+    when not `bidirectional`), one across the bands within each frame (always
+    bidirectional). Mask estimation: per band and per stem, LayerNorm, an MLP with a tanh
+    hidden layer of 4 * feature_size and a GLU output. The trunk is shared by the stems,
+    the mask heads are not.
+
+    Adapted from the paper, which estimates complex masks on the complex spectrogram: here
+    the input is the magnitude and each mask is real and non-negative (a ReLU after the
+    GLU), applied to the mixture magnitude; the phase comes from phase.py as for "umx".
+    """
+
+    def __init__(
+        self,
+        nb_bins: int = 2049,
+        nb_channels: int = 2,
+        feature_size: int = 32,
+        nb_layers: int = 2,
+        band_widths: Sequence[int] | None = None,
+        bidirectional: bool = True,
+    ) -> None:
+        super().__init__()
+        # No band widths: the vocals layout at the project's 44.1 kHz (model.py does not import utils)
+        widths = list(layout_band_widths(nb_bins, 44100) if band_widths is None else band_widths)
+        if sum(widths) != nb_bins or min(widths) < 1:
+            raise ValueError(f"band widths must be positive and sum to nb_bins={nb_bins}, got {sum(widths)}")
+        self.nb_bins, self.nb_channels, self.band_widths = nb_bins, nb_channels, widths
+        self.feature_size, self.nb_layers, self.bidirectional = feature_size, nb_layers, bidirectional
+        self.nb_stems = len(STEMS)
+
+        self.band_inputs = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(nb_channels * width), nn.Linear(nb_channels * width, feature_size))
+            for width in widths
+        )
+        self.over_time = nn.ModuleList(ResidualLSTM(feature_size, bidirectional) for _ in range(nb_layers))
+        self.over_bands = nn.ModuleList(ResidualLSTM(feature_size, True) for _ in range(nb_layers))
+        self.mask_heads = nn.ModuleList(
+            nn.ModuleList(
+                nn.Sequential(
+                    nn.LayerNorm(feature_size),
+                    nn.Linear(feature_size, 4 * feature_size),
+                    nn.Tanh(),
+                    nn.Linear(4 * feature_size, 2 * nb_channels * width),
+                    nn.GLU(dim=-1),
+                )
+                for width in widths
+            )
+            for _ in STEMS
+        )
+
+    @property
+    def config(self) -> dict:
+        """Everything the constructor needs to rebuild this model (stored in checkpoints)."""
+        return {
+            "model": "bsrnn", "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
+            "feature_size": self.feature_size, "nb_layers": self.nb_layers,
+            "band_widths": list(self.band_widths), "bidirectional": self.bidirectional,
+        }
+
+    def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
+        """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
+        batch, channels, _, frames = mixture_mag.shape
+        x = mixture_mag.permute(3, 0, 1, 2)  # frames, batch, ch, bins
+        bands = x.split(self.band_widths, dim=-1)
+        x = torch.stack([embed(band.reshape(frames, batch, -1)) for embed, band in zip(self.band_inputs, bands)],
+                        dim=1)  # frames, bands, batch, features
+        nb_bands = len(self.band_widths)
+        for over_time, over_bands in zip(self.over_time, self.over_bands):
+            x = over_time(x.reshape(frames, nb_bands * batch, -1)).reshape(frames, nb_bands, batch, -1)
+            x = over_bands(x.transpose(0, 1).reshape(nb_bands, frames * batch, -1))
+            x = x.reshape(nb_bands, frames, batch, -1).transpose(0, 1)
+        masks = torch.stack([
+            torch.cat([head(x[:, k]).reshape(frames, batch, channels, width)
+                       for k, (head, width) in enumerate(zip(heads, self.band_widths))], dim=-1)
+            for heads in self.mask_heads
+        ], dim=2)  # frames, batch, stems, ch, bins
+        return torch.relu(masks).permute(1, 2, 3, 4, 0) * mixture_mag.unsqueeze(1)
+
+
+MODELS = {"umx": Separator, "bsrnn": BandSplitRNN}
+
+
+def build_model(config: dict) -> nn.Module:
+    """The model a `.config` describes. A config without "model" (checkpoints written
+    before there was a choice) is an Open-Unmix-style `Separator`."""
+    settings = dict(config)
+    name = settings.pop("model", "umx")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+    return MODELS[name](**settings)
 
 
 def count_parameters(model: nn.Module) -> int:

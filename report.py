@@ -312,6 +312,8 @@ def duration(seconds: float) -> str:
 
 
 def flag_value(value) -> str:
+    if value is None:  # train.py's size flags: None takes the chosen model's own default
+        return "the model's own"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (list, tuple)):
@@ -505,9 +507,26 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
 
 
 def architecture(cfg: dict) -> str:
+    """model_config -> a short name; a config without "model" predates bsrnn and is umx."""
+    if cfg.get("model", "umx") == "bsrnn":
+        causal = "" if cfg["bidirectional"] else ", causal in time"
+        return f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs{causal})"
     if cfg["nb_layers"] == 0:
         return "per-frame network (no LSTM)"
     return f"{cfg['nb_layers']}-layer {'BiLSTM' if cfg['bidirectional'] else 'causal LSTM'}"
+
+
+def model_lines(cfg: dict, rate: int, n_fft: int) -> list[str]:
+    """The methodology page's description of the network, from its model_config."""
+    if cfg.get("model", "umx") == "bsrnn":
+        return [f"{architecture(cfg)}, {cfg['feature_size']} features per band, one trunk shared by both stems",
+                "output: masks applied to the mixture magnitude",
+                f"input: all {cfg['nb_bins']} bins in {len(cfg['band_widths'])} bands "
+                f"({min(cfg['band_widths'])}–{max(cfg['band_widths'])} bins wide), {cfg['nb_channels']} channels"]
+    return [f"{architecture(cfg)}, hidden size {cfg['hidden_size']}, one trunk shared by both stems",
+            "output: " + ("masks applied to the mixture magnitude" if cfg["use_mask"] else "magnitudes directly"),
+            f"input: {cfg['max_bin']} of {cfg['nb_bins']} bins (up to {cfg['max_bin'] * rate / n_fft / 1000:.1f} kHz), "
+            f"{cfg['nb_channels']} channels"]
 
 
 def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
@@ -520,13 +539,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
     if args["data"] == "magnitudes":
         augment.append("on cached magnitudes only gain and swap apply, to the whole excerpt")
     return {
-        "Model": [
-            f"{architecture(cfg)}, hidden size {cfg['hidden_size']}, one trunk shared by both stems",
-            "output: " + ("masks applied to the mixture magnitude" if cfg["use_mask"] else "magnitudes directly"),
-            f"input: {cfg['max_bin']} of {cfg['nb_bins']} bins (up to {cfg['max_bin'] * rate / n_fft / 1000:.1f} kHz), "
-            f"{cfg['nb_channels']} channels",
-            f"{training.parameters:,} parameters",
-        ],
+        "Model": [*model_lines(cfg, rate, n_fft), f"{training.parameters:,} parameters"],
         "STFT": [
             f"n_fft {n_fft} ({1000 * n_fft / rate:.0f} ms Hann window), hop {hop} ({1000 * hop / rate:.1f} ms)",
             f"{rate} Hz; the same STFT for training, inference and Griffin-Lim",

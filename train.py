@@ -2,6 +2,7 @@
 
     python train.py --epochs 150
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
+    python train.py --model bsrnn --epochs 150     # the band-split RNN instead of the Open-Unmix-style model
     torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import inspect
 import io
 import json
 import os
@@ -26,11 +28,16 @@ from tqdm import tqdm
 
 from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
                   parse_augmentations)
-from model import Separator, bandwidth_bins, count_parameters
+from model import MODELS, bandwidth_bins, build_model, count_parameters
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
+
+
+def model_default(model: str, parameter: str):
+    """A model constructor's default, for the help text (so it never drifts from model.py)."""
+    return inspect.signature(MODELS[model]).parameters[parameter].default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(automix: accompaniment from a song of compatible tempo, beat-aligned; stems only)")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
     g = p.add_argument_group("model")
-    g.add_argument("--hidden-size", type=int, default=448, help="width of the encoder, LSTM and decoder")
-    g.add_argument("--nb-layers", type=int, default=3, help="BiLSTM layers (0: no LSTM, a per-frame network)")
-    g.add_argument("--no-mask", action="store_true", help="output magnitudes directly instead of masks")
-    g.add_argument("--unidirectional", action="store_true", help="causal LSTM (real-time variant)")
-    g.add_argument("--bandwidth", type=float, default=16000.0, help="highest frequency (Hz) the network sees")
+    g.add_argument("--model", choices=list(MODELS), default="umx",
+                   help="umx: Open-Unmix-style BiLSTM; bsrnn: band-split RNN (Luo & Yu 2023)")
+    g.add_argument("--hidden-size", type=int, default=None,
+                   help=f"umx: width of the encoder, LSTM and decoder (default {model_default('umx', 'hidden_size')}); "
+                        f"bsrnn: features per band, N (default {model_default('bsrnn', 'feature_size')})")
+    g.add_argument("--nb-layers", type=int, default=None,
+                   help=f"umx: BiLSTM layers, 0 for a per-frame network (default {model_default('umx', 'nb_layers')}); "
+                        f"bsrnn: pairs of time and band LSTMs (default {model_default('bsrnn', 'nb_layers')})")
+    g.add_argument("--no-mask", action="store_true", help="umx only: output magnitudes directly instead of masks")
+    g.add_argument("--unidirectional", action="store_true",
+                   help="causal LSTMs over time (real-time variant; bsrnn's LSTMs across bands stay bidirectional)")
+    g.add_argument("--bandwidth", type=float, default=None,
+                   help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
     g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
@@ -67,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
     add_debug_flag(p)
     return p
+
+
+def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
+                     bidirectional: bool, bandwidth: float | None) -> dict:
+    """The build_model config of a new model from the model flags (without umx's input
+    statistics); a size flag left out takes the model's own default."""
+    if model == "umx":
+        config = {"hidden_size": hidden_size, "nb_layers": nb_layers, "use_mask": use_mask,
+                  "bidirectional": bidirectional,
+                  "max_bin": None if bandwidth is None else bandwidth_bins(bandwidth, SAMPLE_RATE, N_FFT)}
+    else:
+        if not use_mask:
+            raise UserError("--no-mask applies only to --model umx: bsrnn's per-band norms discard the input level, "
+                            "so it always estimates masks")
+        if bandwidth is not None:
+            raise UserError("--bandwidth applies only to --model umx: bsrnn covers every bin with its bands")
+        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional}
+    return {"model": model, **{k: v for k, v in config.items() if v is not None}}
 
 
 # ------------------------------------------------------------------ one step
@@ -210,6 +243,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     is_main = rank_and_world()[0] == 0
     log = print if is_main else (lambda *a, **k: None)
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
+    config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
+                              args.bandwidth)
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
     if args.data == "magnitudes":  # from the index and flags, before any work
@@ -226,26 +261,25 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     resume_state = load_checkpoint(ckpt_dir / "last.pt") if args.resume else None
     if resume_state is not None:
         try:
-            model = Separator(**resume_state["model_config"])
+            model = build_model(resume_state["model_config"])
             model.load_state_dict(resume_state["model_state"])
             stats = resume_state["input_stats"]
             missing = [k for k in ("optimizer_state", "scheduler_state", "history", "epoch") if k not in resume_state]
             if missing:
                 raise KeyError(", ".join(missing))
-        except (KeyError, TypeError, RuntimeError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise UserError(f"{ckpt_dir / 'last.pt'} cannot be resumed (not a last.pt of this model: "
                             f"{type(err).__name__}: {err})".splitlines()[0]) from err
         if resume_state["epoch"] >= args.epochs:
             raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
                             f"ask for more --epochs than that to continue")
-    else:
+    elif args.model == "umx":
         mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
-        model = Separator(
-            hidden_size=args.hidden_size, nb_layers=args.nb_layers, use_mask=not args.no_mask,
-            bidirectional=not args.unidirectional, max_bin=bandwidth_bins(args.bandwidth, SAMPLE_RATE, N_FFT),
-            input_mean=(-mean).tolist(), input_scale=(1.0 / std).tolist(),
-        )
+        model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist()})
+    else:  # bsrnn normalises each band itself: no training-set statistics
+        stats = None
+        model = build_model(config)
     model.to(device)
     log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
 

@@ -235,7 +235,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild the trained separator from a checkpoint alone; returns (model, checkpoint)."""
-    from model import Separator  # model.py holds only modules, so it never imports utils
+    from model import build_model  # model.py holds only modules, so it never imports utils
 
     state = load_checkpoint(path, device)
     stft_config = state.get("stft") or {}
@@ -244,9 +244,9 @@ def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise UserError(f"{path} was trained with n_fft={trained[0]} hop={trained[1]} at {trained[2]} Hz; this code "
                         f"uses n_fft={N_FFT} hop={HOP} at {SAMPLE_RATE} Hz")
     try:
-        model = Separator(**state["model_config"])
+        model = build_model(state["model_config"])
         model.load_state_dict(state["model_state"])
-    except (KeyError, TypeError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path} does not match this project's model: {err}".splitlines()[0]) from err
     return model.to(device).eval(), state
 

@@ -6,6 +6,7 @@ tracks) in seconds per second of audio, with a full-scale epoch projected from i
 
     python bench/train_throughput.py --cache cache --steps 10
     python bench/train_throughput.py --cache cache --device cuda --steps 50
+    python bench/train_throughput.py --cache cache --model bsrnn --steps 4
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from data import AUGMENTATIONS, StemCache  # noqa: E402
-from model import Separator, count_parameters  # noqa: E402
-from train import batch_magnitudes, make_loader, separation_loss, validation_loss  # noqa: E402
+from model import MODELS, build_model, count_parameters  # noqa: E402
+from train import batch_magnitudes, make_loader, new_model_config, separation_loss, validation_loss  # noqa: E402
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device  # noqa: E402
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
@@ -60,7 +61,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--batch-size", type=int, default=16, help="batch size")
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
-    p.add_argument("--hidden-size", type=int, default=448, help="model width")
+    p.add_argument("--model", choices=list(MODELS), default="umx", help="the network to time")
+    p.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
@@ -70,10 +72,10 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     cache = StemCache(args.cache)
-    model = Separator(hidden_size=args.hidden_size).to(device)
+    model = build_model(new_model_config(args.model, args.hidden_size, None, True, True, None)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     print(f"device {device}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
-          f"model {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
+          f"model {args.model} {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
     print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s")
     both = {}
     for kind in args.formats:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import STEMS, Separator, bandwidth_bins, count_parameters
+from model import STEMS, Separator, bandwidth_bins, build_model, count_parameters
 from pipeline_helpers import single_torch_thread  # noqa: F401
 
 
@@ -82,7 +82,8 @@ def test_no_mask_variant_is_not_a_mask():
 
 def test_config_rebuilds_same_architecture():
     model = Separator(hidden_size=24, nb_layers=2, max_bin=123, use_mask=False, bidirectional=False)
-    clone = Separator(**model.config)
+    clone = build_model(model.config)
+    assert type(clone) is Separator
     assert clone.config == model.config
     clone.load_state_dict(model.state_dict())  # strict: same parameter names and shapes
 
@@ -91,3 +92,31 @@ def test_bandwidth_bins():
     assert bandwidth_bins(16000.0, 44100, 4096) == 1487
     assert bandwidth_bins(1e9, 44100, 4096) == 2049
     assert Separator().max_bin == bandwidth_bins(16000.0, 44100, 4096)
+
+
+# ------------------------------------------------------------------ registry
+
+def test_config_names_the_model():
+    assert Separator(hidden_size=16, nb_layers=1, max_bin=64).config["model"] == "umx"
+
+
+def test_build_model_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown model 'demucs'"):
+        build_model({"model": "demucs"})
+
+
+def test_checkpoint_without_model_key_loads_as_umx(tmp_path):
+    """Checkpoints written before the model choice have no "model" in model_config."""
+    import utils
+
+    torch.manual_seed(3)
+    model = Separator(hidden_size=16, nb_layers=1, max_bin=100).eval()
+    old_config = {k: v for k, v in model.config.items() if k != "model"}
+    assert build_model(old_config).config == model.config
+    utils.save_checkpoint(tmp_path / "old.pt", {"model_state": model.state_dict(), "model_config": old_config,
+                                                "epoch": 1})
+    loaded, state = utils.load_separator(tmp_path / "old.pt")
+    assert type(loaded) is Separator and "model" not in state["model_config"]
+    x = torch.rand(1, 2, 2049, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

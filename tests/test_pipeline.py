@@ -20,7 +20,7 @@ import inference
 import train
 import utils
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
-from model import STEMS, Separator, count_parameters
+from model import STEMS, Separator, build_model, count_parameters
 from pipeline_helpers import TINY_TRAIN, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
 
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
@@ -93,7 +93,7 @@ def test_train_prints_parameter_count(resume_runs):
     match = re.search(r"([\d,]+) parameters", resume_runs["b_stdout"])
     assert match, resume_runs["b_stdout"]
     assert int(match.group(1).replace(",", "")) == count
-    assert count == count_parameters(Separator(**state["model_config"]))
+    assert count == count_parameters(build_model(state["model_config"]))
     assert len(re.findall(r"^epoch\s+\d+", resume_runs["b_stdout"], flags=re.M)) == 2
 
 
@@ -157,7 +157,7 @@ def test_load_separator_rebuilds_trained_model(loss_run):
     assert not model.training
     for key, tensor in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], tensor), key
-    reference = Separator(**state["model_config"])
+    reference = build_model(state["model_config"])
     reference.load_state_dict(load(loss_run / "epoch_004.pt")["model_state"])
     reference.eval()
     x = torch.rand(2, 2, 2049, 13) * 5
