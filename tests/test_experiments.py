@@ -50,7 +50,7 @@ def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments
         final = run / "epoch_001.pt"
         model, state = load_separator(final)
         assert row["params"]["parameters"] == count_parameters(model)
-        assert state["train_args"]["nb_layers"] == (0 if flags == ["--nb-layers", "0"] else 3)
+        assert state["model_config"]["nb_layers"] == (0 if flags == ["--nb-layers", "0"] else 3)
         summary = json.loads((run / "eval" / "epoch_001-mixture" / "summary.json").read_text())
         assert summary["split"] == "valid" and summary["n_tracks"] == 2
         assert (row["vocals"], row["accompaniment"]) == (summary["median_sdr"]["vocals"],
