@@ -12,7 +12,8 @@ import torch
 
 import experiments
 import report
-from model import count_parameters
+import train
+from model import build_model, count_parameters
 from pipeline_helpers import assert_one_error_line, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
 from utils import load_separator
 
@@ -110,3 +111,24 @@ def test_bad_requests_are_one_line_errors(tmp_path, tmp_path_factory, hq_root) -
     assert_one_error_line(failed, mentions="log.txt")
     assert "hidden" in failed.stderr  # the last line of the failed run's log
     assert not list((tmp_path / "o").glob("*.json"))
+
+
+@pytest.mark.parametrize("run", [(s, r) for s, runs in experiments.EXPERIMENT_SETS.items() for r in runs], ids=str)
+def test_every_variant_builds_under_10m_parameters_and_trains_a_step(run) -> None:
+    """Each run's model, built from its flags at full size exactly as train.py builds it,
+    is a < 10M-parameter two-stem system and takes one optimisation step."""
+    flags = train.build_parser().parse_args(experiments.EXPERIMENT_SETS[run[0]][run[1]])
+    config = train.new_model_config(flags.model, flags.hidden_size, flags.nb_layers, not flags.no_mask,
+                                    not flags.unidirectional, flags.bandwidth)
+    torch.manual_seed(0)
+    model = build_model(config)
+    assert count_parameters(model) < 10_000_000
+    mixture_mag = torch.rand(2, 2, 2049, 6)
+    target_mag = torch.rand(2, 2, 2, 2049, 6)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = train.separation_loss(model, mixture_mag, target_mag)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert train.separation_loss(model, mixture_mag, target_mag).item() != loss.item()
