@@ -1,5 +1,6 @@
-"""The separator network: an Open-Unmix-style BiLSTM that predicts magnitude masks for
-vocals and accompaniment from one shared trunk."""
+"""The networks: the separator, an Open-Unmix-style BiLSTM that predicts magnitude masks
+for vocals and accompaniment from one shared trunk, and the mel vocoder that phase.py can
+use to turn its magnitude estimates into waveforms."""
 
 from __future__ import annotations
 
@@ -100,6 +101,66 @@ class Separator(nn.Module):
         x = x * self.output_scale + self.output_mean
         x = torch.relu(x).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
         return x * mixture_mag.unsqueeze(1) if self.use_mask else x
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block over frames (Liu et al. 2022, as Vocos uses it): depthwise conv,
+    LayerNorm, pointwise MLP with GELU, learned per-channel scale, residual."""
+
+    def __init__(self, dim: int, hidden: int, kernel_size: int, layer_scale: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.expand = nn.Linear(dim, hidden)
+        self.project = nn.Linear(hidden, dim)
+        self.scale = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, dim, frames) -> same shape."""
+        y = self.depthwise(x).transpose(1, 2)
+        y = self.project(nn.functional.gelu(self.expand(self.norm(y))))
+        return x + (self.scale * y).transpose(1, 2)
+
+
+class Vocoder(nn.Module):
+    """Log mel spectrogram -> complex STFT of a mono waveform, in the style of Vocos
+    (Siuzdak 2023): a Conv1d embedding, ConvNeXt blocks at the frame rate, and a head
+    that predicts, per frame and STFT bin, a log magnitude and a phase angle.
+
+    Every layer runs at the STFT's frame rate (no upsampling stack as in HiFi-GAN): the
+    inverse STFT does the upsampling, which is why it trains far faster on a CPU. The
+    output is a spectrum on this project's STFT grid (nb_bins, one frame per mel frame);
+    phase.vocode turns it into audio with utils.istft, so this module needs no STFT."""
+
+    def __init__(self, n_mels: int = 128, nb_bins: int = 2049, dim: int = 256, hidden: int = 768,
+                 nb_blocks: int = 6, kernel_size: int = 7, max_log_magnitude: float = 10.0) -> None:
+        super().__init__()
+        self.n_mels, self.nb_bins, self.dim, self.hidden = n_mels, nb_bins, dim, hidden
+        self.nb_blocks, self.kernel_size, self.max_log_magnitude = nb_blocks, kernel_size, max_log_magnitude
+        self.embed = nn.Conv1d(n_mels, dim, kernel_size, padding=kernel_size // 2)
+        self.embed_norm = nn.LayerNorm(dim)
+        # Vocos' layer scale 1 / blocks: each block starts as a small perturbation of the identity.
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, hidden, kernel_size, 1.0 / nb_blocks) for _ in range(nb_blocks))
+        self.out_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 2 * nb_bins)
+
+    @property
+    def config(self) -> dict:
+        """Everything the constructor needs to rebuild this model (stored in checkpoints)."""
+        return {"n_mels": self.n_mels, "nb_bins": self.nb_bins, "dim": self.dim, "hidden": self.hidden,
+                "nb_blocks": self.nb_blocks, "kernel_size": self.kernel_size,
+                "max_log_magnitude": self.max_log_magnitude}
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (batch, n_mels, frames) -> complex spectrum (batch, nb_bins, frames)."""
+        x = self.embed_norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        log_magnitude, angle = self.head(self.out_norm(x.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
+        # The clamp bounds exp() (e^10 is ~20x a full-scale sine's peak bin on this STFT),
+        # so an early training step cannot overflow the spectrum.
+        magnitude = torch.exp(torch.clamp(log_magnitude, max=self.max_log_magnitude))
+        return torch.complex(magnitude * torch.cos(angle), magnitude * torch.sin(angle))
 
 
 def count_parameters(model: nn.Module) -> int:
