@@ -23,7 +23,7 @@ from test_input import save_like_train, tones
 
 # The smallest vocoder.py run that exercises all of it: a 2-block, 16-wide network.
 TINY_VOCODER = ["--n-mels", "32", "--dim", "16", "--hidden", "32", "--blocks", "2", "--seq-dur", "0.25",
-                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--seed", "3"]
+                "--batch-size", "2", "--complex-weight", "0.5", "--workers", "0", "--device", "cpu", "--seed", "3"]
 
 
 def tiny_vocoder(seed: int = 0) -> Vocoder:
@@ -64,6 +64,26 @@ def test_vocoder_returns_audio_of_the_requested_length(length):
     with torch.no_grad():
         audio = vocode(model, mag, length)
     assert audio.shape == (3, length) and torch.isfinite(audio).all()
+
+
+@pytest.mark.parametrize("bin_index", [100, 101, 102, 103])
+def test_a_steady_input_gives_a_steady_tone_at_any_bin(bin_index):
+    """Zero phase increments on a constant input: the carrier phase alone makes a steady
+    tone at the bin's centre frequency, whose own STFT is that of a pure sine (a constant
+    absolute phase, as in Vocos, would cancel itself at bins that are not multiples of 4)."""
+    model = tiny_vocoder().eval()
+    length = 39 * utils.HOP
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # zero increments ...
+        model.head.bias[:model.nb_bins] = -30.0  # ... silence ...
+        model.head.bias[bin_index] = 0.0  # ... but magnitude 1 at one bin
+        audio = utils.istft(model(torch.zeros(1, model.n_mels, utils.nb_frames(length))), length)[0]
+    # one bin of magnitude 1 overlap-added with a Hann window (hop n_fft / 4): amplitude 8 / (3 n_fft)
+    sine = 8 / (3 * utils.N_FFT) * torch.cos(2 * np.pi * bin_index * torch.arange(length) / utils.N_FFT)
+    middle = slice(8, -8)  # away from the edges
+    torch.testing.assert_close(utils.stft(audio).abs()[:, middle], utils.stft(sine).abs()[:, middle],
+                               rtol=0, atol=1e-4)
 
 
 def test_vocoder_phase_method_shape_and_batching(monkeypatch):
@@ -205,20 +225,25 @@ def separator_checkpoint(tmp_path_factory):
     return path
 
 
-def test_inference_input_with_the_trained_vocoder(trained, separator_checkpoint, tmp_path, capsys):
-    song = tmp_path / "song.flac"
-    sf.write(song, tones(48000, 1.5, 2), 48000)
+def test_inference_input_with_the_trained_vocoder(trained, separator_checkpoint, tmp_path, capsys, monkeypatch):
+    songs = [tmp_path / "song.flac", tmp_path / "other.wav"]
+    sf.write(songs[0], tones(48000, 1.5, 2), 48000)
+    sf.write(songs[1], tones(44100, 0.7, 1), 44100)
+    loads = []
+    monkeypatch.setattr(inference, "load_vocoder", lambda *a: loads.append(a) or utils.load_vocoder(*a))
     code = utils.run_cli(inference.main, [str(a) for a in [
-        "--input", song, "--checkpoint", separator_checkpoint, "--phase", "mixture", "vocoder",
+        "--input", *songs, "--checkpoint", separator_checkpoint, "--phase", "mixture", "vocoder",
         "--vocoder", trained[0], "--out", tmp_path / "out", "--device", "cpu"]])
     assert code == 0, capsys.readouterr().err
-    written = {}
-    for phase in ("mixture", "vocoder"):
-        for stem in STEMS:
-            audio, rate = sf.read(tmp_path / "out" / "song" / phase / f"{stem}.wav", always_2d=True)
-            assert rate == 48000 and audio.shape == (int(1.5 * 48000), 2) and np.isfinite(audio).all()
-            written[phase, stem] = audio
-    assert not np.allclose(written["vocoder", "vocals"], written["mixture", "vocals"])
+    assert len(loads) == 1  # once per run, not per file or segment
+    for song, rate, shape in ((songs[0], 48000, (int(1.5 * 48000), 2)), (songs[1], 44100, (int(0.7 * 44100), 1))):
+        written = {}
+        for phase in ("mixture", "vocoder"):
+            for stem in STEMS:
+                audio, file_rate = sf.read(tmp_path / "out" / song.stem / phase / f"{stem}.wav", always_2d=True)
+                assert file_rate == rate and audio.shape == shape and np.isfinite(audio).all()
+                written[phase, stem] = audio
+        assert not np.allclose(written["vocoder", "vocals"], written["mixture", "vocals"])
 
 
 @pytest.mark.slow  # museval on one 4-second track
