@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blocks", type=int, default=6, help="ConvNeXt blocks")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=2000, help="total optimizer steps (including resumed ones)")
-    g.add_argument("--batch-size", type=int, default=16, help="mono excerpts per step")
+    g.add_argument("--batch-size", type=int, default=8, help="mono excerpts per step")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (cosine decay to 0 over --steps)")
     g.add_argument("--complex-weight", type=float, default=0.0,
-                   help="weight of a complex STFT L1 term that pulls the phase towards the target's (0: mel losses "
-                        "only; see above for why that is the default)")
+                   help="weight of a complex STFT L1 term that pulls the phase towards the target's (default 0: "
+                        "mel losses only; see above for why)")
     g.add_argument("--seed", type=int, default=42, help="seed of initialisation and excerpts")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g = p.add_argument_group("output")
