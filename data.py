@@ -550,6 +550,44 @@ class MagnitudeChunks(Dataset):
         return torch.from_numpy(chunk)
 
 
+class VocoderChunks(Dataset):
+    """Mono excerpts of the vocals and the accompaniment (drums + bass + other) of the
+    given tracks, for training the mel vocoder: item `index` is one channel of one of the
+    two stems of a random track, from an RNG seeded by (seed, index), so a run resumed at
+    step k draws the items an uninterrupted run draws (index = step * batch + i).
+
+    An excerpt quieter than `min_rms` is redrawn (up to `tries` times): vocals are silent
+    for long stretches, and silence teaches the vocoder nothing about phase. A random
+    gain from GAIN_RANGE follows, so the vocoder sees the separator's range of levels.
+    __len__ is `nb_items`; any index is valid. Returns (samples,) float32."""
+
+    def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, nb_items: int, seed: int = 42,
+                 min_rms: float = 1e-3, tries: int = 10) -> None:
+        if not names:
+            raise UserError("the cache holds no training tracks: run preprocess.py first")
+        self.cache, self.names, self.seq_len, self.nb_items = cache, list(names), seq_len, nb_items
+        self.seed, self.min_rms, self.tries = seed, min_rms, tries
+
+    def __len__(self) -> int:
+        return self.nb_items
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        name = self.names[rng.integers(len(self.names))]
+        stems = self.cache.stems(name)  # sources, channels, samples
+        start = int(rng.integers(0, max(1, stems.shape[-1] - self.seq_len + 1)))
+        channel = int(rng.integers(stems.shape[1]))
+        sources = slice(0, 1) if rng.random() < 0.5 else slice(1, len(SOURCES))  # vocals or accompaniment
+        return crop(stems[sources, channel], start, self.seq_len).sum(0)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        for _ in range(self.tries):
+            audio = self._draw(rng)
+            if np.sqrt(np.mean(audio ** 2)) >= self.min_rms:
+                break
+        return torch.from_numpy(random_gain(audio, rng))
+
+
 class EpochSampler(Sampler[int]):
     """Shuffled indices offset by epoch * n, so TrainChunks draws new excerpts each epoch
     while persistent workers keep their copy of the dataset. With several processes

@@ -5,6 +5,7 @@
     python inference.py --root /path/to/musdb18 --phase griffinlim
     python inference.py --root R --checkpoint checkpoints/epoch_025.pt checkpoints/epoch_050.pt checkpoints/epoch_150.pt
     python inference.py --root R --subset train --split valid         # the 14 validation tracks
+    python inference.py --root R --phase mixture vocoder --vocoder checkpoints/vocoder.pt
     python inference.py --input song.mp3 live.flac                    # any audio files -> separated/<name>/
 """
 
@@ -26,7 +27,8 @@ from data import check_track, open_musdb, select_tracks
 from model import STEMS
 from phase import PHASE_METHODS
 from utils import (HOP, OUTPUT_FORMATS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, audio_info,
-                   load_separator, read_audio_any, resample, resolve_device, run_cli, save_audio, stft, write_text)
+                   load_separator, load_vocoder, read_audio_any, resample, resolve_device, run_cli, save_audio, stft,
+                   write_text)
 
 SAMPLE_SECONDS = 30.0
 
@@ -52,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate from "
                         "a random phase (Task 2's reference); griffinlim-mixinit: the same iteration from the "
                         "mixture phase; misi: Multiple Input Spectrogram Inversion, all stems jointly kept "
-                        "summing to the mixture; wiener: Open-Unmix's multichannel Wiener/EM post-filter")
+                        "summing to the mixture; wiener: Open-Unmix's multichannel Wiener/EM post-filter; "
+                        "vocoder: the mel vocoder of --vocoder makes each estimate's waveform from its mel "
+                        "spectrogram alone")
     g.add_argument("--gl-iters", type=int, default=32,
                    help="iterations of griffinlim, griffinlim-mixinit and misi")
     g.add_argument("--gl-momentum", type=float, default=0.99,
@@ -62,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the same seeded start, batched over stems and channels on --device; the fast "
                         "one, choose it for many tracks). griffinlim-mixinit and misi always run in torch")
     g.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener (0: the soft mask alone)")
+    g.add_argument("--vocoder", default=None, metavar="PATH",
+                   help="checkpoint written by vocoder.py; needed by (and only used by) --phase vocoder")
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -303,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
     phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
                          wiener_iters=args.wiener_iters, seed=args.seed)
+    if "vocoder" in args.phase:  # loaded once, before any other work, for every track and segment
+        if args.vocoder is None:
+            raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")
+        phase_options["vocoder"] = load_vocoder(args.vocoder, resolve_device(args.device))[0]
     if args.input:
         if len(args.checkpoint) != 1:
             raise UserError("--input separates with one checkpoint: give a single --checkpoint")
@@ -356,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "median_sdr": median_over_tracks(results[run]), "tracks": results[run],
                 "phase_seconds": seconds[run],
             }
+            if phase == "vocoder":
+                summary["vocoder"] = str(args.vocoder)
             write_text(Path(args.out) / run / "summary.json", json.dumps(summary, indent=1))
     print(format_table(results, seconds))
     print(f"results in {Path(args.out)}/<checkpoint>-<phase>/summary.json")

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from utils import HOP, N_FFT, istft, stft
+from utils import HOP, N_FFT, istft, log_mel, stft
 
 # Bins (signals x frequencies x frames) per batch of the torch iterations: 128 MB per
 # complex64 copy, of which an iteration holds about five. One signal of a 3-minute track
@@ -231,6 +231,29 @@ def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length:
     return istft(wiener(estimate_mag, mixture_spec, wiener_iters), length).cpu().numpy()
 
 
+# ------------------------------------------------------------------- vocoder
+
+def vocode(vocoder: torch.nn.Module, mag: torch.Tensor, length: int) -> torch.Tensor:
+    """The mel vocoder on magnitudes: mag (signals, bins, frames) on this project's STFT
+    -> (signals, length) audio. The vocoder sees only log_mel(mag), as in training."""
+    return istft(vocoder(log_mel(mag, vocoder.n_mels)), length)
+
+
+def phase_vocoder(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+                  vocoder: torch.nn.Module | None = None, **_) -> np.ndarray:
+    """Every stem and channel through the trained mel vocoder (vocoder.py), which makes
+    its own magnitudes and phases from the mel spectrogram of the estimate; the mixture
+    is not used. The vocoder must be on the input's device. (stems, C, F, T) -> (stems, C, length)."""
+    if vocoder is None:
+        raise ValueError("the vocoder phase method needs vocoder=<a trained model.Vocoder>")
+    signals = estimate_mag.reshape(-1, *estimate_mag.shape[-2:])
+    out = np.empty((signals.shape[0], length), dtype=np.float32)
+    with torch.no_grad():
+        for batch in _batches(signals.shape[0], signals[0].numel()):
+            out[batch] = vocode(vocoder, signals[batch], length).cpu().numpy()
+    return out.reshape(*estimate_mag.shape[:-2], length)
+
+
 # ------------------------------------------------------------------ registry
 
 def _timed(name: str, method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -254,5 +277,6 @@ PHASE_METHODS: dict[str, Callable[..., np.ndarray]] = {
         "griffinlim-mixinit": phase_griffinlim_mixinit,
         "misi": phase_misi,
         "wiener": phase_wiener,
+        "vocoder": phase_vocoder,
     }.items()
 }

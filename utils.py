@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -55,6 +56,30 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop: int = HOP) -
         window=_window(n_fft, spec.device), center=True, length=length,
     )
     return audio.reshape(*shape[:-2], length)
+
+
+# The vocoder's input: log mel spectrogram of the separator's |STFT| (see log_mel).
+N_MELS = 128
+MEL_FMAX = SAMPLE_RATE / 2
+MEL_FLOOR = 1e-5
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filterbank(n_fft: int, n_mels: int, fmax: float) -> torch.Tensor:
+    import librosa
+
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, fmax=fmax))
+
+
+def log_mel(mag: torch.Tensor, n_mels: int = N_MELS, fmax: float = MEL_FMAX) -> torch.Tensor:
+    """mag (..., bins, frames) |STFT| -> (..., n_mels, frames) log(max(mel, MEL_FLOOR)).
+
+    The filterbank is librosa's (Slaney mel, area-normalised) at SAMPLE_RATE for the
+    n_fft the bins imply, so one function serves the vocoder's input (this project's
+    STFT) and the training loss's other resolutions; the floor keeps silence finite."""
+    n_fft = 2 * (mag.shape[-2] - 1)
+    filters = _mel_filterbank(n_fft, n_mels, float(fmax)).to(mag.device, mag.dtype)
+    return torch.log(torch.clamp(torch.matmul(filters, mag), min=MEL_FLOOR))
 
 
 def nb_frames(length: int, hop: int = HOP) -> int:
@@ -248,6 +273,29 @@ def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu"):
         model.load_state_dict(state["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path} does not match this project's model: {err}".splitlines()[0]) from err
+    return model.to(device).eval(), state
+
+
+def load_vocoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild the mel vocoder vocoder.py trained from its checkpoint; returns (model,
+    checkpoint). Any other file, a separator checkpoint included, is a UserError."""
+    from model import Vocoder
+
+    state = load_checkpoint(path, device)
+    if "vocoder_config" not in state:
+        raise UserError(f"{path} is not a vocoder checkpoint (vocoder.py writes them; this one holds "
+                        f"{'a separator' if 'model_config' in state else 'no vocoder'})")
+    stft_config, mel_config = state.get("stft") or {}, state.get("mel") or {}
+    trained = (stft_config.get("n_fft"), stft_config.get("hop"), stft_config.get("sample_rate"), mel_config.get("fmax"))
+    if trained != (N_FFT, HOP, SAMPLE_RATE, MEL_FMAX):
+        raise UserError(f"{path} was trained on mels of n_fft={trained[0]} hop={trained[1]} at {trained[2]} Hz "
+                        f"up to {trained[3]} Hz; this code uses n_fft={N_FFT} hop={HOP} at {SAMPLE_RATE} Hz "
+                        f"up to {MEL_FMAX} Hz")
+    try:
+        model = Vocoder(**state["vocoder_config"])
+        model.load_state_dict(state["model_state"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise UserError(f"{path} does not match this project's vocoder: {err}".splitlines()[0]) from err
     return model.to(device).eval(), state
 
 

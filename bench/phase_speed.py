@@ -10,6 +10,7 @@ its ideal ratio masks (the best a masking model such as this project's can outpu
     python bench/phase_speed.py                                   # 180 s of noise stems
     python bench/phase_speed.py --seconds 30 --device cuda
     python bench/phase_speed.py --root /path/to/musdb18-7 --track 'Music Delta - 80s Rock' --sdr
+    python bench/phase_speed.py ... --vocoder checkpoints/vocoder.pt      # adds the mel vocoder's row
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch  # noqa: E402
 
 from model import STEMS  # noqa: E402
 from phase import PHASE_METHODS  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, UserError, load_vocoder, resolve_device, run_cli, stft  # noqa: E402
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
 RUNS = (
@@ -85,13 +86,13 @@ def oracle_inputs(stems: np.ndarray, mixture: np.ndarray, device: torch.device,
 
 
 def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, options: dict,
-            quiet: bool = False) -> dict[str, tuple[float, float, np.ndarray]]:
-    """Every row of RUNS on the same input: {label: (wall seconds, CPU seconds, signals)}.
+            quiet: bool = False, runs: tuple = RUNS) -> dict[str, tuple[float, float, np.ndarray]]:
+    """Every row of `runs` on the same input: {label: (wall seconds, CPU seconds, signals)}.
 
     CPU seconds (user + system, all threads) show the work done even where other jobs
     share the cores and stretch the wall clock."""
     out = {}
-    for label, method, extra in RUNS:
+    for label, method, extra in runs:
         timings: dict[str, float] = {}
         cpu = time.process_time()
         signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings, **options, **extra)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gl-momentum", type=float, default=0.99, help="fast Griffin-Lim momentum")
     p.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (the torch methods' device)")
+    p.add_argument("--vocoder", default=None, metavar="PATH", help="also time and score this vocoder.py checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     args = p.parse_args(argv)
     if (args.root is None) != (args.track is None) or (args.sdr and args.track is None):
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, wiener_iters=args.wiener_iters, seed=0)
+    runs = RUNS
+    if args.vocoder:
+        options["vocoder"] = load_vocoder(args.vocoder, device)[0]
+        runs = RUNS + (("vocoder", "vocoder", {}),)
 
     track = load_track(args.root, args.track) if args.track else None
     audio = [tile(a, args.seconds) for a in track_audio(track)] if track else noise_audio(args.seconds)
@@ -147,12 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{source}, {kind} magnitudes, {args.seconds:g} s stereo, {len(STEMS)} stems, {args.gl_iters} iterations, "
           f"device {device}, {torch.get_num_threads()} CPU threads", flush=True)
     # A second of noise through every method first, so imports and first-call set-up go untimed.
-    run_all(*oracle_inputs(*noise_audio(1.0), device), {**options, "gl_iters": 1}, quiet=True)
+    run_all(*oracle_inputs(*noise_audio(1.0), device), {**options, "gl_iters": 1}, quiet=True, runs=runs)
     started = time.perf_counter()
-    print(speed_table(run_all(*oracle_inputs(*audio, device, args.irm), options)), flush=True)
+    print(speed_table(run_all(*oracle_inputs(*audio, device, args.irm), options, runs=runs)), flush=True)
     if args.sdr:
         print(f"\n{kind} magnitudes on '{args.track}' itself (museval median SDR, dB):")
-        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device, args.irm), options)))
+        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device, args.irm), options, runs=runs)))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 
