@@ -56,29 +56,8 @@ def write_half(path, payload):
         os.fsync(f.fileno())
     die()
 
-if mode == "mid-epoch":  # at: epoch; killed in its second training batch
-    seen = {}
-    real_epoch, real_loss = train.train_epoch, train.separation_loss
-    def train_epoch(*args, **kwargs):
-        seen["epoch"], seen["batch"] = args[5], 0
-        return real_epoch(*args, **kwargs)
-    def separation_loss(model, *args):
-        if model.training and seen.get("epoch") == at:
-            seen["batch"] += 1
-            if seen["batch"] == 2:
-                die()
-        return real_loss(model, *args)
-    train.train_epoch, train.separation_loss = train_epoch, separation_loss
-elif mode == "mid-checkpoint":  # at: epoch; killed halfway through writing that epoch's last.pt
-    real_save = torch.save
-    def save(obj, f, *args, **kwargs):
-        if Path(str(f)).name.startswith(".last.pt.") and obj.get("epoch") == at:
-            buffer = io.BytesIO()
-            real_save(obj, buffer)
-            write_half(f, buffer.getvalue())
-        return real_save(obj, f, *args, **kwargs)
-    torch.save = save
-elif mode == "nan":  # at: epoch; its second training batch's loss becomes NaN
+def on_second_training_batch(act):
+    """Patch train so that epoch `at`'s second training batch's loss becomes act(loss)."""
     seen = {}
     real_epoch, real_loss = train.train_epoch, train.separation_loss
     def train_epoch(*args, **kwargs):
@@ -89,9 +68,23 @@ elif mode == "nan":  # at: epoch; its second training batch's loss becomes NaN
         if model.training and seen.get("epoch") == at:
             seen["batch"] += 1
             if seen["batch"] == 2:
-                return loss * float("nan")
+                return act(loss)
         return loss
     train.train_epoch, train.separation_loss = train_epoch, separation_loss
+
+if mode == "mid-epoch":  # at: epoch; killed in its second training batch, before its optimizer step
+    on_second_training_batch(lambda loss: die())
+elif mode == "mid-checkpoint":  # at: epoch; killed halfway through writing that epoch's last.pt
+    real_save = torch.save
+    def save(obj, f, *args, **kwargs):
+        if Path(str(f)).name.startswith(".last.pt.") and obj.get("epoch") == at:
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            write_half(f, buffer.getvalue())
+        return real_save(obj, f, *args, **kwargs)
+    torch.save = save
+elif mode == "nan":  # at: epoch; its second training batch's loss becomes NaN
+    on_second_training_batch(lambda loss: loss * float("nan"))
 elif mode == "nan-valid":  # at: epoch; its validation loss becomes NaN
     real_epoch, real_valid = train.train_epoch, train.validation_loss
     seen = {}
