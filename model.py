@@ -14,6 +14,19 @@ from torch import nn
 STEMS = ("vocals", "accompaniment")
 
 
+def float32_lstm(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """lstm(x) in float32, also under mixed-precision autocast (train.py --precision bf16).
+
+    What autocast does to nn.LSTM depends on the torch and cuDNN versions: CPU autocast
+    runs it in bf16; on CUDA some versions raise for bf16 LSTM cells, some cast it to fp16
+    (with no grad scaler to keep its gradients from underflowing), some fall back to slow
+    kernels. A recurrence also compounds its rounding error step after step. So every LSTM
+    runs in float32, always; the linear and norm layers around it keep autocast's bf16.
+    Outside autocast (inference, --precision fp32) this is exactly lstm(x)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return lstm(x.float())
+
+
 def bandwidth_bins(bandwidth_hz: float, sample_rate: int, n_fft: int) -> int:
     """Number of STFT bins at or below `bandwidth_hz` (the bins the network looks at)."""
     return min(n_fft // 2 + 1, int(math.floor(bandwidth_hz * n_fft / sample_rate)) + 1)
@@ -97,7 +110,7 @@ class Separator(nn.Module):
         x = self.encoder(x.reshape(frames * batch, channels * self.max_bin))
         x = x.reshape(frames, batch, self.hidden_size)
         if self.lstm is not None:
-            x = torch.cat([x, self.lstm(x)[0]], dim=-1)
+            x = torch.cat([x, float32_lstm(self.lstm, x)[0]], dim=-1)
         x = self.decoder(x.reshape(frames * batch, -1))
         x = x.reshape(frames, batch, self.nb_stems, channels, bins)
         x = x * self.output_scale + self.output_mean
@@ -137,7 +150,7 @@ class ResidualLSTM(nn.Module):
         self.project = nn.Linear(2 * size * (2 if bidirectional else 1), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.project(self.lstm(self.norm(x))[0])
+        return x + self.project(float32_lstm(self.lstm, self.norm(x))[0])
 
 
 class BandSplitRNN(nn.Module):

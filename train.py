@@ -3,13 +3,13 @@
     python train.py --epochs 150
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
     python train.py --model bsrnn --epochs 150     # the band-split RNN instead of the Open-Unmix-style model
+    python train.py --precision fp32               # no bf16 autocast on CUDA (the default there)
     torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import inspect
 import io
@@ -33,6 +33,7 @@ from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def model_default(model: str, parameter: str):
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="ReduceLROnPlateau factor")
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 on CUDA, fp32 on CPU. bf16: the linear and norm layers under bfloat16 "
+                        "autocast (CPU too), the LSTMs always in float32, the loss in float32. fp32: float32 "
+                        "throughout (on CUDA its matmuls on TF32 tensor cores)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and log.csv go")
     g.add_argument("--save-epochs", type=int, nargs="+", default=None,
@@ -113,28 +118,51 @@ def batch_magnitudes(batch: torch.Tensor, from_stems: bool, device: torch.device
     return batch[:, 0], batch[:, 1:]
 
 
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA; plain float32 elsewhere."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision's "auto" -> "bf16" on CUDA, "fp32" elsewhere; "fp32" and "bf16" stay."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def set_up_precision(precision: str, device: torch.device) -> str:
+    """The resolved --precision; on CUDA also lets float32 matmuls use TF32 tensor cores.
+
+    TF32 because the LSTMs run in float32 under bf16 too (model.float32_lstm), as does
+    everything under fp32: on Ampere and later, full-float32 matmuls run several times
+    slower than TF32 ones, whose 10-bit mantissa is still 3 bits more than bf16's and keeps
+    float32's range and accumulation. cuDNN's LSTM and convolutions already use TF32 by
+    torch's default (torch.backends.cudnn.allow_tf32); this covers the Linear layers'
+    matmuls. The setting is process-wide, hence only on CUDA: "high" may change CPU matmuls."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        torch.set_float32_matmul_precision("high")
+    return resolve_precision(precision, device)
 
 
-def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, target_mag: torch.Tensor) -> torch.Tensor:
-    """MSE between estimated and true magnitudes, averaged over both stems."""
-    with autocast(mixture_mag.device):
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast under "bf16" (on the CPU too); plain float32 under "fp32". The models
+    run their LSTMs in float32 either way (model.float32_lstm)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
+
+
+def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, target_mag: torch.Tensor,
+                    precision: str = "auto") -> torch.Tensor:
+    """MSE between estimated and true magnitudes, averaged over both stems, in float32
+    whatever `precision` the model's forward pass ran in."""
+    with autocast(mixture_mag.device, precision):
         estimate = model(mixture_mag)
-    return torch.nn.functional.mse_loss(estimate.float(), target_mag)
+    return torch.nn.functional.mse_loss(estimate.float(), target_mag.float())
 
 
-def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool) -> float:
+def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,
+                precision: str = "auto") -> float:
     """One pass over the loader; returns the mean training loss over all processes."""
     model.train()
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
         mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
-        loss = separation_loss(model, mixture_mag, target_mag)
+        loss = separation_loss(model, mixture_mag, target_mag, precision)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
                             "checkpoint is kept; try a lower --lr")
@@ -149,7 +177,8 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
 
 
 @torch.no_grad()
-def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0) -> float:
+def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0,
+                    precision: str = "auto") -> float:
     """Mean loss over whole validation tracks (no augmentation), fed in chunks so memory
     does not grow with track length; chunks are weighted by their frame count. Under
     torchrun each process takes every world_size-th track."""
@@ -163,7 +192,7 @@ def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
             mixture_mag, target_mag = batch_magnitudes(piece, True, device)
             n = mixture_mag.shape[-1]
-            total += separation_loss(model, mixture_mag, target_mag) * n
+            total += separation_loss(model, mixture_mag, target_mag, precision) * n
             frames += n
     return all_mean(total, frames)
 
@@ -242,6 +271,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     """The training run; under torchrun only rank 0 prints and writes checkpoints."""
     is_main = rank_and_world()[0] == 0
     log = print if is_main else (lambda *a, **k: None)
+    args.precision = set_up_precision(args.precision, device)  # train_args records fp32 or bf16, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
                               args.bandwidth)
@@ -281,7 +311,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         stats = None
         model = build_model(config)
     model.to(device)
-    log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
+    log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)}), {args.precision}")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -306,8 +336,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         started = time.perf_counter()
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
         sampler.set_epoch(epoch)
-        train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main)
-        valid_loss = validation_loss(net, cache, valid_names, device)
+        train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main,
+                                 precision=args.precision)
+        valid_loss = validation_loss(net, cache, valid_names, device, precision=args.precision)
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
             raise UserError(f"validation loss became {valid_loss} at epoch {epoch}; the last good checkpoint "
                             "is kept; try a lower --lr")

@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from common import batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from train import batch_magnitudes, make_loader  # noqa: E402
-from utils import HelpFormatter  # noqa: E402
+from utils import HelpFormatter, run_cli  # noqa: E402
 
 
 def time_loader(cache: StemCache, kind: str, batches: int, args) -> tuple[float, float, int]:
@@ -28,10 +29,9 @@ def time_loader(cache: StemCache, kind: str, batches: int, args) -> tuple[float,
     over `batches` batches after one warm-up batch; also the total batches in an epoch."""
     loader, sampler = make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS,
                                   args.batch_size, args.workers, seed=0, device=torch.device("cpu"))
-    sampler.set_epoch(1)
     cpu = torch.device("cpu")
     load = with_stft = 0.0
-    iterator = iter(loader)
+    iterator = batches_forever(loader, sampler)
     next(iterator)
     for _ in range(batches):
         started = time.perf_counter()
@@ -43,7 +43,7 @@ def time_loader(cache: StemCache, kind: str, batches: int, args) -> tuple[float,
     return load / batches, with_stft / batches, len(loader)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cache", default="cache", help="cache written by preprocess.py --magnitudes")
     p.add_argument("--batches", type=int, default=40, help="batches timed per format (an epoch is extrapolated)")
@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cache = StemCache(args.cache)
     rows = {kind: time_loader(cache, kind, args.batches, args) for kind in ("stems", "magnitudes")}
     n_batches = rows["stems"][2]
@@ -65,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -59,7 +59,9 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     mixture = (0.1 * np.random.default_rng(0).standard_normal((samples, 2))).astype(np.float32)
     before = rss_mb()
     started = time.perf_counter()
-    segment = samples + 1 if whole else inference.SEGMENT_SAMPLES
+    # 'whole': one segment holding the track; at least SEGMENT_SAMPLES, as segments must
+    # be longer than their overlap, which an input of a few seconds is not.
+    segment = max(samples + 1, inference.SEGMENT_SAMPLES) if whole else inference.SEGMENT_SAMPLES
     out = inference.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
                              gl_iters=8)
     seconds = time.perf_counter() - started

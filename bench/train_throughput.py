@@ -7,6 +7,9 @@ tracks) in seconds per second of audio, with a full-scale epoch projected from i
     python bench/train_throughput.py --cache cache --steps 10
     python bench/train_throughput.py --cache cache --device cuda --steps 50
     python bench/train_throughput.py --cache cache --model bsrnn --steps 4
+    python bench/train_throughput.py --cache cache --device cuda --precision fp32
+
+A cache smaller than the measurements need is read again, epoch after epoch.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from common import batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from model import MODELS, build_model, count_parameters  # noqa: E402
-from train import batch_magnitudes, make_loader, new_model_config, separation_loss, validation_loss  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, resolve_device  # noqa: E402
+from train import (PRECISIONS, batch_magnitudes, make_loader, new_model_config, separation_loss,  # noqa: E402
+                   set_up_precision, validation_loss)
+from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli  # noqa: E402
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
 # is assumed to be MUSDB18's mean (150 tracks, about 10 hours: ~240 s each).
@@ -35,9 +40,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device) -> None:
+def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device, precision: str) -> None:
     mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
-    loss = separation_loss(model, mixture_mag, target_mag)
+    loss = separation_loss(model, mixture_mag, target_mag, precision)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -55,7 +60,7 @@ def rate(fn, steps: int, batch_size: int, device: torch.device, warmup: int = 2)
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cache", default="cache", help="cache written by preprocess.py --magnitudes")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
@@ -65,16 +70,19 @@ def main() -> None:
     p.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as train.py's: auto is bf16 on CUDA and fp32 on CPU; the LSTMs run in float32 always")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
     p.add_argument("--formats", nargs="+", default=["stems", "magnitudes"], help="cache formats to time")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
     p.add_argument("--no-valid", action="store_true", help="skip (d), the validation pass")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = resolve_device(args.device)
+    precision = set_up_precision(args.precision, device)
     cache = StemCache(args.cache)
     model = build_model(new_model_config(args.model, args.hidden_size, None, True, True, None)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    print(f"device {device}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
+    print(f"device {device}, {precision}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
           f"model {args.model} {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
     print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s")
     both = {}
@@ -84,24 +92,27 @@ def main() -> None:
             continue
         loader, sampler = make_loader(cache, kind, args.seq_dur, 64, AUGMENTATIONS, args.batch_size,
                                       args.workers, seed=0, device=device)
-        batches = iter(loader)
+        batches = batches_forever(loader, sampler)
         loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
         fixed = next(batches).to(device)
-        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device), args.steps,
+        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device, precision), args.steps,
                          args.batch_size, device, args.warmup)
-        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device), args.steps,
-                         args.batch_size, device, args.warmup)
+        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device, precision),
+                         args.steps, args.batch_size, device, args.warmup)
         both[kind] = both_rate
         print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}",
               flush=True)
     if args.no_valid or not both:
         return
     names = cache.names("valid")
+    if not names:
+        print("(d) validation: skipped, the cache holds no validation tracks")
+        return
     audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
-    validation_loss(model, cache, names[:1], device)  # warm-up
+    validation_loss(model, cache, names[:1], device, precision=precision)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    validation_loss(model, cache, names, device)
+    validation_loss(model, cache, names, device, precision=precision)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
     excerpts_per_s = both.get("stems", next(iter(both.values())))
@@ -116,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))
