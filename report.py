@@ -56,7 +56,7 @@ METRICS = ("SDR", "SIR", "SAR", "ISR")
 SAMPLE_FILES = ("mixture", "reference_vocals", "reference_accompaniment", "vocals", "accompaniment")
 EXPERIMENT_ROWS_PER_PAGE = 14
 # Training flags that say where or how fast a run went, not what it did.
-INCIDENTAL_FLAGS = ("cache", "checkpoint_dir", "workers", "device", "save_epochs")
+INCIDENTAL_FLAGS = ("cache", "checkpoint_dir", "workers", "device", "precision", "save_epochs")
 AUGMENTATION_TEXT = {
     "gain": "random gain per source",
     "swap": "random left/right swap per source",
