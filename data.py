@@ -167,7 +167,11 @@ class StemCache:
     int16, read as float32 times the track's scale (see `stem_scale`), and optional
     magnitudes/<track>.npy (3, frames, channels, bins) float32, described by index.json.
     Arrays are memory-mapped, opened lazily per process: a pickled cache (a DataLoader
-    worker's copy) carries the path and the index, never the arrays."""
+    worker's copy) carries the path and the index, never the arrays.
+
+    Magnitudes stay float32: unlike the stems they have no fixed full scale to quantise
+    against (0 up to about n_fft/2 per bin), and float16's 11-bit precision is a change to
+    what --data magnitudes trains on that only a training comparison could justify."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
         self.root = Path(cache_dir)
