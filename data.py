@@ -21,7 +21,8 @@ from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, st
 SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
 AUGMENTATIONS = ("gain", "swap", "chunk", "remix")  # what --augment all means
 OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1: float32 stems; 2: int16 stems with a per-track scale
+STEM_DTYPE = "int16"
 GAIN_RANGE = (0.25, 1.25)
 RHYTHM_FILE = "rhythm.json"  # in the cache directory, written by the first automix run
 RHYTHM_VERSION = 1
@@ -163,8 +164,14 @@ def decode_stems(track) -> np.ndarray:
 
 class StemCache:
     """The cache written by preprocess.py: stems/<track>.npy (sources, channels, samples)
-    float32 and optional magnitudes/<track>.npy (3, frames, channels, bins) float32,
-    described by index.json. Arrays are memory-mapped, opened lazily per process."""
+    int16, read as float32 times the track's scale (see `stem_scale`), and optional
+    magnitudes/<track>.npy (3, frames, channels, bins) float32, described by index.json.
+    Arrays are memory-mapped, opened lazily per process: a pickled cache (a DataLoader
+    worker's copy) carries the path and the index, never the arrays.
+
+    Magnitudes stay float32: unlike the stems they have no fixed full scale to quantise
+    against (0 up to about n_fft/2 per bin), and float16's 11-bit precision is a change to
+    what --data magnitudes trains on that only a training comparison could justify."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
         self.root = Path(cache_dir)
@@ -176,6 +183,10 @@ class StemCache:
         except json.JSONDecodeError as err:
             raise UserError(f"{index_path} is not valid JSON ({err})") from err
         version = self.index.get("format_version")
+        if version == 1:  # its float32 stems would be read as int16 codes: refuse rather than misread
+            raise UserError(f"cache {self.root} has format version 1 (float32 stems), this code reads version "
+                            f"{CACHE_VERSION} (int16 stems, half the size): rerun preprocess.py into a new --cache "
+                            "directory")
         if version != CACHE_VERSION:
             raise UserError(f"cache {self.root} has format version {version}, this code reads "
                             f"{CACHE_VERSION}: rerun preprocess.py into a new --cache directory")
@@ -184,6 +195,11 @@ class StemCache:
                             f"this code reads {list(SOURCES)} at {SAMPLE_RATE} Hz: rerun preprocess.py into a new "
                             "--cache directory")
         self._open: dict[tuple[str, str], np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        # A pickled np.memmap carries its whole contents: a DataLoader worker started by
+        # spawn or forkserver would receive every track read so far. Workers reopen by path.
+        return {**self.__dict__, "_open": {}}
 
     @staticmethod
     def create_or_open(cache_dir: str | os.PathLike) -> "StemCache":
@@ -216,19 +232,27 @@ class StemCache:
             self._open[key] = np.load(self.root / kind / f"{name}.npy", mmap_mode="r")
         return self._open[key]
 
-    def stems(self, name: str) -> np.ndarray:
-        return self._array("stems", name)
+    def stems(self, name: str) -> "ScaledStems":
+        """The track's stems (sources, channels, samples): slice it, then np.asarray the
+        slice to get float32 audio; only the slice is read and converted."""
+        entry = self.index["tracks"][name]
+        codes = self._array("stems", name)
+        if entry.get("dtype") != STEM_DTYPE or codes.dtype != np.dtype(STEM_DTYPE):
+            raise UserError(f"cache {self.root}: track '{name}' is stored as {codes.dtype} (index: "
+                            f"{entry.get('dtype')}), expected {STEM_DTYPE}: rerun preprocess.py into a new --cache directory")
+        return ScaledStems(codes, entry["scale"])
 
     def magnitudes(self, name: str) -> np.ndarray:
         return self._array("magnitudes", name)
 
     def is_cached(self, name: str, magnitudes: bool) -> bool:
-        """True when the track's files exist with the shapes the index records."""
+        """True when the track's files exist with the shapes and dtype the index records."""
         entry = self.index["tracks"].get(name)
         if entry is None:
             return False
         try:
-            ok = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r").shape == (len(SOURCES), 2, entry["length"])
+            codes = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r")
+            ok = codes.shape == (len(SOURCES), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
             if magnitudes:
                 ok = ok and bool(entry.get("magnitudes")) and np.load(
                     self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, nb_frames(entry["length"]))
@@ -237,13 +261,65 @@ class StemCache:
         return ok
 
     def add_track(self, name: str, split: str, stems: np.ndarray, magnitudes: bool) -> None:
-        """Write one track's arrays, then record it in the index (files first, so the
-        index never names a file that is not complete)."""
-        _save_npy(self.root / "stems" / f"{name}.npy", stems)
-        if magnitudes:
-            _save_npy(self.root / "magnitudes" / f"{name}.npy", stem_magnitudes(stems))
-        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "magnitudes": magnitudes}
+        """Write one track's arrays, stems (sources, channels, samples) float32, then record
+        it in the index (files first, so the index never names a file that is not complete)."""
+        scale = stem_scale(stems)
+        codes = quantize(stems, scale)
+        _save_npy(self.root / "stems" / f"{name}.npy", codes)
+        if magnitudes:  # of the audio the cache holds, so that both formats train on the same signal
+            _save_npy(self.root / "magnitudes" / f"{name}.npy", stem_magnitudes(np.asarray(ScaledStems(codes, scale))))
+        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "magnitudes": magnitudes,
+                                      "dtype": STEM_DTYPE, "scale": scale}
         write_text(self.root / "index.json", json.dumps(self.index, indent=1))
+
+
+class ScaledStems:
+    """A lazy float32 view of int16 stem codes: indexing slices the memory map (nothing is
+    read), np.asarray of the result reads the slice and scales it to float32. It has no
+    arithmetic of its own, so code that forgets np.asarray fails instead of using codes."""
+
+    def __init__(self, codes: np.ndarray, scale: float) -> None:
+        self._codes, self._scale = codes, np.float32(scale)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._codes.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._codes.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)  # what np.asarray delivers
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __getitem__(self, index) -> "ScaledStems":
+        return ScaledStems(self._codes[index], self._scale)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        audio = np.multiply(self._codes, self._scale, dtype=np.float32)
+        return audio if dtype is None else audio.astype(dtype, copy=False)
+
+
+def stem_scale(stems: np.ndarray) -> float:
+    """The step between int16 codes for these float stems: 1/32768, as 16-bit PCM (so
+    MUSDB18-HQ is stored losslessly, and decoded AAC loses only what lies below -96 dBFS),
+    unless a sample lies outside [-1, 32767/32768] (decoded AAC overshoots full scale a
+    little): then the peak maps to code 32767, so that no sample clips."""
+    if stems.size == 0 or (stems.max() <= 32767 / 32768 and stems.min() >= -1.0):
+        return 1 / 32768
+    return float(np.abs(stems).max()) / 32767
+
+
+def quantize(stems: np.ndarray, scale: float) -> np.ndarray:
+    """float stems -> int16 codes, rounded to the nearest step of `scale` (see stem_scale)."""
+    # float32 arithmetic: exact for the power-of-two 1/32768; the clip only absorbs a
+    # rounding of the peak past 32767 for a peak-derived scale
+    codes = np.rint(np.asarray(stems, dtype=np.float32) * np.float32(1 / scale))
+    return np.clip(codes, -32768, 32767).astype(np.int16)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -330,8 +406,9 @@ def random_swap(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return audio[::-1] if rng.random() < 0.5 else audio
 
 
-def crop(array: np.ndarray, start: int, length: int, axis: int = -1) -> np.ndarray:
-    """array[start:start+length] along `axis`, read from a memmap, zero-padded past the end."""
+def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
+    """array[start:start+length] along `axis` as float32, read from a memmap (or the cached
+    stems' view, which converts just this window), zero-padded past the end."""
     window = [slice(None)] * array.ndim
     window[axis] = slice(start, start + length)
     piece = np.asarray(array[tuple(window)])
@@ -345,7 +422,7 @@ def crop(array: np.ndarray, start: int, length: int, axis: int = -1) -> np.ndarr
 
 # ------------------------------------------------------------ rhythm (automix)
 
-def rhythm_mono(stems: np.ndarray) -> np.ndarray:
+def rhythm_mono(stems: np.ndarray | ScaledStems) -> np.ndarray:
     """(sources, channels, samples) at SAMPLE_RATE -> the mono mixture at RHYTHM_RATE,
     summed in one-minute pieces so that of a memory-mapped track only the mono mix is held."""
     import librosa

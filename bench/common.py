@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 from typing import Iterator
 
 import torch
@@ -26,3 +28,35 @@ def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int 
             yield from loader
 
     return batches()
+
+
+def tree_pss(pid: int) -> int:
+    """Bytes of PSS of `pid` and all its descendants (0 where /proc cannot tell)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            total += sum(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_pss(int(child)) for child in f.read().split())
+    except (OSError, ValueError):  # a process that just exited, or no /proc
+        pass
+    return total
+
+
+class PeakPss:
+    """Samples tree_pss of this process every 50 ms in a thread; .peak is the largest."""
+
+    def __enter__(self) -> "PeakPss":
+        self.peak, self._stop = tree_pss(os.getpid()), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, tree_pss(os.getpid()))
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -4,6 +4,7 @@ preprocess.py writes (checked against what musdb itself decodes)."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from torch.utils.data import DataLoader
 
 import data
 import preprocess
+import train
 import utils
 from conftest import SYNTH_TRACKS, VALID_TRACKS
 from data import SOURCES, EpochSampler, MagnitudeChunks, StemCache, TrainChunks
-from pipeline_helpers import shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line, shared_hq_cache, single_torch_thread  # noqa: F401
 from utils import UserError
 
 TRAIN_NAMES = sorted(n for n, _ in SYNTH_TRACKS["train"])
@@ -217,6 +220,26 @@ def test_magnitude_chunks_are_cache_slices(noise_cache):
         assert len(matches) == 1
 
 
+def test_spawned_workers_receive_a_small_dataset(noise_cache):
+    """spawn (macOS's default) and forkserver (Linux's from Python 3.14) pickle the dataset
+    into every worker; a pickled np.memmap carries its whole array. After the parent has
+    read every track (as input_statistics does before training), the datasets must still
+    pickle to the cache's path and index, and workers must deliver the parent's items."""
+    cache = StemCache(noise_cache.root)
+    names = cache.names("train")
+    data.input_statistics(cache, names)  # opens every track's stems here
+    datasets = {"stems": TrainChunks(cache, names, SEQ, 2, seed=11),
+                "magnitudes": MagnitudeChunks(cache, names, 7, 2, augmentations=(), seed=11)}
+    expected = {kind: torch.stack([ds[i] for i in range(len(ds))]) for kind, ds in datasets.items()}
+    assert len(cache._open) == 2 * len(names)  # stems and magnitudes of every track are open
+    arrays = sum(cache._array(kind, n).nbytes for kind in ("stems", "magnitudes") for n in names)
+    assert arrays > 4_000_000  # what a pickle of the open arrays would carry
+    for kind, ds in datasets.items():
+        assert len(pickle.dumps(ds)) < 20_000, kind
+        loader = DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
+        torch.testing.assert_close(torch.cat(list(loader)), expected[kind], rtol=0, atol=0, msg=kind)
+
+
 def test_dataset_without_tracks_is_a_user_error(noise_cache):
     with pytest.raises(UserError):
         TrainChunks(noise_cache, [], SEQ, 2)
@@ -232,13 +255,17 @@ def musdb_sources(track) -> np.ndarray:
     return np.stack([np.asarray(track.sources[s].audio, dtype=np.float32).T for s in SOURCES])
 
 
-def assert_cache_matches_musdb(cache: StemCache, tracks) -> None:
+def assert_cache_matches_musdb(cache: StemCache, tracks, exact: bool) -> None:
+    """exact: 16-bit WAV is stored losslessly; decoded AAC within half an int16 step."""
     for track in tracks:
         stems = cache.stems(track.name)
         expected = musdb_sources(track)
-        assert stems.dtype == np.float32
+        assert stems.dtype == np.float32 and np.asarray(stems).dtype == np.float32
         assert stems.shape == expected.shape == (len(SOURCES), 2, cache.length(track.name))
-        np.testing.assert_array_equal(np.asarray(stems), expected, err_msg=track.name)
+        step = cache.index["tracks"][track.name]["scale"]
+        assert step <= 1 / 32768 or np.abs(expected).max() > 1.0  # a coarser step only for a peak past full scale
+        np.testing.assert_allclose(np.asarray(stems), expected, rtol=0, atol=0 if exact else step / 2 + 2 ** -23,
+                                   err_msg=track.name)
 
 
 def assert_index_splits(cache_dir: Path, train: list[str], valid: list[str]) -> dict:
@@ -277,7 +304,7 @@ def test_preprocess_hq_stems_equal_musdb(hq_cache, hq_root):
             np.testing.assert_array_equal(np.asarray(cache.stems(name)[k]), audio.T, err_msg=f"{name} {source}")
     # ... and one train-split and one valid-split track against musdb's own decoding.
     tracks = musdb.DB(root=str(hq_root), is_wav=True, subsets="train").tracks
-    assert_cache_matches_musdb(cache, [t for t in tracks if t.name in ("Synth A - One", VALID_TRACKS[0])])
+    assert_cache_matches_musdb(cache, [t for t in tracks if t.name in ("Synth A - One", VALID_TRACKS[0])], exact=True)
 
 
 def test_preprocess_magnitudes(hq_cache):
@@ -351,7 +378,7 @@ def test_preprocess_stem_mp4(stem_root, tmp_path, capsys):
     # Each source decoded by musdb on its own, independently of data.decode_stems.
     picked = [t for t in musdb.DB(root=str(stem_root), subsets="train").tracks if t.name in names]
     assert len(picked) == 2
-    assert_cache_matches_musdb(cache, picked)
+    assert_cache_matches_musdb(cache, picked, exact=False)
 
 
 def test_preprocess_tracks_option(hq_root, tmp_path, capsys):
@@ -381,3 +408,63 @@ def test_input_statistics(noise_cache):
                            .transpose(1, 0, 2).reshape(2049, -1) for n in names], axis=1)
     np.testing.assert_allclose(mean, mags.mean(1), rtol=1e-4)
     np.testing.assert_allclose(std, mags.std(1), rtol=1e-3)
+
+
+def test_cached_stems_are_int16_within_half_a_step(tmp_path):
+    """Decoded AAC lies off the 16-bit grid: cached as int16 codes of 1/32768 it comes back
+    within half a step; 16-bit PCM values (MUSDB18-HQ), -1.0 included, come back exactly."""
+    rng = np.random.default_rng(5)
+    decoded = rng.uniform(-1.0, 32767 / 32768, (len(SOURCES), 2, 5000)).astype(np.float32)
+    pcm = (rng.integers(-32768, 32768, decoded.shape) / 32768).astype(np.float32)
+    pcm[0, 0, 0], pcm[0, 0, 1] = -1.0, 32767 / 32768
+    writer = StemCache.create_or_open(tmp_path)
+    writer.add_track("decoded", "train", decoded, magnitudes=False)
+    writer.add_track("pcm", "train", pcm, magnitudes=False)
+    cache = StemCache(tmp_path)
+    for name in ("decoded", "pcm"):
+        assert {k: cache.index["tracks"][name][k] for k in ("dtype", "scale")} == {"dtype": "int16", "scale": 1 / 32768}
+        assert np.load(tmp_path / "stems" / f"{name}.npy").dtype == np.int16
+        assert cache.is_cached(name, magnitudes=False)
+    back = np.asarray(cache.stems("decoded"))
+    assert back.dtype == np.float32 and back.shape == decoded.shape
+    assert np.abs(back - decoded).max() <= 1 / 65536
+    np.testing.assert_array_equal(np.asarray(cache.stems("pcm")), pcm)
+    # a slice reads the same values as the whole
+    np.testing.assert_array_equal(np.asarray(cache.stems("decoded")[1, :, 100:200]), back[1, :, 100:200])
+
+
+def test_a_track_peaking_above_full_scale_does_not_clip(tmp_path):
+    """Decoded AAC can overshoot 1.0: the track's step then grows so that its peak is code
+    32767, recorded in the index, and every sample still comes back within half a step."""
+    rng = np.random.default_rng(6)
+    stems = rng.uniform(-0.5, 0.5, (len(SOURCES), 2, 5000)).astype(np.float32)
+    stems[2, 1, 1234], stems[0, 0, 10] = 1.7, -1.3
+    StemCache.create_or_open(tmp_path).add_track("loud", "train", stems, magnitudes=True)
+    cache = StemCache(tmp_path)
+    step = cache.index["tracks"]["loud"]["scale"]
+    assert step == pytest.approx(1.7 / 32767) and step < 2 / 32768
+    back = np.asarray(cache.stems("loud"))
+    assert back[2, 1, 1234] == pytest.approx(1.7, abs=step / 2) and back[0, 0, 10] == pytest.approx(-1.3, abs=step / 2)
+    assert np.abs(back - stems).max() <= step / 2 + 2 ** -23  # (+ float32 rounding) within 1/32768: nothing clipped
+    assert np.abs(back).max() > 1.69
+
+
+def test_a_float32_cache_of_format_version_1_is_refused(tmp_path, capsys):
+    """A version-1 cache, written here as preprocess.py wrote it (float32 stems, no scale),
+    is refused in one line that says to rerun preprocess.py, never read as int16 codes."""
+    stems = np.random.default_rng(7).uniform(-0.5, 0.5, (len(SOURCES), 2, utils.SAMPLE_RATE)).astype(np.float32)
+    (tmp_path / "cache" / "stems").mkdir(parents=True)
+    for name in ("old", "old_valid"):
+        np.save(tmp_path / "cache" / "stems" / f"{name}.npy", stems)
+    (tmp_path / "cache" / "index.json").write_text(json.dumps({
+        "format_version": 1, "sample_rate": utils.SAMPLE_RATE, "sources": list(SOURCES),
+        "stft": {"n_fft": utils.N_FFT, "hop": utils.HOP},
+        "tracks": {"old": {"split": "train", "length": utils.SAMPLE_RATE, "magnitudes": False},
+                   "old_valid": {"split": "valid", "length": utils.SAMPLE_RATE, "magnitudes": False}}}))
+    for open_cache in (StemCache, StemCache.create_or_open):  # training, and preprocess.py into it
+        with pytest.raises(UserError, match="format version 1.*rerun preprocess.py"):
+            open_cache(tmp_path / "cache")
+    code = utils.run_cli(train.main, ["--cache", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "k"),
+                                      *TINY_TRAIN, "--epochs", "1"])
+    assert_one_error_line(capsys.readouterr().err, code, mentions="rerun preprocess.py")
+    assert not (tmp_path / "k").exists()
