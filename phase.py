@@ -78,6 +78,13 @@ def _lead_in_spectrum(lead_in: np.ndarray | None, device: torch.device) -> torch
     return stft(torch.from_numpy(lead_in).to(device))[..., :frames]
 
 
+def _held(known: torch.Tensor | None, mag: torch.Tensor) -> torch.Tensor | None:
+    """The frames an iteration holds: known (..., F, P)'s phase under the first P frames
+    of mag (..., F, T), the method's own magnitude (the lead-in's may differ a little: it
+    comes from the previous segment's estimate). None when known is None."""
+    return None if known is None else _with_magnitude(known, mag[..., :known.shape[-1]])
+
+
 def _hold(spec: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
     """spec (..., F, T) with its first frames replaced, in place, by held (..., F, P)."""
     if held is not None:
@@ -105,7 +112,7 @@ def griffinlim_torch(mag: torch.Tensor, init: torch.Tensor, length: int, n_iter:
     only its phase under the target magnitude. known (signals, bins, P) complex, when
     given, holds the first P frames at its phase throughout (see _lead_in_spectrum)."""
     beta = momentum / (1 + momentum)
-    held = None if known is None else _with_magnitude(known, mag[..., :known.shape[-1]])
+    held = _held(known, mag)
     angles = _hold(_with_magnitude(init, mag), held)
     previous = None
     for _ in range(n_iter):
@@ -195,7 +202,7 @@ def misi(mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, n_iter: int
     is the mixture, then re-imposes each stem's magnitude on the STFT of the result.
     known (stems, C, F, P) complex, when given, holds the first P frames at its phase
     throughout (see _lead_in_spectrum)."""
-    held = None if known is None else _with_magnitude(known, mag[..., :known.shape[-1]])
+    held = _held(known, mag)
     mixture = istft(mixture_spec, length)
     spec = _hold(_with_magnitude(mixture_spec.expand_as(mag), mag), held)
     for _ in range(n_iter):
