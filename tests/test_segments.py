@@ -19,6 +19,9 @@ CPU = torch.device("cpu")
 WINDOW = SAMPLE_RATE // 2  # level measured over 0.5-s windows
 MAX_DIP_DB = 1.0
 # (method, options): few iterations keep the test fast; the overlap frames are held from the first one.
+# Under constant masks the mixture phase is already consistent with every estimate, so
+# griffinlim-mixinit and misi (which start from it in every segment) never dipped here;
+# test_a_segment_continues_its_lead_in checks that they too continue the previous segment.
 METHODS = [
     ("griffinlim", {"gl_backend": "librosa"}),
     ("griffinlim", {"gl_backend": "torch"}),
