@@ -143,8 +143,11 @@ def crossfade_weights(start: int, stop: int, length: int, overlap: int = SEGMENT
 
 
 def _separate_segment(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
-                      timings: dict[str, float] | None, **phase_options) -> dict[str, np.ndarray]:
-    """mixture (samples, channels) -> {phase: (stems, channels, samples)}; the model runs once."""
+                      timings: dict[str, float] | None, lead_ins: dict[str, np.ndarray],
+                      **phase_options) -> dict[str, np.ndarray]:
+    """mixture (samples, channels) -> {phase: (stems, channels, samples)}; the model runs once.
+    lead_ins[phase], where present: that method's output, from the previous segment, over
+    this segment's first samples (stems, channels, overlap), which it continues (see phase.py)."""
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32)).to(device)
     mixture_spec = stft(audio)
     estimate_mag = separate_magnitudes(model, mixture_spec)
@@ -152,7 +155,7 @@ def _separate_segment(model: torch.nn.Module, mixture: np.ndarray, phases: Seque
     for phase in phases:
         seconds: dict[str, float] = {}
         out[phase] = PHASE_METHODS[phase](estimate_mag, mixture_spec, audio.shape[-1], timings=seconds,
-                                          **phase_options)
+                                          lead_in=lead_ins.get(phase), **phase_options)
         if timings is not None:
             timings[phase] = timings.get(phase, 0.0) + seconds[phase]
     return out
@@ -164,22 +167,28 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
     """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}.
 
     The model and every phase method run segment by segment (see SEGMENT_SAMPLES); a track
-    no longer than one segment is separated whole, exactly as without segmenting. Each phase
-    method's seconds, summed over segments, go to timings[phase] when timings is given."""
+    no longer than one segment is separated whole, exactly as without segmenting. Segments
+    run in order, and each phase method gets its previous segment's output over the overlap
+    as a lead-in to continue, so that the crossfade joins two versions of one signal rather
+    than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
+    seconds, summed over segments, go to timings[phase] when timings is given."""
     length = mixture.shape[0]
     bounds = segment_bounds(length, segment, overlap)
     if timings is not None:
         for phase in phases:
             timings[phase] = 0.0
     if len(bounds) == 1:
-        signals = _separate_segment(model, mixture, phases, device, timings, **phase_options)
+        signals = _separate_segment(model, mixture, phases, device, timings, {}, **phase_options)
     else:
         signals = {phase: np.zeros((len(STEMS), mixture.shape[1], length), dtype=np.float32) for phase in phases}
+        lead_ins: dict[str, np.ndarray] = {}  # only the last overlap of each method's output is kept
         for start, stop in bounds:
-            pieces = _separate_segment(model, mixture[start:stop], phases, device, timings, **phase_options)
+            pieces = _separate_segment(model, mixture[start:stop], phases, device, timings, lead_ins,
+                                       **phase_options)
             weights = crossfade_weights(start, stop, length, overlap)
             for phase, piece in pieces.items():
                 signals[phase][..., start:stop] += piece * weights
+                lead_ins[phase] = np.ascontiguousarray(piece[..., piece.shape[-1] - overlap:])
     return {phase: {stem: s[i].T for i, stem in enumerate(STEMS)} for phase, s in signals.items()}
 
 

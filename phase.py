@@ -6,6 +6,17 @@ length) float32 audio. inference.py picks them by name from PHASE_METHODS; each 
 also accepts `timings`, a dict in which it records its own wall-clock seconds under its
 name, so a caller that runs several methods on one model output can time each.
 
+Segments of a long track (inference.separate) are joined by a crossfade, which only
+works if both sides of it are nearly the same signal. Every entry therefore also accepts
+`lead_in` (stems, channels, samples) float32: the method's own output, from the previous
+segment, over the first `samples` of this one (None for a first or only segment). The
+methods that make their own phase continue it: Griffin-Lim and MISI hold the STFT frames
+the lead-in fully covers to its phase (with the estimate's magnitude) from the first
+iteration on, so the iterations make the rest of the segment consistent with it; the
+vocoder turns each bin by the constant that aligns it with the lead-in. The mixture
+phase and the Wiener filter take their phase from the mixture, the same in every
+segment, and ignore it.
+
 The torch iterations run on the device of their input tensors."""
 
 from __future__ import annotations
@@ -52,6 +63,35 @@ def _with_magnitude(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(out)
 
 
+def _lead_in_spectrum(lead_in: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    """The frames of a segment's STFT that the audio already produced fixes.
+
+    lead_in (..., samples) -> (..., bins, frames) complex, the first frames of its STFT:
+    those whose window lies within it (the zero padding before the first sample is the
+    same in the segment's own STFT), so they equal the segment's frames if the segment
+    starts with this audio. None without a lead-in or one shorter than half a window."""
+    if lead_in is None:
+        return None
+    frames = (lead_in.shape[-1] - N_FFT // 2) // HOP + 1
+    if frames <= 0:
+        return None
+    return stft(torch.from_numpy(lead_in).to(device))[..., :frames]
+
+
+def _held(known: torch.Tensor | None, mag: torch.Tensor) -> torch.Tensor | None:
+    """The frames an iteration holds: known (..., F, P)'s phase under the first P frames
+    of mag (..., F, T), the method's own magnitude (the lead-in's may differ a little: it
+    comes from the previous segment's estimate). None when known is None."""
+    return None if known is None else _with_magnitude(known, mag[..., :known.shape[-1]])
+
+
+def _hold(spec: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
+    """spec (..., F, T) with its first frames replaced, in place, by held (..., F, P)."""
+    if held is not None:
+        spec[..., :held.shape[-1]] = held
+    return spec
+
+
 # ------------------------------------------------------------------- mixture
 
 def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, **_) -> np.ndarray:
@@ -63,31 +103,37 @@ def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length
 # --------------------------------------------------------------- Griffin-Lim
 
 def griffinlim_torch(mag: torch.Tensor, init: torch.Tensor, length: int, n_iter: int,
-                     momentum: float = 0.99) -> torch.Tensor:
+                     momentum: float = 0.99, known: torch.Tensor | None = None) -> torch.Tensor:
     """Fast Griffin-Lim with librosa.griffinlim's exact update, batched over signals.
 
     mag (signals, bins, frames) real, init (signals, bins, frames) complex unit phase
     -> (signals, length) real. Each step sets the spectrogram to the STFT of its
     inverse minus momentum / (1 + momentum) times the previous such STFT, then keeps
-    only its phase under the target magnitude."""
+    only its phase under the target magnitude. known (signals, bins, P) complex, when
+    given, holds the first P frames at its phase throughout (see _lead_in_spectrum)."""
     beta = momentum / (1 + momentum)
-    angles = _with_magnitude(init, mag)
+    held = _held(known, mag)
+    angles = _hold(_with_magnitude(init, mag), held)
     previous = None
     for _ in range(n_iter):
         rebuilt = stft(istft(angles, length))
         angles = _with_magnitude(rebuilt if previous is None else torch.sub(rebuilt, previous, alpha=beta), mag)
+        angles = _hold(angles, held)
         previous = rebuilt
     return istft(angles, length)
 
 
 def _griffinlim_batched(mag: torch.Tensor, length: int, n_iter: int, momentum: float,
-                        init: Callable[[slice], torch.Tensor]) -> np.ndarray:
+                        init: Callable[[slice], torch.Tensor], known: torch.Tensor | None) -> np.ndarray:
     """mag (stems, C, F, T) -> (stems, C, length): griffinlim_torch over batches of
-    signals; init(batch) gives the batch's unit initial phase (batch, F, T)."""
+    signals; init(batch) gives the batch's unit initial phase (batch, F, T); known
+    (stems, C, F, P) or None, the frames held (see _lead_in_spectrum)."""
     signals = mag.reshape(-1, *mag.shape[-2:])
+    known = None if known is None else known.reshape(-1, *known.shape[-2:])
     out = np.empty((signals.shape[0], length), dtype=np.float32)
     for batch in _batches(signals.shape[0], signals[0].numel()):
-        out[batch] = griffinlim_torch(signals[batch], init(batch), length, n_iter, momentum).cpu().numpy()
+        out[batch] = griffinlim_torch(signals[batch], init(batch), length, n_iter, momentum,
+                                      None if known is None else known[batch]).cpu().numpy()
     return out.reshape(*mag.shape[:-2], length)
 
 
@@ -110,17 +156,20 @@ def _librosa_random_init(mag: torch.Tensor, seed: int) -> Callable[[slice], torc
 
 def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
                      gl_iters: int = 32, gl_momentum: float = 0.99, gl_backend: str = "librosa",
-                     seed: int = 0, **_) -> np.ndarray:
+                     seed: int = 0, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
     """Griffin-Lim on every stem and channel from librosa's seeded random initial phase.
 
     backend 'librosa' calls librosa.griffinlim (the reference); 'torch' runs the same
-    update from the same initial phase, batched on the input's device.
-    (stems, C, F, T) -> (stems, C, length)."""
+    update from the same initial phase, batched on the input's device. With a lead-in
+    the frames it covers are held to its phase, which librosa.griffinlim cannot do: both
+    backends then run griffinlim_torch, the same update (tested against librosa's), from
+    the same seeded phase elsewhere. (stems, C, F, T) -> (stems, C, length)."""
     if gl_backend not in ("librosa", "torch"):
         raise ValueError(f"unknown Griffin-Lim backend {gl_backend!r}")
-    if gl_backend == "torch":
+    known = _lead_in_spectrum(lead_in, estimate_mag.device)
+    if gl_backend == "torch" or known is not None:
         return _griffinlim_batched(estimate_mag, length, gl_iters, gl_momentum,
-                                   _librosa_random_init(estimate_mag, seed))
+                                   _librosa_random_init(estimate_mag, seed), known)
     import librosa
 
     return librosa.griffinlim(
@@ -130,41 +179,49 @@ def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, len
 
 
 def phase_griffinlim_mixinit(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                             gl_iters: int = 32, gl_momentum: float = 0.99, **_) -> np.ndarray:
+                             gl_iters: int = 32, gl_momentum: float = 0.99, lead_in: np.ndarray | None = None,
+                             **_) -> np.ndarray:
     """The same Griffin-Lim (torch backend) started from the mixture's phase instead of
-    a random one. (stems, C, F, T) -> (stems, C, length)."""
+    a random one (the lead-in's where there is one). (stems, C, F, T) -> (stems, C, length)."""
     mixture_phase = torch.sgn(mixture_spec)
     channels = mixture_spec.shape[0]
     # Signal i of the flattened (stems * C) batch is channel i % C of its stem.
     return _griffinlim_batched(estimate_mag, length, gl_iters, gl_momentum,
-                               lambda batch: mixture_phase[torch.arange(batch.start, batch.stop) % channels])
+                               lambda batch: mixture_phase[torch.arange(batch.start, batch.stop) % channels],
+                               _lead_in_spectrum(lead_in, estimate_mag.device))
 
 
 # ---------------------------------------------------------------------- MISI
 
-def misi(mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, n_iter: int) -> torch.Tensor:
+def misi(mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, n_iter: int,
+         known: torch.Tensor | None = None) -> torch.Tensor:
     """Multiple Input Spectrogram Inversion (Gunawan & Sen 2010), from the mixture phase.
 
     mag (stems, C, F, T) real, mixture_spec (C, F, T) complex -> (stems, C, length).
     Each step shares the time-domain mixture error equally among the stems, so their sum
-    is the mixture, then re-imposes each stem's magnitude on the STFT of the result."""
+    is the mixture, then re-imposes each stem's magnitude on the STFT of the result.
+    known (stems, C, F, P) complex, when given, holds the first P frames at its phase
+    throughout (see _lead_in_spectrum)."""
+    held = _held(known, mag)
     mixture = istft(mixture_spec, length)
-    spec = _with_magnitude(mixture_spec.expand_as(mag), mag)
+    spec = _hold(_with_magnitude(mixture_spec.expand_as(mag), mag), held)
     for _ in range(n_iter):
         signals = istft(spec, length)
         signals += (mixture - signals.sum(0)) / mag.shape[0]
-        spec = _with_magnitude(stft(signals), mag)
+        spec = _hold(_with_magnitude(stft(signals), mag), held)
     return istft(spec, length)
 
 
 def phase_misi(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-               gl_iters: int = 32, **_) -> np.ndarray:
+               gl_iters: int = 32, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
     """MISI (torch, batched over channels, which it treats independently).
     (stems, C, F, T) -> (stems, C, length)."""
     stems, channels = estimate_mag.shape[:2]
+    known = _lead_in_spectrum(lead_in, estimate_mag.device)
     out = np.empty((stems, channels, length), dtype=np.float32)
     for batch in _batches(channels, stems * estimate_mag[0, 0].numel()):
-        out[:, batch] = misi(estimate_mag[:, batch], mixture_spec[batch], length, gl_iters).cpu().numpy()
+        out[:, batch] = misi(estimate_mag[:, batch], mixture_spec[batch], length, gl_iters,
+                             None if known is None else known[:, batch]).cpu().numpy()
     return out
 
 
@@ -233,24 +290,39 @@ def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length:
 
 # ------------------------------------------------------------------- vocoder
 
-def vocode(vocoder: torch.nn.Module, mag: torch.Tensor, length: int) -> torch.Tensor:
+def vocode(vocoder: torch.nn.Module, mag: torch.Tensor, length: int,
+           known: torch.Tensor | None = None) -> torch.Tensor:
     """The mel vocoder on magnitudes: mag (signals, bins, frames) on this project's STFT
-    -> (signals, length) audio. The vocoder sees only log_mel(mag), as in training."""
-    return istft(vocoder(log_mel(mag, vocoder.n_mels)), length)
+    -> (signals, length) audio. The vocoder sees only log_mel(mag), as in training.
+
+    known (signals, bins, P) complex, when given (see _lead_in_spectrum): the vocoder's
+    phase is a running sum from the segment's first frame on top of a carrier that also
+    starts there, so on the same input two segments differ, bin by bin, by a constant
+    turn. Each bin is turned by the one that best aligns its first P frames with known
+    (the angle of their magnitude-weighted correlation); the neighbouring bins that leak
+    into known turn a quarter per frame against it and average out."""
+    spec = vocoder(log_mel(mag, vocoder.n_mels))
+    if known is not None:
+        correlation = (known * spec[..., :known.shape[-1]].conj()).sum(-1, keepdim=True)
+        spec = spec * torch.polar(torch.ones_like(correlation.real), correlation.angle())
+    return istft(spec, length)
 
 
 def phase_vocoder(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                  vocoder: torch.nn.Module | None = None, **_) -> np.ndarray:
+                  vocoder: torch.nn.Module | None = None, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
     """Every stem and channel through the trained mel vocoder (vocoder.py), which makes
     its own magnitudes and phases from the mel spectrogram of the estimate; the mixture
     is not used. The vocoder must be on the input's device. (stems, C, F, T) -> (stems, C, length)."""
     if vocoder is None:
         raise ValueError("the vocoder phase method needs vocoder=<a trained model.Vocoder>")
     signals = estimate_mag.reshape(-1, *estimate_mag.shape[-2:])
+    known = _lead_in_spectrum(lead_in, estimate_mag.device)
+    known = None if known is None else known.reshape(-1, *known.shape[-2:])
     out = np.empty((signals.shape[0], length), dtype=np.float32)
     with torch.no_grad():
         for batch in _batches(signals.shape[0], signals[0].numel()):
-            out[batch] = vocode(vocoder, signals[batch], length).cpu().numpy()
+            out[batch] = vocode(vocoder, signals[batch], length,
+                                None if known is None else known[batch]).cpu().numpy()
     return out.reshape(*estimate_mag.shape[:-2], length)
 
 
