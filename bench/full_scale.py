@@ -15,7 +15,7 @@ the device; (5) train.validation_loss over the valid tracks, once; (6) inference
 (mixture phase) and inference.evaluate_track (museval) on one test track. Then one epoch
 and 150 epochs at full scale are projected, a table printed and DIR/full_scale.json
 written. A rerun keeps the figures of --skip'ed phases from the earlier full_scale.json
-of the same build, and reuses the cache (preprocess figures too, when nothing was left
+with the same build and settings, and reuses the cache (preprocess figures too, when nothing was left
 to cache)."""
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from tqdm import tqdm  # noqa: E402
 import inference  # noqa: E402
 from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
-from train import (machine_description, make_loader, new_model_config, validation_loss)  # noqa: E402
-from train_throughput import FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step, synchronize  # noqa: E402
+from train import machine_description, make_loader, new_model_config, validation_loss  # noqa: E402
+from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
+                              synchronize)
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,  # noqa: E402
                    resolve_device, run_cli, write_text)
 
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--skip", nargs="+", default=[], choices=PHASES,
-                   help="keep these phases' figures from the earlier DIR/full_scale.json of the same build")
+                   help="keep these phases' figures from the earlier DIR/full_scale.json (same build and settings)")
     add_debug_flag(p)
     return p
 
@@ -111,7 +112,7 @@ def track_lengths(split: str, count: int, minutes: float | None) -> list[int]:
 
 
 def build_plan(clips: Path, tracks: int | None, minutes: float | None) -> list[dict]:
-    """[{subset, name, clip, length}] of the root to build. The valid tracks keep their clips'
+    """[{subset, split, name, clip, length}] of the root to build. The valid tracks keep their clips'
     names, which musdb's split='valid' looks for; train and test tracks cycle through the
     clips (train through the train split's), renamed where a clip is used again."""
     if (tracks is not None and tracks < 1) or (minutes is not None and minutes <= 0):
@@ -308,11 +309,12 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
             raise UserError(f"built track(s) could not be cached: {', '.join(broken)}")
     seconds = time.perf_counter() - started
     total = sum(len(tracks) for tracks in splits.values())
-    if todo == 0 and "preprocess_s" in previous:
-        print("cache complete: preprocess figures from the earlier run")
-        return {k: previous[k] for k in ("preprocess_s", "preprocess_tracks_timed")} | {
-            "cache_bytes": directory_bytes(cache_dir)}
-    return {"preprocess_s": seconds * total / max(todo, 1), "preprocess_tracks_timed": todo,
+    if todo == 0:  # nothing was timed
+        print("cache complete: preprocess figures from the earlier run" if "preprocess_s" in previous else
+              f"cache complete and no earlier figures of these settings: remove {cache_dir} to time preprocessing")
+        return {"preprocess_s": previous.get("preprocess_s", math.nan), "preprocess_tracks_timed": 0,
+                "cache_bytes": directory_bytes(cache_dir)}
+    return {"preprocess_s": seconds * total / todo, "preprocess_tracks_timed": todo,
             "cache_bytes": directory_bytes(cache_dir)}
 
 
@@ -419,7 +421,8 @@ def project(results: dict, args: argparse.Namespace) -> dict:
     train_s = step_s + loader_s if best["workers"] == 0 else max(step_s, loader_s)
     valid_s = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * results["valid_s_per_audio_s"]
     epoch_s = train_s + valid_s
-    return {"loader_excerpts_per_s": best["excerpts_per_s"], "loader_best": f"{best['workers']} workers {best['context']}",
+    return {"loader_excerpts_per_s": best["excerpts_per_s"],
+            "loader_best": f"{best['workers']} workers {best['context']}",
             "projection": {"steps_per_epoch": steps, "steps_s": step_s, "loading_s": loader_s, "train_s": train_s,
                            "valid_s": valid_s},
             "projected_epoch_s": epoch_s, "projected_150_epochs_h": 150 * epoch_s / 3600}
@@ -433,17 +436,24 @@ PHASE_KEYS = {"loader": ("loader",), "step": ("step_s",),
                              "separation_audio_minutes")}
 
 
-def previous_results(path: Path, build_id: list, skip: Sequence[str]) -> dict:
-    """The earlier run's results when it measured the same build (else none); every
+def settings(config: dict) -> dict:
+    """What the figures depend on: the build and the measurement flags, not where the files
+    are nor what was skipped."""
+    return {k: v for k, v in config.items() if k not in ("clips", "out", "skip")}
+
+
+def previous_results(path: Path, config: dict, skip: Sequence[str]) -> dict:
+    """The earlier run's results when it had the same settings (else none); every
     --skip'ed phase must be in them."""
     previous = {}
     if path.is_file():
         earlier = json.loads(path.read_text())
-        if earlier.get("config", {}).get("build") == build_id:
+        if settings(earlier.get("config", {})) == settings(config):
             previous = earlier
     missing = [phase for phase in skip if PHASE_KEYS[phase][0] not in previous]
     if missing:
-        raise UserError(f"--skip {' '.join(missing)}: no figures for it in {path} from a run on this same build")
+        raise UserError(f"--skip {' '.join(missing)}: no figures for it in {path} from a run with the same build "
+                        "and settings")
     return previous
 
 
@@ -460,8 +470,8 @@ def print_table(results: dict) -> None:
              ("validation", f"{results['valid_s_per_epoch']:.1f} s for {results['valid_audio_s']:.0f} s of audio"),
              ("separation", f"{results['separate_s_per_audio_minute']:.2f} s per audio minute"),
              ("museval", f"{results['museval_s_per_audio_minute']:.2f} s per audio minute"),
-             ("projected epoch", f"{results['projected_epoch_s']:.0f} s ({p['steps_per_epoch']} steps {p['steps_s']:.0f} s, "
-                                 f"loading {p['loading_s']:.0f} s, validation {p['valid_s']:.0f} s)"),
+             ("projected epoch", f"{results['projected_epoch_s']:.0f} s ({p['steps_per_epoch']} steps "
+                                 f"{p['steps_s']:.0f} s, loading {p['loading_s']:.0f} s, validation {p['valid_s']:.0f} s)"),
              ("projected 150 epochs", f"{results['projected_150_epochs_h']:.1f} h")]
     width = max(len(label) for label, _ in rows)
     print("\n".join(f"{label:<{width}}  {value}" for label, value in rows))
@@ -475,12 +485,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(clips_root(args.clips), args.tracks, args.minutes)
-    build_id = [[e["split"], e["name"], e["length"]] for e in plan]
-    previous = previous_results(out / RESULT_FILE, build_id, args.skip)
+    config = {**{k: v for k, v in vars(args).items() if k != "debug"},
+              "build": [[e["split"], e["name"], e["length"]] for e in plan]}
+    previous = previous_results(out / RESULT_FILE, json.loads(json.dumps(config)), args.skip)
     results = {"machine": {"description": machine_description(device), "device": str(device),
                            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
                            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
-               "config": {**{k: v for k, v in vars(args).items() if k != "debug"}, "build": build_id},
+               "config": config,
                "reused": list(args.skip)}
     results |= build(out, plan)
     results |= measure_preprocess(out, plan, previous)
