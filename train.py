@@ -231,7 +231,9 @@ def setup_distributed(device_name: str) -> torch.device:
 
 def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_track: int,
                 augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device,
-                progress=lambda x, **_: x):
+                progress=lambda x, **_: x, multiprocessing_context: str | None = None):
+    """The training DataLoader and its EpochSampler. multiprocessing_context ('fork',
+    'spawn', ...; None: the platform's default) is how workers start; it needs workers > 0."""
     names = cache.names("train")
     if data_kind == "stems":
         dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed,
@@ -244,7 +246,8 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
         raise UserError(f"--batch-size {batch_size} must be divisible by the {world} torchrun processes")
     sampler = EpochSampler(len(dataset), seed, rank, world)
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False,
+                        multiprocessing_context=multiprocessing_context)
     return loader, sampler
 
 

@@ -1,0 +1,521 @@
+"""A full-size dry run: build a MUSDB18-HQ-shaped root at the real size from the 7-second
+clips (each clip tiled to a real track's length), then measure on this machine what a
+full training run costs and project it.
+
+    python bench/full_scale.py --out /data/fullscale                    # 86 + 14 + 50 tracks, ~32 GB WAV
+    python bench/full_scale.py --out /tmp/fs --tracks 6 --minutes 1     # a medium-size rehearsal
+    python bench/full_scale.py --out /data/fullscale --skip separation  # rerun: the build is reused
+
+Phases: (1) build DIR/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav (16-bit,
+tracks already complete are kept; every file is written atomically); (2) preprocess the
+train and valid splits into DIR/cache with data.preprocess, as preprocess.py does, and
+train's input statistics; (3) the training loader's excerpts/s at each --workers under each
+--contexts start method, with the process tree's peak memory; (4) one training step on
+the device; (5) train.validation_loss over the valid tracks, once; (6) inference.separate
+(mixture phase) and inference.evaluate_track (museval) on one test track. Then one epoch
+and 150 epochs at full scale are projected, a table printed and DIR/full_scale.json
+written. A rerun keeps the figures of --skip'ed phases from the earlier full_scale.json
+with the same build and settings, and reuses the cache (preprocess figures too, when nothing was left
+to cache)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import inference  # noqa: E402
+from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
+from model import MODELS, STEMS, build_model  # noqa: E402
+from train import machine_description, make_loader, new_model_config, validation_loss  # noqa: E402
+from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
+                              synchronize)
+from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,  # noqa: E402
+                   resolve_device, run_cli, write_text)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FULL_TEST_TRACKS = 50
+# Real MUSDB18 tracks average ~240 s; lengths are drawn uniformly within +-LENGTH_SPREAD of
+# that from a fixed seed, per split, so a smaller --tracks builds a prefix of the full root.
+LENGTH_SPREAD, LENGTH_SEED = 60.0, 18
+WAV_FILES = ("mixture",) + tuple(SOURCES)  # musdb's MUSDB18-HQ file names, without .wav
+WAV_BYTES_PER_SAMPLE = 2 * 2  # 16-bit stereo
+# float32 stems: an upper bound for the disk check if the cache moves to a narrower type.
+CACHE_BYTES_PER_SAMPLE = len(SOURCES) * 2 * 4
+DISK_MARGIN = 1 << 30  # room for everything else that writes to the disk meanwhile
+RESULT_FILE = "full_scale.json"
+PHASES = ("loader", "step", "validation", "separation")  # the phases --skip can leave out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--clips", default=str(REPO_ROOT.parent / "shared" / "musdb18-7" / "train"),
+                   help="the MUSDB18 7-second training clips (.stem.mp4): a root's train/ folder, or the root")
+    p.add_argument("--out", required=True, help="where the root (train/, test/), cache/ and full_scale.json go")
+    p.add_argument("--tracks", type=int, default=None,
+                   help=f"at most N tracks per split (default {FULL_TRAIN_TRACKS} train, {FULL_VALID_TRACKS} valid, "
+                        f"{FULL_TEST_TRACKS} test)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help=f"every track this long (default {MEAN_TRACK_SECONDS:g} s +- {LENGTH_SPREAD:g} s, "
+                        "a fixed draw per track)")
+    g = p.add_argument_group("measurements")
+    g.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4], help="DataLoader worker counts to time")
+    g.add_argument("--contexts", nargs="+", default=["fork", "spawn"], choices=("fork", "spawn", "forkserver"),
+                   help="worker start methods to time (for worker counts above 0)")
+    g.add_argument("--batches", type=int, default=20, help="timed loader batches per configuration")
+    g.add_argument("--steps", type=int, default=3, help="timed training steps")
+    g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
+    g.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
+    g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
+    g.add_argument("--model", choices=list(MODELS), default="umx", help="the network")
+    g.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--skip", nargs="+", default=[], choices=PHASES,
+                   help="keep these phases' figures from the earlier DIR/full_scale.json (same build and settings)")
+    add_debug_flag(p)
+    return p
+
+
+# -------------------------------------------------------------------- build
+
+def clips_root(clips: str) -> Path:
+    """--clips may name the root or its train/ folder: musdb wants the root."""
+    path = Path(clips)
+    root = path.parent if path.name == "train" else path
+    if not (root / "train").is_dir():
+        raise UserError(f"--clips {clips}: no MUSDB18 train/ folder there")
+    return root
+
+
+def track_lengths(split: str, count: int, minutes: float | None) -> list[int]:
+    """Samples of the first `count` tracks of `split`: all `minutes` long, or the fixed draw."""
+    if minutes is not None:
+        return [round(minutes * 60 * SAMPLE_RATE)] * count
+    rng = np.random.default_rng([LENGTH_SEED, ("train", "valid", "test").index(split)])
+    seconds = rng.uniform(MEAN_TRACK_SECONDS - LENGTH_SPREAD, MEAN_TRACK_SECONDS + LENGTH_SPREAD, size=count)
+    return [round(s * SAMPLE_RATE) for s in seconds]
+
+
+def build_plan(clips: Path, tracks: int | None, minutes: float | None) -> list[dict]:
+    """[{subset, split, name, clip, length}] of the root to build. The valid tracks keep their clips'
+    names, which musdb's split='valid' looks for; train and test tracks cycle through the
+    clips (train through the train split's), renamed where a clip is used again."""
+    if (tracks is not None and tracks < 1) or (minutes is not None and minutes <= 0):
+        raise UserError("--tracks and --minutes must be positive")
+    clip_tracks = {split: sorted(open_musdb(str(clips), False, "train", split).tracks, key=lambda t: t.name)
+                   for split in ("train", "valid")}
+    if len(clip_tracks["valid"]) < min(tracks or FULL_VALID_TRACKS, FULL_VALID_TRACKS):
+        raise UserError(f"{clips} holds {len(clip_tracks['valid'])} of musdb's {FULL_VALID_TRACKS} validation tracks")
+    every_clip = clip_tracks["train"] + clip_tracks["valid"]
+    plan = []
+    for split, full, pool in (("train", FULL_TRAIN_TRACKS, clip_tracks["train"]),
+                              ("valid", FULL_VALID_TRACKS, clip_tracks["valid"]),
+                              ("test", FULL_TEST_TRACKS, every_clip)):
+        count = min(tracks or full, full)
+        for i, length in enumerate(track_lengths(split, count, minutes)):
+            clip = pool[i % len(pool)]
+            if split == "test":
+                name = f"Full Scale {i + 1:02d} - {clip.name}"
+            else:
+                name = clip.name if i < len(pool) else f"{clip.name} (copy {i // len(pool) + 1})"
+            plan.append({"subset": "test" if split == "test" else "train", "split": split, "name": name,
+                         "clip": clip, "length": length})
+    return plan
+
+
+def track_folder(out: Path, entry: dict) -> Path:
+    return out / entry["subset"] / entry["name"]
+
+
+def is_built(out: Path, entry: dict) -> bool:
+    """All five WAV files there at the planned length (headers only)."""
+    try:
+        return all(sf.info(str(track_folder(out, entry) / f"{f}.wav")).frames == entry["length"] for f in WAV_FILES)
+    except (sf.LibsndfileError, RuntimeError):  # missing or unreadable: rebuild it
+        return False
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def check_disk(out: Path, todo: list[dict], plan: list[dict]) -> None:
+    """Fail before writing anything when the WAV files still to build and the cache still
+    to fill do not fit on the disk of `out`."""
+    wav = sum(e["length"] for e in todo) * WAV_BYTES_PER_SAMPLE * len(WAV_FILES)
+    cache = max(0, sum(e["length"] for e in plan if e["split"] != "test") * CACHE_BYTES_PER_SAMPLE
+                - directory_bytes(out / "cache"))
+    free = shutil.disk_usage(out).free
+    if wav + cache + DISK_MARGIN > free:
+        raise UserError(f"{out} needs {(wav + cache + DISK_MARGIN) / 1e9:.1f} GB free ({wav / 1e9:.1f} GB of WAV to "
+                        f"write, {cache / 1e9:.1f} GB of cache, {DISK_MARGIN / 1e9:.1f} GB margin) but has "
+                        f"{free / 1e9:.1f} GB: free space, or shrink it with --tracks / --minutes")
+
+
+def write_tiled(path: Path, clip: np.ndarray, length: int) -> None:
+    """clip (samples, 2) int16 repeated to `length` samples as a 16-bit WAV, block by block
+    so a 4-minute track never sits in memory whole; atomic, so a killed build leaves no
+    half file."""
+    with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 2, "PCM_16", format="WAV") as f:
+        for start in range(0, length, len(clip)):
+            f.write(clip[:length - start])
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def check_no_strangers(out: Path, plan: list[dict]) -> None:
+    """musdb would list, and the cache take in, any other track folder under `out`: one
+    left by a larger earlier build, or a real dataset's. Refuse rather than delete it."""
+    planned = {(e["subset"], e["name"]) for e in plan}
+    strangers = sorted(f"{d.parent.name}/{d.name}" for subset in ("train", "test") if (out / subset).is_dir()
+                       for d in (out / subset).iterdir() if d.is_dir() and (subset, d.name) not in planned)
+    if strangers:
+        raise UserError(f"{out} holds {len(strangers)} track folder(s) this build does not plan (e.g. "
+                        f"{strangers[0]}): use another --out, or remove them")
+
+
+def build(out: Path, plan: list[dict]) -> dict:
+    """Write the tracks of `plan` not yet complete; each clip is decoded once."""
+    check_no_strangers(out, plan)
+    remove_stale_parts(out)  # a killed build's temporary files; nothing else writes here
+    todo = [e for e in plan if not is_built(out, e)]
+    check_disk(out, todo, plan)
+    started = time.perf_counter()
+    decoded: dict[str, dict[str, np.ndarray]] = {}
+    for entry in tqdm(todo, desc="building tracks"):
+        clip = entry["clip"]
+        if clip.name not in decoded:
+            check_track(clip)
+            stems = clip.stems  # (streams by stem id, samples, channels), one decode
+            decoded[clip.name] = {f: to_int16(stems[clip.stem_id if f == "mixture" else clip.sources[f].stem_id])
+                                  for f in WAV_FILES}
+        for f in WAV_FILES:
+            write_tiled(track_folder(out, entry) / f"{f}.wav", decoded[clip.name][f], entry["length"])
+    seconds = time.perf_counter() - started
+    wav_bytes = sum(directory_bytes(out / subset) for subset in ("train", "test"))
+    counts = {split: sum(e["split"] == split for e in plan) for split in ("train", "valid", "test")}
+    audio_hours = sum(e["length"] for e in plan) / SAMPLE_RATE / 3600
+    print(f"root {out}: {counts['train']} train, {counts['valid']} valid, {counts['test']} test tracks, "
+          f"{audio_hours:.2f} h of audio, {wav_bytes / 1e9:.2f} GB of WAV ({len(todo)} written in {seconds:.0f} s)",
+          flush=True)
+    return {"tracks": counts, "audio_hours": audio_hours, "wav_bytes": wav_bytes, "build_s": seconds,
+            "build_tracks_written": len(todo)}
+
+
+# ------------------------------------------------------------------- memory
+
+def memory_kind() -> str | None:
+    """'PSS' where /proc/<pid>/smaps_rollup is readable (shared pages, e.g. the memory-mapped
+    cache, split between the processes that map them, so a tree's sum counts them once),
+    else 'RSS' (shared pages counted in every process), else None (no /proc)."""
+    if os.access("/proc/self/smaps_rollup", os.R_OK):
+        return "PSS"
+    return "RSS" if os.access("/proc/self/status", os.R_OK) else None
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants, from the parent ids in /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after the (command name), state, ppid
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        tree.append(pid)
+        frontier += children.get(pid, [])
+    return tree
+
+
+def process_bytes(pid: int, kind: str) -> int:
+    path, field = (f"/proc/{pid}/smaps_rollup", "Pss:") if kind == "PSS" else (f"/proc/{pid}/status", "VmRSS:")
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    except OSError:  # the process ended meanwhile
+        pass
+    return 0
+
+
+class PeakTreeMemory:
+    """Peak of the summed memory of this process and its descendants, sampled every
+    `interval` seconds by a background thread while the context is open."""
+
+    def __init__(self, interval: float = 0.25) -> None:  # a /proc scan costs a few ms of a shared core
+        self.kind, self.interval, self.peak = memory_kind(), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, sum(process_bytes(pid, self.kind) for pid in process_tree(os.getpid())))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "PeakTreeMemory":
+        if self.kind:
+            self.sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.kind:
+            self._stop.set()
+            self._thread.join()
+            self.sample()
+
+
+# ------------------------------------------------------------ measurements
+
+def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
+    """data.preprocess of the train and valid splits into out/cache, as preprocess.py runs
+    it. Tracks cached by an earlier run are skipped, so the time is scaled up from the
+    tracks cached now; with none left, the earlier run's figures are kept."""
+    cache_dir = out / "cache"
+    remove_stale_parts(cache_dir)
+    cache = StemCache.create_or_open(cache_dir)
+    strangers = set(cache.index["tracks"]) - {e["name"] for e in plan}
+    if strangers:  # training and validation would read them too
+        raise UserError(f"{cache_dir} holds {len(strangers)} track(s) this build does not plan (e.g. "
+                        f"{min(strangers)}): remove {cache_dir}")
+    splits = {split: open_musdb(str(out), True, "train", split).tracks for split in ("train", "valid")}
+    todo = sum(not cache.is_cached(t.name, False) for tracks in splits.values() for t in tracks)
+    started = time.perf_counter()
+    for split, tracks in splits.items():
+        broken = preprocess(tracks, split, cache, False, progress=tqdm)
+        if broken:
+            raise UserError(f"built track(s) could not be cached: {', '.join(broken)}")
+    seconds = time.perf_counter() - started
+    total = sum(len(tracks) for tracks in splits.values())
+    if todo == 0:  # nothing was timed
+        print("cache complete: preprocess figures from the earlier run" if "preprocess_s" in previous else
+              f"cache complete and no earlier figures of these settings: remove {cache_dir} to time preprocessing")
+        return {"preprocess_s": previous.get("preprocess_s", math.nan), "preprocess_tracks_timed": 0,
+                "cache_bytes": directory_bytes(cache_dir)}
+    return {"preprocess_s": seconds * total / todo, "preprocess_tracks_timed": todo,
+            "cache_bytes": directory_bytes(cache_dir)}
+
+
+def measure_loader(out: Path, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Excerpts/s of train.make_loader (stems, all augmentations) per worker count and start
+    method over --batches batches, with the process tree's peak memory meanwhile. The first
+    batch's wait (the workers' start-up) is reported apart, and the batches the workers
+    prefetched meanwhile (DataLoader's prefetch_factor, 2 per worker) are not timed: they
+    come at once, faster than the workers' steady rate."""
+    configs = [(w, c) for w in args.workers for c in (args.contexts if w > 0 else [None])]
+    rows = []
+    for workers, context in configs:
+        # A fresh StemCache per loader: one whose arrays this process has opened would be
+        # pickled into spawn'ed workers with their contents.
+        cache = StemCache(out / "cache")
+        with PeakTreeMemory() as memory:
+            loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
+                                    args.batch_size, workers, seed=0, device=device, multiprocessing_context=context)
+            prefetched = 2 * workers
+            batches = min(args.batches, len(loader) - 1 - prefetched)
+            if batches < 1:
+                raise UserError(f"an epoch of {len(loader)} batch(es) leaves none to time: use more --tracks")
+            iterator = iter(loader)
+            started = time.perf_counter()
+            next(iterator)
+            startup = time.perf_counter() - started
+            excerpts_per_s = rate(lambda: next(iterator), batches, args.batch_size, torch.device("cpu"),
+                                  warmup=prefetched)
+            del iterator, loader  # the workers end here, inside the sampled span
+        row = {"workers": workers, "context": context or "-", "excerpts_per_s": excerpts_per_s,
+               "first_batch_s": startup, "peak_memory_bytes": memory.peak, "memory_kind": memory.kind}
+        print(f"loader {workers} workers {row['context']:<6} {excerpts_per_s:8.1f} excerpts/s, first batch "
+              f"{startup:.1f} s, peak {memory.kind or 'memory'} {memory.peak / 2**30:.2f} GiB", flush=True)
+        rows.append(row)
+    return rows
+
+
+def training_model(cache: StemCache, args: argparse.Namespace) -> tuple[torch.nn.Module, float]:
+    """The model train.py would build (umx with input statistics of the training tracks)
+    and the seconds those statistics took, a once-per-run cost."""
+    config = new_model_config(args.model, args.hidden_size, None, True, True, None)
+    started = time.perf_counter()
+    if args.model == "umx":
+        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm)
+        config |= {"input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist()}
+    seconds = time.perf_counter() - started
+    torch.manual_seed(0)
+    return build_model(config), seconds
+
+
+def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namespace, device: torch.device) -> float:
+    """Seconds of one training step (train_throughput.step) on one fixed loader batch."""
+    loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size,
+                            0, seed=0, device=device)
+    batch = next(iter(loader)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    # PRECISION: train.py's precision choice (bf16 autocast on CUDA now, via train.autocast
+    # inside separation_loss) goes here once train exposes it; pass args' value to step.
+    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device), args.steps,
+                                  args.batch_size, device, warmup=1)
+
+
+def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device) -> dict:
+    names = cache.names("valid")
+    synchronize(device)
+    started = time.perf_counter()
+    validation_loss(model, cache, names, device)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    audio = sum(cache.length(n) for n in names) / SAMPLE_RATE
+    return {"valid_s_per_epoch": seconds, "valid_audio_s": audio, "valid_s_per_audio_s": seconds / audio}
+
+
+def measure_separation(model: torch.nn.Module, out: Path, device: torch.device) -> dict:
+    """inference.separate (mixture phase) and inference.evaluate_track on the first test
+    track, each in seconds per minute of audio."""
+    import museval  # noqa: F401  (imported here so that its import is not timed)
+
+    track = sorted(open_musdb(str(out), True, "test").tracks, key=lambda t: t.name)[0]
+    mixture = inference.track_mixture(track)
+    minutes = mixture.shape[0] / SAMPLE_RATE / 60
+    model.eval()
+    inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+    started = time.perf_counter()
+    estimates = inference.separate(model, mixture, ["mixture"], device)["mixture"]
+    separate_s = time.perf_counter() - started
+    print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
+    started = time.perf_counter()
+    inference.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
+    museval_s = time.perf_counter() - started
+    return {"separate_s_per_audio_minute": separate_s / minutes, "museval_s_per_audio_minute": museval_s / minutes,
+            "separation_track": track.name, "separation_audio_minutes": minutes}
+
+
+def project(results: dict, args: argparse.Namespace) -> dict:
+    """One full-scale epoch: FULL_TRAIN_TRACKS x --samples-per-track excerpts, limited by
+    the step or by the best loader (the two overlap when workers load; with 0 workers they
+    take turns, so they add), plus validation of FULL_VALID_TRACKS x MEAN_TRACK_SECONDS."""
+    best = max(results["loader"], key=lambda r: r["excerpts_per_s"])
+    excerpts = FULL_TRAIN_TRACKS * args.samples_per_track
+    steps = math.ceil(excerpts / args.batch_size)
+    step_s, loader_s = steps * results["step_s"], excerpts / best["excerpts_per_s"]
+    train_s = step_s + loader_s if best["workers"] == 0 else max(step_s, loader_s)
+    valid_s = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * results["valid_s_per_audio_s"]
+    epoch_s = train_s + valid_s
+    return {"loader_excerpts_per_s": best["excerpts_per_s"],
+            "loader_best": f"{best['workers']} workers {best['context']}",
+            "projection": {"steps_per_epoch": steps, "steps_s": step_s, "loading_s": loader_s, "train_s": train_s,
+                           "valid_s": valid_s},
+            "projected_epoch_s": epoch_s, "projected_150_epochs_h": 150 * epoch_s / 3600}
+
+
+# --------------------------------------------------------------------- main
+
+PHASE_KEYS = {"loader": ("loader",), "step": ("step_s",),
+              "validation": ("valid_s_per_epoch", "valid_audio_s", "valid_s_per_audio_s"),
+              "separation": ("separate_s_per_audio_minute", "museval_s_per_audio_minute", "separation_track",
+                             "separation_audio_minutes")}
+
+
+def settings(config: dict) -> dict:
+    """What the figures depend on: the build and the measurement flags, not where the files
+    are nor what was skipped."""
+    return {k: v for k, v in config.items() if k not in ("clips", "out", "skip")}
+
+
+def previous_results(path: Path, config: dict, skip: Sequence[str]) -> dict:
+    """The earlier run's results when it had the same settings (else none); every
+    --skip'ed phase must be in them."""
+    previous = {}
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if settings(earlier.get("config", {})) == settings(config):
+            previous = earlier
+    missing = [phase for phase in skip if PHASE_KEYS[phase][0] not in previous]
+    if missing:
+        raise UserError(f"--skip {' '.join(missing)}: no figures for it in {path} from a run with the same build "
+                        "and settings")
+    return previous
+
+
+def print_table(results: dict) -> None:
+    gib = 2 ** 30
+    rows = [("cache size", f"{results['cache_bytes'] / 1e9:.2f} GB"),
+            ("preprocess", f"{results['preprocess_s']:.0f} s"),
+            ("input statistics", f"{results['input_statistics_s']:.0f} s (once per run)")]
+    rows += [(f"loader {r['workers']} workers {r['context']}",
+              f"{r['excerpts_per_s']:.1f} excerpts/s, peak {r['memory_kind'] or 'memory'} "
+              f"{r['peak_memory_bytes'] / gib:.2f} GiB") for r in results["loader"]]
+    p = results["projection"]
+    rows += [("training step", f"{results['step_s']:.3f} s"),
+             ("validation", f"{results['valid_s_per_epoch']:.1f} s for {results['valid_audio_s']:.0f} s of audio"),
+             ("separation", f"{results['separate_s_per_audio_minute']:.2f} s per audio minute"),
+             ("museval", f"{results['museval_s_per_audio_minute']:.2f} s per audio minute"),
+             ("projected epoch", f"{results['projected_epoch_s']:.0f} s ({p['steps_per_epoch']} steps "
+                                 f"{p['steps_s']:.0f} s, loading {p['loading_s']:.0f} s, validation {p['valid_s']:.0f} s)"),
+             ("projected 150 epochs", f"{results['projected_150_epochs_h']:.1f} h")]
+    width = max(len(label) for label, _ in rows)
+    print("\n".join(f"{label:<{width}}  {value}" for label, value in rows))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if min(args.batches, args.steps, args.batch_size, args.samples_per_track) < 1 or min(args.workers) < 0:
+        raise UserError("--batches, --steps, --batch-size and --samples-per-track must be positive, --workers >= 0")
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(clips_root(args.clips), args.tracks, args.minutes)
+    config = {**{k: v for k, v in vars(args).items() if k != "debug"},
+              "build": [[e["split"], e["name"], e["length"]] for e in plan]}
+    previous = previous_results(out / RESULT_FILE, json.loads(json.dumps(config)), args.skip)
+    results = {"machine": {"description": machine_description(device), "device": str(device),
+                           "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+                           "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
+               "config": config,
+               "reused": list(args.skip)}
+    results |= build(out, plan)
+    results |= measure_preprocess(out, plan, previous)
+    cache = StemCache(out / "cache")
+    model, results["input_statistics_s"] = training_model(cache, args)
+    model.to(device)
+    for phase in PHASE_KEYS:
+        if phase in args.skip:
+            results |= {k: previous[k] for k in PHASE_KEYS[phase]}
+        elif phase == "loader":
+            results["loader"] = measure_loader(out, args, device)
+        elif phase == "step":
+            results["step_s"] = measure_step(model, cache, args, device)
+            print(f"training step {results['step_s']:.3f} s", flush=True)
+        elif phase == "validation":
+            results |= measure_validation(model, cache, device)
+            print(f"validation {results['valid_s_per_epoch']:.1f} s", flush=True)
+        else:
+            results |= measure_separation(model, out, device)
+    results |= project(results, args)
+    write_text(out / RESULT_FILE, json.dumps(results, indent=1))
+    print_table(results)
+    print(f"results in {out / RESULT_FILE}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,57 @@
+"""bench/full_scale.py at a tiny size on the shared 7-second clips: the built root has the
+requested tracks and lengths, and full_scale.json every figure, finite and positive."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import soundfile as sf
+
+from pipeline_helpers import assert_one_error_line, run_script
+
+TRACKS, MINUTES = 3, 0.2
+# The smallest measurements that still run every phase: tiny model, batches and excerpts.
+TINY = ["--workers", "0", "2", "--contexts", "fork", "--batches", "2", "--steps", "1", "--batch-size", "2",
+        "--seq-dur", "1", "--hidden-size", "16", "--device", "cpu"]
+FIGURES = ("cache_bytes", "preprocess_s", "loader_excerpts_per_s", "valid_s_per_epoch", "step_s",
+           "separate_s_per_audio_minute", "museval_s_per_audio_minute", "projected_epoch_s", "projected_150_epochs_h")
+
+
+@pytest.mark.slow
+def test_tiny_full_scale_run(real_root, tmp_path):
+    out = tmp_path / "fs"
+    result = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", out,
+                        "--tracks", TRACKS, "--minutes", MINUTES, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((out / "full_scale.json").read_text())
+    for key in FIGURES:
+        assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
+    assert [(r["workers"], r["context"]) for r in figures["loader"]] == [(0, "-"), (2, "fork")]
+    assert figures["machine"]["description"] and figures["config"]["tracks"] == TRACKS
+
+    length = round(MINUTES * 60 * 44100)
+    folders = {subset: sorted(p for p in (out / subset).iterdir() if p.is_dir()) for subset in ("train", "test")}
+    assert len(folders["train"]) == 2 * TRACKS and len(folders["test"]) == TRACKS  # train holds train + valid
+    for folder in folders["train"] + folders["test"]:
+        wavs = sorted(p.name for p in folder.iterdir())
+        assert wavs == ["bass.wav", "drums.wav", "mixture.wav", "other.wav", "vocals.wav"], folder
+        assert {sf.info(str(folder / w)).frames for w in wavs} == {length}, folder
+    assert sum(f.name == "ANiMAL - Rockshow" for f in folders["train"]) == 1  # a valid name musdb knows
+
+    # A rerun reuses the build and the cache, and keeps the skipped phases' figures.
+    again = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", out, "--tracks", TRACKS,
+                       "--minutes", MINUTES, *TINY, "--skip", "loader", "step", "validation", "separation")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 written" in again.stdout and "cache complete" in again.stdout
+    rerun = json.loads((out / "full_scale.json").read_text())
+    assert all(rerun[key] == figures[key] for key in FIGURES if key != "cache_bytes")
+
+
+def test_other_build_refused(real_root, tmp_path):
+    """Folders the plan does not hold (a larger earlier build) would leak into training: one error line."""
+    (tmp_path / "train" / "Someone Else - Song").mkdir(parents=True)
+    result = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", tmp_path,
+                        "--tracks", 1, "--minutes", 0.1, *TINY)
+    assert_one_error_line(result, mentions="does not plan")
