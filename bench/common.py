@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -30,33 +31,67 @@ def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int 
     return batches()
 
 
-def tree_pss(pid: int) -> int:
-    """Bytes of PSS of `pid` and all its descendants (0 where /proc cannot tell)."""
-    total = 0
+def memory_kind() -> str | None:
+    """'PSS' where /proc/<pid>/smaps_rollup is readable (shared pages, e.g. the memory-mapped
+    cache, split between the processes that map them, so a tree's sum counts them once),
+    else 'RSS' (shared pages counted in every process), else None (no /proc)."""
+    if os.access("/proc/self/smaps_rollup", os.R_OK):
+        return "PSS"
+    return "RSS" if os.access("/proc/self/status", os.R_OK) else None
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants, from the parent ids in /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after the (command name), state, ppid
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        tree.append(pid)
+        frontier += children.get(pid, [])
+    return tree
+
+
+def process_bytes(pid: int, kind: str) -> int:
+    path, field = (f"/proc/{pid}/smaps_rollup", "Pss:") if kind == "PSS" else (f"/proc/{pid}/status", "VmRSS:")
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            total += sum(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(tree_pss(int(child)) for child in f.read().split())
-    except (OSError, ValueError):  # a process that just exited, or no /proc
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    except OSError:  # the process ended meanwhile
         pass
-    return total
+    return 0
 
 
-class PeakPss:
-    """Samples tree_pss of this process every 50 ms in a thread; .peak is the largest."""
+class PeakTreeMemory:
+    """Peak of the summed memory of this process and its descendants, sampled every
+    `interval` seconds by a background thread while the context is open."""
 
-    def __enter__(self) -> "PeakPss":
-        self.peak, self._stop = tree_pss(os.getpid()), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+    def __init__(self, interval: float = 0.25) -> None:  # a /proc scan costs a few ms of a shared core
+        self.kind, self.interval, self.peak = memory_kind(), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, sum(process_bytes(pid, self.kind) for pid in process_tree(os.getpid())))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "PeakTreeMemory":
+        if self.kind:
+            self.sample()
+            self._thread.start()
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, tree_pss(os.getpid()))
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join()
+    def __exit__(self, *exc) -> None:
+        if self.kind:
+            self._stop.set()
+            self._thread.join()
+            self.sample()

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from common import PeakPss, batches_forever  # noqa: E402
+from common import PeakTreeMemory, batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from train import batch_magnitudes, make_loader  # noqa: E402
 from utils import HelpFormatter, run_cli  # noqa: E402
@@ -36,7 +36,7 @@ def time_loader(cache: StemCache, kind: str, batches: int, workers: int, args) -
     for name in cache.names("train"):  # open every track's array, as input_statistics does in train.py
         (cache.stems(name) if kind == "stems" else cache.magnitudes(name))[0]
     cpu = torch.device("cpu")
-    with PeakPss() as memory:
+    with PeakTreeMemory() as memory:
         loader, sampler = make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS,
                                       args.batch_size, workers, seed=0, device=cpu)
         load = with_stft = 0.0

@@ -21,12 +21,12 @@ to cache)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +42,8 @@ from tqdm import tqdm  # noqa: E402
 import inference  # noqa: E402
 from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
-from train import machine_description, make_loader, new_model_config, validation_loss  # noqa: E402
+from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validation_loss  # noqa: E402
+from common import PeakTreeMemory, batches_forever  # noqa: E402
 from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
                               synchronize)
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,  # noqa: E402
@@ -55,8 +56,8 @@ FULL_TEST_TRACKS = 50
 LENGTH_SPREAD, LENGTH_SEED = 60.0, 18
 WAV_FILES = ("mixture",) + tuple(SOURCES)  # musdb's MUSDB18-HQ file names, without .wav
 WAV_BYTES_PER_SAMPLE = 2 * 2  # 16-bit stereo
-# float32 stems: an upper bound for the disk check if the cache moves to a narrower type.
-CACHE_BYTES_PER_SAMPLE = len(SOURCES) * 2 * 4
+# int16 stems (data.StemCache, format 2): 4 sources x 2 channels x 2 bytes per sample.
+CACHE_BYTES_PER_SAMPLE = len(SOURCES) * 2 * 2
 DISK_MARGIN = 1 << 30  # room for everything else that writes to the disk meanwhile
 RESULT_FILE = "full_scale.json"
 PHASES = ("loader", "step", "validation", "separation")  # the phases --skip can leave out
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=list(MODELS), default="umx", help="the network")
     g.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="of the training step and validation, as train.py's: auto is bf16 on CUDA, fp32 on CPU")
     g.add_argument("--skip", nargs="+", default=[], choices=PHASES,
                    help="keep these phases' figures from the earlier DIR/full_scale.json (same build and settings)")
     add_debug_flag(p)
@@ -219,74 +222,6 @@ def build(out: Path, plan: list[dict]) -> dict:
             "build_tracks_written": len(todo)}
 
 
-# ------------------------------------------------------------------- memory
-
-def memory_kind() -> str | None:
-    """'PSS' where /proc/<pid>/smaps_rollup is readable (shared pages, e.g. the memory-mapped
-    cache, split between the processes that map them, so a tree's sum counts them once),
-    else 'RSS' (shared pages counted in every process), else None (no /proc)."""
-    if os.access("/proc/self/smaps_rollup", os.R_OK):
-        return "PSS"
-    return "RSS" if os.access("/proc/self/status", os.R_OK) else None
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants, from the parent ids in /proc/<pid>/stat."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after the (command name), state, ppid
-        except (OSError, IndexError, ValueError):  # the process ended meanwhile
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    tree, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        tree.append(pid)
-        frontier += children.get(pid, [])
-    return tree
-
-
-def process_bytes(pid: int, kind: str) -> int:
-    path, field = (f"/proc/{pid}/smaps_rollup", "Pss:") if kind == "PSS" else (f"/proc/{pid}/status", "VmRSS:")
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    except OSError:  # the process ended meanwhile
-        pass
-    return 0
-
-
-class PeakTreeMemory:
-    """Peak of the summed memory of this process and its descendants, sampled every
-    `interval` seconds by a background thread while the context is open."""
-
-    def __init__(self, interval: float = 0.25) -> None:  # a /proc scan costs a few ms of a shared core
-        self.kind, self.interval, self.peak = memory_kind(), interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        self.peak = max(self.peak, sum(process_bytes(pid, self.kind) for pid in process_tree(os.getpid())))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> "PeakTreeMemory":
-        if self.kind:
-            self.sample()
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.kind:
-            self._stop.set()
-            self._thread.join()
-            self.sample()
-
-
 # ------------------------------------------------------------ measurements
 
 def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
@@ -318,30 +253,26 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
             "cache_bytes": directory_bytes(cache_dir)}
 
 
-def measure_loader(out: Path, args: argparse.Namespace, device: torch.device) -> list[dict]:
+def measure_loader(cache: StemCache, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Excerpts/s of train.make_loader (stems, all augmentations) per worker count and start
     method over --batches batches, with the process tree's peak memory meanwhile. The first
     batch's wait (the workers' start-up) is reported apart, and the batches the workers
     prefetched meanwhile (DataLoader's prefetch_factor, 2 per worker) are not timed: they
-    come at once, faster than the workers' steady rate."""
+    come at once, faster than the workers' steady rate. `cache` is the one the input
+    statistics read, with every track's array open, as train.py hands it to its workers."""
     configs = [(w, c) for w in args.workers for c in (args.contexts if w > 0 else [None])]
     rows = []
     for workers, context in configs:
-        # A fresh StemCache per loader: one whose arrays this process has opened would be
-        # pickled into spawn'ed workers with their contents.
-        cache = StemCache(out / "cache")
         with PeakTreeMemory() as memory:
-            loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
-                                    args.batch_size, workers, seed=0, device=device, multiprocessing_context=context)
+            loader, sampler = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
+                                          args.batch_size, workers, seed=0, device=device,
+                                          multiprocessing_context=context)
             prefetched = 2 * workers
-            batches = min(args.batches, len(loader) - 1 - prefetched)
-            if batches < 1:
-                raise UserError(f"an epoch of {len(loader)} batch(es) leaves none to time: use more --tracks")
-            iterator = iter(loader)
+            iterator = batches_forever(loader, sampler)
             started = time.perf_counter()
             next(iterator)
             startup = time.perf_counter() - started
-            excerpts_per_s = rate(lambda: next(iterator), batches, args.batch_size, torch.device("cpu"),
+            excerpts_per_s = rate(functools.partial(next, iterator), args.batches, args.batch_size, torch.device("cpu"),
                                   warmup=prefetched)
             del iterator, loader  # the workers end here, inside the sampled span
         row = {"workers": workers, "context": context or "-", "excerpts_per_s": excerpts_per_s,
@@ -372,17 +303,15 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
     batch = next(iter(loader)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    # PRECISION: train.py's precision choice (bf16 autocast on CUDA now, via train.autocast
-    # inside separation_loss) goes here once train exposes it; pass args' value to step.
-    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device), args.steps,
+    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device, args.precision), args.steps,
                                   args.batch_size, device, warmup=1)
 
 
-def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device) -> dict:
+def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device, precision: str) -> dict:
     names = cache.names("valid")
     synchronize(device)
     started = time.perf_counter()
-    validation_loss(model, cache, names, device)
+    validation_loss(model, cache, names, device, precision=precision)
     synchronize(device)
     seconds = time.perf_counter() - started
     audio = sum(cache.length(n) for n in names) / SAMPLE_RATE
@@ -482,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if min(args.batches, args.steps, args.batch_size, args.samples_per_track) < 1 or min(args.workers) < 0:
         raise UserError("--batches, --steps, --batch-size and --samples-per-track must be positive, --workers >= 0")
     device = resolve_device(args.device)
+    args.precision = set_up_precision(args.precision, device)  # the JSON records fp32 or bf16, not "auto"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(clips_root(args.clips), args.tracks, args.minutes)
@@ -502,12 +432,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if phase in args.skip:
             results |= {k: previous[k] for k in PHASE_KEYS[phase]}
         elif phase == "loader":
-            results["loader"] = measure_loader(out, args, device)
+            results["loader"] = measure_loader(cache, args, device)
         elif phase == "step":
             results["step_s"] = measure_step(model, cache, args, device)
             print(f"training step {results['step_s']:.3f} s", flush=True)
         elif phase == "validation":
-            results |= measure_validation(model, cache, device)
+            results |= measure_validation(model, cache, device, args.precision)
             print(f"validation {results['valid_s_per_epoch']:.1f} s", flush=True)
         else:
             results |= measure_separation(model, out, device)
