@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data import check_track, open_musdb, select_tracks
 from model import STEMS
-from phase import PHASE_METHODS
+from phase import PHASE_METHODS, WIENER_EPS
 from utils import (HOP, OUTPUT_FORMATS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, audio_info,
                    load_separator, load_vocoder, read_audio_any, resample, resolve_device, run_cli, save_audio, stft,
                    write_text)
@@ -65,7 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend of griffinlim: librosa (librosa.griffinlim itself) or torch (the same update "
                         "from the same seeded start, batched over stems and channels on --device; the fast "
                         "one, choose it for many tracks). griffinlim-mixinit and misi always run in torch")
-    g.add_argument("--wiener-iters", type=int, default=1, help="EM iterations of wiener (0: the soft mask alone)")
+    g.add_argument("--wiener-iters", type=int, default=1,
+                   help="EM iterations of wiener (0: its initial estimate alone; Open-Unmix: 1)")
+    g.add_argument("--wiener-softmask", action=argparse.BooleanOptionalAction, default=True,
+                   help="wiener starts from the soft mask mixture * |estimate| / sum of |estimates|; with "
+                        "--no-wiener-softmask from each |estimate| under the mixture's phase, as Open-Unmix does")
+    g.add_argument("--wiener-eps", type=float, default=WIENER_EPS,
+                   help="wiener's eps, the power of the white noise it leaves out (Open-Unmix: 1e-10)")
+    g.add_argument("--wiener-win-len", type=int, default=0, metavar="FRAMES",
+                   help="wiener filters each window of this many frames alone, with covariances from that "
+                        "window only (Open-Unmix: 300); 0: each whole segment of inference at once")
     g.add_argument("--vocoder", default=None, metavar="PATH",
                    help="checkpoint written by vocoder.py; needed by (and only used by) --phase vocoder")
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
@@ -314,10 +323,13 @@ def format_table(results: dict[str, dict[str, dict[str, float]]],
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if min(args.gl_iters, args.wiener_iters) < 0 or args.gl_momentum < 0:
-        raise UserError("--gl-iters, --wiener-iters and --gl-momentum must not be negative")
+    if min(args.gl_iters, args.wiener_iters, args.wiener_win_len) < 0 or args.gl_momentum < 0:
+        raise UserError("--gl-iters, --wiener-iters, --wiener-win-len and --gl-momentum must not be negative")
+    if not args.wiener_eps > 0:
+        raise UserError("--wiener-eps must be positive (it keeps wiener's divisions finite in silence)")
     phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
-                         wiener_iters=args.wiener_iters, seed=args.seed)
+                         wiener_iters=args.wiener_iters, wiener_softmask=args.wiener_softmask,
+                         wiener_eps=args.wiener_eps, wiener_win_len=args.wiener_win_len, seed=args.seed)
     if "vocoder" in args.phase:  # loaded once, before any other work, for every track and segment
         if args.vocoder is None:
             raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")

@@ -227,65 +227,121 @@ def phase_misi(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: i
 
 # -------------------------------------------------------------------- Wiener
 
+# The filter's default eps: norbert's own default for single-precision input, which this
+# project used before the choice was exposed. Open-Unmix passes 1e-10.
+WIENER_EPS = float(np.finfo(np.float32).eps)
+
+
 def _covariance(y: torch.Tensor) -> torch.Tensor:
     """y (stems, C, F, T) -> sum over frames of y y^H, (stems, F, C, C)."""
     return torch.einsum("scft,sdft->sfcd", y, y.conj())
 
 
-def _spatial_covariances(y: torch.Tensor, psd: torch.Tensor, eps: float) -> torch.Tensor:
-    """Each source's spatial covariance matrix, the PSD-weighted mean of y y^H over
-    frames (norbert's update), accumulated over frame batches to bound memory.
+def _power(y: torch.Tensor) -> torch.Tensor:
+    """Each source's power spectral density, its power averaged over channels (norbert's
+    model): y (stems, C, F, T) complex -> (stems, F, T) real."""
+    return (y.real ** 2 + y.imag ** 2).mean(1)
 
-    y (stems, C, F, T) complex, psd (stems, F, T) -> (stems, F, C, C) complex."""
-    frames = y.shape[-1]
-    total = sum(_covariance(y[..., t:t + WIENER_BATCH_FRAMES]) for t in range(0, frames, WIENER_BATCH_FRAMES))
-    return total / (eps + psd.sum(-1))[..., None, None]
+
+def _spatial_covariances(y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each source's spatial covariance matrix, the PSD-weighted mean of y y^H over
+    frames (norbert's update): sum_t y y^H / (eps + sum_t psd). Accumulated over frame
+    batches, to bound memory, in double precision as norbert on complex128 input: a
+    single-precision sum over thousands of frames loses the quiet bins against eps.
+
+    y (stems, C, F, T) complex -> (stems, F, C, C) complex128."""
+    total = torch.zeros((), dtype=torch.complex128, device=y.device)
+    weight = torch.full((), eps, dtype=torch.float64, device=y.device)
+    for t in range(0, y.shape[-1], WIENER_BATCH_FRAMES):
+        batch = y[..., t:t + WIENER_BATCH_FRAMES].to(torch.complex128)
+        total = total + _covariance(batch)
+        weight = weight + _power(batch).sum(-1)
+    return total / weight[..., None, None]
+
+
+def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """matrix^-1 rhs: matrix (..., C, C), rhs (..., C) -> (..., C). Stereo by Cramer's
+    rule, as norbert inverts 2 x 2 matrices: linalg.solve's per-matrix overhead made it
+    the filter's slowest step on millions of tiny systems."""
+    if matrix.shape[-1] != 2:
+        return torch.linalg.solve(matrix, rhs)
+    a, b, c, d = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 1, 0], matrix[..., 1, 1]
+    x0, x1 = rhs.unbind(-1)
+    return torch.stack((d * x0 - b * x1, a * x1 - c * x0), -1) / (a * d - b * c)[..., None]
 
 
 def _wiener_frames(mix: torch.Tensor, psd: torch.Tensor, cov: torch.Tensor, eps: float) -> torch.Tensor:
     """The multichannel Wiener estimates v_j R_j Cxx^-1 x for a batch of frames.
 
-    mix (C, F, B) complex, psd (stems, F, B), cov (stems, F, C, C) -> (stems, C, F, B)."""
+    mix (C, F, B) complex, psd (stems, F, B), cov (stems, F, C, C) -> (stems, C, F, B),
+    all in cov's precision."""
     channels = mix.shape[0]
+    psd = psd.to(cov.dtype)
     # norbert's regulariser keeps Cxx invertible where every source is silent.
-    regulariser = eps ** 0.5 * torch.eye(channels, dtype=mix.dtype, device=mix.device)
-    mix_cov = regulariser + torch.einsum("sfb,sfcd->fbcd", psd.to(mix.dtype), cov)
-    whitened = torch.linalg.solve(mix_cov, mix.permute(1, 2, 0))  # (F, B, C): Cxx^-1 x
-    return torch.einsum("sfb,sfcd,fbd->scfb", psd.to(mix.dtype), cov, whitened)
+    regulariser = eps ** 0.5 * torch.eye(channels, dtype=cov.dtype, device=cov.device)
+    mix_cov = regulariser + torch.einsum("sfb,sfcd->fbcd", psd, cov)
+    whitened = _solve(mix_cov, mix.to(cov.dtype).permute(1, 2, 0))  # (F, B, C): Cxx^-1 x
+    # R_j (Cxx^-1 x) first, a batched matrix product: the three-operand einsum is ten times slower.
+    return torch.einsum("sfcd,fbd->scfb", cov, whitened) * psd[:, None]
 
 
-def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, scale_factor: float = 10.0) -> torch.Tensor:
-    """The multichannel Wiener filter refined by expectation-maximisation, as norbert's
-    `wiener(..., use_softmask=True)` that Open-Unmix applies to its magnitude estimates.
-
-    mag (stems, C, F, T) real, mix (C, F, T) complex -> (stems, C, F, T) complex.
-    Starts from the soft mask mix * mag_j / sum(mag); each iteration estimates every
-    source's power spectral density (mean power over channels) and spatial covariance
-    matrix from the current estimates, then re-separates the mixture with the Wiener
-    gains they give."""
-    eps = torch.finfo(mag.dtype).eps  # norbert's default for single precision
-    y = mix * (mag / (eps + mag.sum(0)))
+def _wiener_window(mag: torch.Tensor, mix: torch.Tensor, iterations: int, softmask: bool, eps: float,
+                   scale_factor: float) -> torch.Tensor:
+    """norbert.wiener(mag, mix, iterations, use_softmask=softmask, eps=eps) on one window
+    of frames: mag (stems, C, F, T) real, mix (C, F, T) complex -> (stems, C, F, T) in
+    mix's dtype. The estimates are stored in that dtype between iterations; every sum
+    and solve runs in double precision, batch by batch (WIENER_BATCH_FRAMES)."""
+    if softmask:
+        y = mix * (mag / (eps + mag.sum(0)))
+    else:
+        # The estimates under the mixture's phase (angle 0 where the mixture is exactly 0, as numpy's).
+        y = torch.polar(mag, torch.angle(mix).expand_as(mag))
     if iterations == 0:
         return y
     # norbert scales the mixture to a peak of ~scale_factor so that eps is small against
     # every audible bin whatever the STFT's gain.
     scale = max(1.0, float(mix.abs().max()) / scale_factor)
     mix, y = mix / scale, y / scale
-    frames = mix.shape[-1]
     for _ in range(iterations):
-        psd = (y.real ** 2 + y.imag ** 2).mean(1)
-        cov = _spatial_covariances(y, psd, eps)
-        for t in range(0, frames, WIENER_BATCH_FRAMES):
+        cov = _spatial_covariances(y, eps)
+        # Each batch's PSD comes from its own frames, read before they are overwritten.
+        for t in range(0, mix.shape[-1], WIENER_BATCH_FRAMES):
             batch = slice(t, t + WIENER_BATCH_FRAMES)
-            y[..., batch] = _wiener_frames(mix[..., batch], psd[..., batch], cov, eps)
+            y[..., batch] = _wiener_frames(mix[..., batch], _power(y[..., batch].to(cov.dtype)), cov, eps)
     return y * scale
 
 
-def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                 wiener_iters: int = 1, **_) -> np.ndarray:
-    """Multichannel Wiener / EM post-filter; it changes magnitudes as well as phases.
-    (stems, C, F, T) -> (stems, C, length)."""
-    return istft(wiener(estimate_mag, mixture_spec, wiener_iters), length).cpu().numpy()
+def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, softmask: bool = True,
+           eps: float = WIENER_EPS, win_len: int = 0, scale_factor: float = 10.0) -> torch.Tensor:
+    """The multichannel Wiener filter refined by expectation-maximisation: norbert's
+    `wiener(mag, mix, iterations, use_softmask=softmask, eps=eps)` on complex128 input.
+
+    mag (stems, C, F, T) real, mix (C, F, T) complex -> (stems, C, F, T) complex.
+    Starts from the soft mask mix * mag_j / (eps + sum(mag)) (softmask) or from mag_j
+    under the mixture's phase; each iteration estimates every source's power spectral
+    density and spatial covariance matrix from the current estimates, then re-separates
+    the mixture with the Wiener gains they give.
+
+    win_len > 0 filters each window of win_len frames alone (its own covariances, its own
+    scale), as Open-Unmix's Separator does with wiener_win_len=300 and softmask=False,
+    eps=1e-10; 0 filters all frames as one window."""
+    frames = mix.shape[-1]
+    if not 0 < win_len < frames:
+        return _wiener_window(mag, mix, iterations, softmask, eps, scale_factor)
+    out = torch.empty(mag.shape, dtype=mix.dtype, device=mix.device)
+    for t in range(0, frames, win_len):
+        window = slice(t, t + win_len)
+        out[..., window] = _wiener_window(mag[..., window], mix[..., window], iterations, softmask, eps, scale_factor)
+    return out
+
+
+def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, wiener_iters: int = 1,
+                 wiener_softmask: bool = True, wiener_eps: float = WIENER_EPS, wiener_win_len: int = 0,
+                 **_) -> np.ndarray:
+    """Multichannel Wiener / EM post-filter (see wiener); it changes magnitudes as well
+    as phases. (stems, C, F, T) -> (stems, C, length)."""
+    spec = wiener(estimate_mag, mixture_spec, wiener_iters, wiener_softmask, wiener_eps, wiener_win_len)
+    return istft(spec, length).cpu().numpy()
 
 
 # ------------------------------------------------------------------- vocoder

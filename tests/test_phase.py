@@ -181,21 +181,88 @@ def test_misi_moves_the_estimates_towards_summing_to_the_mixture():
     assert errors[1] < 0.5 * errors[0], errors
 
 
-def test_wiener_estimates_sum_to_the_mixture():
+@pytest.mark.parametrize("win_len", [0, 7])
+def test_wiener_estimates_sum_to_the_mixture(win_len):
     mag, mixture_spec, _ = _noise_input(2, 20 * HOP)
     for iterations in (0, 2):
-        estimates = phase.wiener(mag * torch.rand_like(mag), mixture_spec, iterations)
+        estimates = phase.wiener(mag * torch.rand_like(mag), mixture_spec, iterations, win_len=win_len)
         residual = torch.linalg.norm(estimates.sum(0) - mixture_spec) / torch.linalg.norm(mixture_spec)
         assert residual < 1e-3, (iterations, float(residual))
+
+
+# ------------------------------------------------------- Wiener against norbert
+
+def _wiener_input(frames: int = 400, bins: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Random magnitudes of three sources (3, 2, bins, frames) float32 and a random stereo
+    mixture STFT (2, bins, frames) complex64, both unrelated to each other as a poor model's
+    would be, with the cases eps and the regulariser exist for: every source silent
+    (frames 0-29), one source silent (30-59), a digitally silent mixture (20-39)."""
+    rng = np.random.default_rng(0)
+    mag = (rng.random((3, 2, bins, frames)) ** 4).astype(np.float32)  # heavy-tailed: bins one source dominates
+    mix = (30 * (rng.standard_normal((2, bins, frames)) + 1j * rng.standard_normal((2, bins, frames))))
+    mag[..., :30] = 0
+    mag[1, ..., 30:60] = 0
+    mix[..., 20:40] = 0
+    return mag, mix.astype(np.complex64)
+
+
+def _norbert_wiener(mag: np.ndarray, mix: np.ndarray, iterations: int, softmask: bool, eps: float,
+                    win_len: int = 0) -> np.ndarray:
+    """norbert.wiener from PyPI in this project's layout ((stems, C, F, T), norbert's
+    (T, F, C, stems) reversed), on complex128 as norbert advises, each window of win_len
+    frames alone as Open-Unmix's Separator calls it (0: all frames at once)."""
+    norbert = pytest.importorskip("norbert")
+    frames = mix.shape[-1]
+    win_len = win_len or frames
+    return np.concatenate([norbert.wiener(mag[..., t:t + win_len].T, mix[..., t:t + win_len].T.astype(np.complex128),
+                                          iterations, use_softmask=softmask, eps=eps).T
+                           for t in range(0, frames, win_len)], axis=-1)
+
+
+@pytest.mark.parametrize("eps", [1e-10, phase.WIENER_EPS])
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+@pytest.mark.parametrize("softmask", [True, False])
+def test_wiener_matches_norbert(softmask, iterations, eps):
+    mag, mix = _wiener_input()
+    reference = _norbert_wiener(mag, mix, iterations, softmask, eps)
+    # 400 frames are two of the covariances' frame batches.
+    estimates = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), iterations, softmask, eps).numpy()
+    np.testing.assert_allclose(estimates, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("softmask", [True, False])
+def test_windowed_wiener_is_norbert_window_by_window(softmask):
+    mag, mix = _wiener_input()
+    reference = _norbert_wiener(mag, mix, 2, softmask, 1e-10, win_len=150)  # windows of 150, 150, 100 frames
+    estimates = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10, win_len=150).numpy()
+    peak = np.abs(reference).max()
+    np.testing.assert_allclose(estimates, reference, rtol=0, atol=1e-4 * peak)
+    # The windows matter: one covariance over all frames filters differently.
+    whole = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10).numpy()
+    assert np.abs(whole - reference).max() > 1e-2 * peak
+
+
+def test_phase_wiener_passes_its_options():
+    mag, mixture_spec, length = _noise_input(2, 20 * HOP)
+    options = dict(wiener_iters=2, wiener_softmask=False, wiener_eps=1e-10, wiener_win_len=7)
+    signals = PHASE_METHODS["wiener"](mag, mixture_spec, length, **options)
+    expected = istft(phase.wiener(mag, mixture_spec, 2, softmask=False, eps=1e-10, win_len=7), length).numpy()
+    np.testing.assert_array_equal(signals, expected)
+    assert np.abs(signals - PHASE_METHODS["wiener"](mag, mixture_spec, length)).max() > 1e-3 * np.abs(signals).max()
 
 
 # ------------------------------------------------------------ inference CLI
 
 def test_inference_takes_every_method_and_its_options():
     args = build_parser().parse_args(["--phase", *PHASE_METHODS, "--gl-backend", "torch", "--gl-momentum", "0.5",
-                                      "--wiener-iters", "2"])
+                                      "--wiener-iters", "2", "--no-wiener-softmask", "--wiener-eps", "1e-10",
+                                      "--wiener-win-len", "300"])
     assert args.phase == list(PHASE_METHODS) and args.gl_backend == "torch"
     assert (args.gl_momentum, args.wiener_iters, args.gl_iters) == (0.5, 2, 32)
+    assert (args.wiener_softmask, args.wiener_eps, args.wiener_win_len) == (False, 1e-10, 300)
+    # The defaults are the filter as it was before these options: the soft mask, float32 eps, whole segments.
+    defaults = build_parser().parse_args([])
+    assert (defaults.wiener_softmask, defaults.wiener_eps, defaults.wiener_win_len) == (True, phase.WIENER_EPS, 0)
 
 
 def test_table_has_a_seconds_column():

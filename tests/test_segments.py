@@ -28,8 +28,13 @@ METHODS = [
     ("griffinlim-mixinit", {}),
     ("misi", {}),
     ("vocoder", {}),
+    # The Wiener filter takes the mixture's phase; windowed (Open-Unmix's way, here 100-frame
+    # windows inside 256-frame segments) its gains also change at every window boundary.
+    ("wiener", {}),
+    ("wiener", {"wiener_softmask": False, "wiener_eps": 1e-10, "wiener_win_len": 100}),
 ]
-IDS = ["griffinlim-librosa", "griffinlim-torch", "griffinlim-mixinit", "misi", "vocoder"]
+IDS = ["griffinlim-librosa", "griffinlim-torch", "griffinlim-mixinit", "misi", "vocoder", "wiener",
+       "wiener-openunmix"]
 
 
 class ConstantMasks(torch.nn.Module):
