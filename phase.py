@@ -301,14 +301,15 @@ def _wiener_window(mag: torch.Tensor, mix: torch.Tensor, iterations: int, softma
     # norbert scales the mixture to a peak of ~scale_factor so that eps is small against
     # every audible bin whatever the STFT's gain.
     scale = max(1.0, float(mix.abs().max()) / scale_factor)
-    mix, y = mix / scale, y / scale
+    mix = mix / scale
+    y /= scale  # in place, as below: y is this function's own, and a copy is 170 MB per 60 s
     for _ in range(iterations):
         cov = _spatial_covariances(y, eps)
         # Each batch's PSD comes from its own frames, read before they are overwritten.
         for t in range(0, mix.shape[-1], WIENER_BATCH_FRAMES):
             batch = slice(t, t + WIENER_BATCH_FRAMES)
             y[..., batch] = _wiener_frames(mix[..., batch], _power(y[..., batch].to(cov.dtype)), cov, eps)
-    return y * scale
+    return y.mul_(scale)
 
 
 def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, softmask: bool = True,
