@@ -36,6 +36,8 @@ RUNS = (
     ("griffinlim-mixinit", "griffinlim-mixinit", {}),
     ("misi", "misi", {}),
     ("wiener", "wiener", {}),
+    # Open-Unmix's settings (its Separator: softmask=False, eps=1e-10, wiener_win_len=300).
+    ("wiener (Open-Unmix)", "wiener", {"wiener_softmask": False, "wiener_eps": 1e-10, "wiener_win_len": 300}),
     ("mixture", "mixture", {}),
 )
 
