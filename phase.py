@@ -246,8 +246,8 @@ def _power(y: torch.Tensor) -> torch.Tensor:
 def _spatial_covariances(y: torch.Tensor, eps: float) -> torch.Tensor:
     """Each source's spatial covariance matrix, the PSD-weighted mean of y y^H over
     frames (norbert's update): sum_t y y^H / (eps + sum_t psd). Accumulated over frame
-    batches, to bound memory, in double precision as norbert on complex128 input: a
-    single-precision sum over thousands of frames loses the quiet bins against eps.
+    batches, to bound memory, in double precision as norbert advises for single-precision
+    STFTs (a 60-s segment sums ~2600 frames).
 
     y (stems, C, F, T) complex -> (stems, F, C, C) complex128."""
     total = torch.zeros((), dtype=torch.complex128, device=y.device)
@@ -325,7 +325,9 @@ def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, softmask: 
 
     win_len > 0 filters each window of win_len frames alone (its own covariances, its own
     scale), as Open-Unmix's Separator does with wiener_win_len=300 and softmask=False,
-    eps=1e-10; 0 filters all frames as one window."""
+    eps=1e-10 (in single precision); 0 filters all frames as one window. Mono only (the
+    tests; inference runs in stereo) differs from norbert, which adds eps once more to a
+    1 x 1 Cxx."""
     frames = mix.shape[-1]
     if not 0 < win_len < frames:
         return _wiener_window(mag, mix, iterations, softmask, eps, scale_factor)
