@@ -299,6 +299,13 @@ class ScaledStems:
     def __getitem__(self, index) -> "ScaledStems":
         return ScaledStems(self._codes[index], self._scale)
 
+    def read_into(self, out: np.ndarray, gain: float = 1.0) -> None:
+        """out (..., samples) float32 <- these stems times `gain`, zero where out runs past
+        their end (an excerpt at a track's end): converted in one pass, with no temporary."""
+        n = min(out.shape[-1], self._codes.shape[-1])
+        np.multiply(self._codes[..., :n], np.float32(self._scale * gain), out=out[..., :n])
+        out[..., n:] = 0
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         audio = np.multiply(self._codes, self._scale, dtype=np.float32)
         return audio if dtype is None else audio.astype(dtype, copy=False)
@@ -396,14 +403,19 @@ def parse_augmentations(spec: str) -> tuple[str, ...]:
     return names
 
 
+def draw_gain(rng: np.random.Generator) -> float:
+    """One gain drawn uniformly from GAIN_RANGE."""
+    return float(rng.uniform(*GAIN_RANGE))
+
+
+def draw_swap(rng: np.random.Generator) -> bool:
+    """Whether to swap left and right: with probability 1/2."""
+    return bool(rng.random() < 0.5)
+
+
 def random_gain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Scale (channels, samples) by one gain drawn uniformly from GAIN_RANGE."""
-    return audio * np.float32(rng.uniform(*GAIN_RANGE))
-
-
-def random_swap(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Swap left and right of (channels, samples) with probability 1/2."""
-    return audio[::-1] if rng.random() < 0.5 else audio
+    """Scale (channels, samples) by one gain from draw_gain."""
+    return audio * np.float32(draw_gain(rng))
 
 
 def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
@@ -576,12 +588,11 @@ class TrainChunks(Dataset):
         out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
         for k in range(len(SOURCES)):
             name, start = automix[k] if automix else self._remix_origin(track, aligned_start, rng)
-            stem = crop(self.cache.stems(name)[k], start, self.seq_len)
-            if "gain" in self.augmentations:
-                stem = random_gain(stem, rng)
-            if "swap" in self.augmentations:
-                stem = random_swap(stem, rng)
-            out[k] = stem
+            gain = draw_gain(rng) if "gain" in self.augmentations else 1.0
+            swap = "swap" in self.augmentations and draw_swap(rng)
+            # One pass from the int16 codes into the item (a swap writes the channels in reverse
+            # order): a float copy per step would allocate and page-fault megabytes per stem.
+            self.cache.stems(name)[k, :, start:start + self.seq_len].read_into(out[k, ::-1] if swap else out[k], gain)
         return torch.from_numpy(out)
 
 
