@@ -45,13 +45,13 @@ def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> 
 
 def museval_speed(tracks, workers: int) -> tuple[float, dict]:
     """Wall seconds of evaluate_track over `tracks` with fixed estimates (a half of the
-    mixture per stem) through inference.Evaluator(workers); also the scores."""
+    mixture per stem) through inference.Workers(workers); also the scores."""
     started = time.perf_counter()
-    with inference.Evaluator(workers) as evaluator:
+    with inference.Workers(workers) as pool:
         for track in tracks:
             half = (track.audio * 0.5).astype(np.float32)
-            evaluator.submit(track.name, track, {stem: half for stem in STEMS})
-        scores = evaluator.results()
+            pool.submit(track.name, inference.evaluate_track, track, {stem: half for stem in STEMS})
+        scores = pool.results()
     return time.perf_counter() - started, scores
 
 
