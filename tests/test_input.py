@@ -150,6 +150,29 @@ def test_input_several_phases_and_flac(files, tmp_path, capsys):
     assert len(out.splitlines()) == 4
 
 
+def test_input_in_parallel_equals_serial(files, tmp_path, capsys):
+    """--workers 2 runs Griffin-Lim and the writing of each file's stems in the pool:
+    the same files, byte for byte, and the same lines, in input order."""
+    inputs = [files["stereo_flac"], files["mono_mp3"]]
+    lines = {}
+    for workers in (0, 2):
+        code, out, err = run(["--input", *inputs, "--checkpoint", files["random"], "--out", tmp_path / str(workers),
+                              "--device", "cpu", "--phase", "griffinlim", "--gl-iters", "2", "--workers", workers],
+                             capsys)
+        assert code == 0, err
+        lines[workers] = [line.replace(str(tmp_path / str(workers)), "OUT") for line in out.splitlines()]
+    assert lines[0] == lines[2] and len(lines[0]) == 4
+    for line in lines[0]:
+        assert (tmp_path / "0" / line[4:]).read_bytes() == (tmp_path / "2" / line[4:]).read_bytes(), line
+
+
+def test_phase_default_depends_on_the_mode(capsys):
+    """--help says which phase each mode uses when --phase is not given."""
+    with pytest.raises(SystemExit):
+        inference.build_parser().parse_args(["--help"])
+    assert "wiener with --input" in " ".join(capsys.readouterr().out.split())
+
+
 def test_input_mp3_output(files, tmp_path, capsys):
     # --root is not used with --input: no MUSDB18 is opened, so a missing one does not matter
     code, out, err = run(["--input", files["mono_mp3"], "--checkpoint", files["random"], "--out", tmp_path,
