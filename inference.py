@@ -215,7 +215,8 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
     joined = {phase: _Joined(phase, length, channels, overlap, phase_options) for phase in phases if phase not in defer}
     # Models (the vocoder) stay in this process: no deferred method uses one.
     job_options = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
-    jobs = {phase: PhaseJob(phase, mixture, overlap, job_options) for phase in phases if phase in defer}
+    job_mixture = np.asarray(mixture, dtype=np.float32)  # what _mixture_spec makes of it, in half musdb's float64
+    jobs = {phase: PhaseJob(phase, job_mixture, overlap, job_options) for phase in phases if phase in defer}
     for start, stop in segment_bounds(length, segment, overlap):
         mixture_spec = _mixture_spec(mixture[start:stop], device)
         estimate_mag = separate_magnitudes(model, mixture_spec)
@@ -406,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_tracks(tracks)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    seconds: dict[str, dict[str, float]] = {}
+    seconds: dict[str, dict[str, float | None]] = {}
     # The model runs in this process (on --device), and so do the phase methods that are fast
     # there; the pool runs museval and the phase methods that are slow on a CPU.
     pooled = pooled_phases(args.phase, device, args.workers, **phase_options)
