@@ -6,7 +6,7 @@
     python inference.py --root R --checkpoint checkpoints/epoch_025.pt checkpoints/epoch_050.pt checkpoints/epoch_150.pt
     python inference.py --root R --subset train --split valid         # the 14 validation tracks
     python inference.py --root R --phase mixture vocoder --vocoder checkpoints/vocoder.pt
-    python inference.py --input song.mp3 live.flac                    # any audio files -> separated/<name>/
+    python inference.py --input song.mp3 live.flac                    # any audio files -> separated/<name>/ (wiener)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("separation")
     g.add_argument("--checkpoint", nargs="+", default=["checkpoints/best.pt"],
                    help="one or more checkpoints; each gets its own row of results")
-    g.add_argument("--phase", nargs="+", default=["mixture"], choices=list(PHASE_METHODS),
-                   help="one or more (the model runs once per track, each gets its own row of results). "
+    g.add_argument("--phase", nargs="+", default=None, choices=list(PHASE_METHODS),
+                   help="one or more (the model runs once per track, each gets its own row of results; default "
+                        "mixture when evaluating, as Task 1 asks, and wiener with --input, the best-sounding: "
+                        "+1.6 dB vocals SDR over mixture on clips outside the training set). "
                         "mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate from "
                         "a random phase (Task 2's reference); griffinlim-mixinit: the same iteration from the "
                         "mixture phase; misi: Multiple Input Spectrogram Inversion, all stems jointly kept "
@@ -80,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes that run museval while the main process separates the next tracks "
-                        "(0 or 1: evaluate in the main process, one track after another)")
+                   help="processes that run museval, the phase methods that are slow on a CPU (griffinlim, "
+                        "griffinlim-mixinit, misi; griffinlim's librosa backend on any device) and the writing "
+                        "of --input's stems, several tracks or files at once, while the model separates the next "
+                        "ones in the main process (0 or 1: all in the main process, one after another)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="results go to <out>/<checkpoint name>-<phase>/ (default results); with --input, "
@@ -151,28 +155,60 @@ def crossfade_weights(start: int, stop: int, length: int, overlap: int = SEGMENT
     return weights
 
 
-def _separate_segment(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
-                      timings: dict[str, float] | None, lead_ins: dict[str, np.ndarray],
-                      **phase_options) -> dict[str, np.ndarray]:
-    """mixture (samples, channels) -> {phase: (stems, channels, samples)}; the model runs once.
-    lead_ins[phase], where present: that method's output, from the previous segment, over
-    this segment's first samples (stems, channels, overlap), which it continues (see phase.py)."""
-    audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32)).to(device)
-    mixture_spec = stft(audio)
-    estimate_mag = separate_magnitudes(model, mixture_spec)
-    out = {}
-    for phase in phases:
-        seconds: dict[str, float] = {}
-        out[phase] = PHASE_METHODS[phase](estimate_mag, mixture_spec, audio.shape[-1], timings=seconds,
-                                          lead_in=lead_ins.get(phase), **phase_options)
-        if timings is not None:
-            timings[phase] = timings.get(phase, 0.0) + seconds[phase]
-    return out
+class _Joined:
+    """One phase method's output over a whole signal, built segment by segment in order:
+    each segment continues the previous one's output over the overlap (its lead-in, see
+    phase.py) and is crossfaded in. float32 (stems, channels, length)."""
+
+    def __init__(self, phase: str, length: int, channels: int, overlap: int, options: dict) -> None:
+        self.phase, self.length, self.overlap, self.options = phase, length, overlap, options
+        self.signal = np.zeros((len(STEMS), channels, length), dtype=np.float32)
+        self.lead_in: np.ndarray | None = None  # only the last overlap of the output is kept
+        self.seconds = 0.0
+
+    def add(self, start: int, stop: int, estimate_mag: torch.Tensor, mixture_spec: torch.Tensor) -> None:
+        """estimate_mag (stems, channels, bins, frames), mixture_spec (channels, bins, frames)
+        of samples start:stop."""
+        timings: dict[str, float] = {}
+        piece = PHASE_METHODS[self.phase](estimate_mag, mixture_spec, stop - start, timings=timings,
+                                          lead_in=self.lead_in, **self.options)
+        self.seconds += timings[self.phase]
+        # A track within one segment gets weights of one: exactly the method's own output.
+        self.signal[..., start:stop] += piece * crossfade_weights(start, stop, self.length, self.overlap)
+        self.lead_in = np.ascontiguousarray(piece[..., piece.shape[-1] - self.overlap:])
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        """{stem: (samples, channels)}."""
+        return {stem: self.signal[i].T for i, stem in enumerate(STEMS)}
+
+
+def _mixture_spec(mixture: np.ndarray, device: torch.device) -> torch.Tensor:
+    """mixture (samples, channels) -> its STFT (channels, bins, frames) on `device`."""
+    return stft(torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32)).to(device))
+
+
+class PhaseJob:
+    """A phase method deferred by separate(): the model's magnitudes of every segment of
+    one signal, kept on the CPU, to be turned into waveforms by run(), in this process or
+    in a worker (it pickles). run() goes through the segments in order, as separate()
+    does, so its result is separate()'s for the same method and options. Holds the
+    mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track."""
+
+    def __init__(self, phase: str, mixture: np.ndarray, overlap: int, options: dict) -> None:
+        self.phase, self.mixture, self.overlap, self.options = phase, mixture, overlap, options
+        self.segments: list[tuple[int, int, torch.Tensor]] = []  # (start, stop, magnitudes)
+
+    def run(self) -> tuple[dict[str, np.ndarray], float]:
+        """({stem: (samples, channels)}, seconds the phase method took)."""
+        joined = _Joined(self.phase, *self.mixture.shape, self.overlap, self.options)
+        for start, stop, estimate_mag in self.segments:
+            joined.add(start, stop, estimate_mag, _mixture_spec(self.mixture[start:stop], estimate_mag.device))
+        return joined.estimates(), joined.seconds
 
 
 def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
              segment: int = SEGMENT_SAMPLES, overlap: int = SEGMENT_OVERLAP, timings: dict[str, float] | None = None,
-             **phase_options) -> dict[str, dict[str, np.ndarray]]:
+             defer: Sequence[str] = (), **phase_options) -> dict[str, dict[str, np.ndarray] | PhaseJob]:
     """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}.
 
     The model and every phase method run segment by segment (see SEGMENT_SAMPLES); a track
@@ -180,25 +216,34 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
     run in order, and each phase method gets its previous segment's output over the overlap
     as a lead-in to continue, so that the crossfade joins two versions of one signal rather
     than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
-    seconds, summed over segments, go to timings[phase] when timings is given."""
-    length = mixture.shape[0]
-    bounds = segment_bounds(length, segment, overlap)
+    seconds, summed over segments, go to timings[phase] when timings is given.
+
+    The phases in `defer` are not run: their entry is a PhaseJob holding the magnitudes,
+    whose run() gives the same estimates (and seconds) elsewhere (see Workers)."""
+    length, channels = mixture.shape
+    joined = {phase: _Joined(phase, length, channels, overlap, phase_options) for phase in phases if phase not in defer}
+    # Models (the vocoder) stay in this process: no deferred method uses one.
+    job_options = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
+    job_mixture = np.asarray(mixture, dtype=np.float32)  # what _mixture_spec makes of it, in half musdb's float64
+    jobs = {phase: PhaseJob(phase, job_mixture, overlap, job_options) for phase in phases if phase in defer}
+    for start, stop in segment_bounds(length, segment, overlap):
+        mixture_spec = _mixture_spec(mixture[start:stop], device)
+        estimate_mag = separate_magnitudes(model, mixture_spec)
+        for method in joined.values():
+            method.add(start, stop, estimate_mag, mixture_spec)
+        for job in jobs.values():
+            job.segments.append((start, stop, estimate_mag.cpu()))
     if timings is not None:
-        for phase in phases:
-            timings[phase] = 0.0
-    if len(bounds) == 1:
-        signals = _separate_segment(model, mixture, phases, device, timings, {}, **phase_options)
-    else:
-        signals = {phase: np.zeros((len(STEMS), mixture.shape[1], length), dtype=np.float32) for phase in phases}
-        lead_ins: dict[str, np.ndarray] = {}  # only the last overlap of each method's output is kept
-        for start, stop in bounds:
-            pieces = _separate_segment(model, mixture[start:stop], phases, device, timings, lead_ins,
-                                       **phase_options)
-            weights = crossfade_weights(start, stop, length, overlap)
-            for phase, piece in pieces.items():
-                signals[phase][..., start:stop] += piece * weights
-                lead_ins[phase] = np.ascontiguousarray(piece[..., piece.shape[-1] - overlap:])
-    return {phase: {stem: s[i].T for i, stem in enumerate(STEMS)} for phase, s in signals.items()}
+        timings |= {phase: method.seconds for phase, method in joined.items()}
+    return {phase: jobs[phase] if phase in jobs else joined[phase].estimates() for phase in phases}
+
+
+def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **phase_options) -> list[str]:
+    """The phases that `workers` > 1 processes run (PHASE_METHODS' cpu_bound ones); the
+    others take seconds and run where the model does, on `device`."""
+    if workers <= 1:
+        return []
+    return [phase for phase in phases if PHASE_METHODS[phase].cpu_bound(device, **phase_options)]
 
 
 # ------------------------------------------------------------------ evaluation
@@ -216,8 +261,9 @@ def evaluate_track(track, estimates: dict[str, np.ndarray], output_dir: str | Pa
 
 
 def _limit_threads() -> None:
-    """Pool initializer: one BLAS/torch thread per evaluation process (the pool's processes
-    share the cores; museval's least squares gain nothing from threads on its small systems)."""
+    """Pool initializer: one BLAS/torch thread per worker process (the pool's processes
+    share the cores; museval's least squares gain nothing from threads on its small systems,
+    and the phase methods' FFTs are split across tracks instead)."""
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -226,11 +272,12 @@ def _limit_threads() -> None:
         pass
 
 
-class Evaluator:
-    """evaluate_track for many (track, estimates), in the calling process (workers 0 or 1)
-    or in a pool of `workers` processes. submit() blocks while `max_pending` tracks are in
-    flight (default 2 x workers), so estimates held for evaluation stay bounded in memory.
-    Use as a context manager; results() waits for all and returns {key: scores}."""
+class Workers:
+    """Runs fn(*args) jobs (museval, phase methods that are slow on a CPU, writing files)
+    in the calling process (workers 0 or 1) or in a pool of `workers` processes, so that
+    --workers means one thing. submit() blocks while `max_pending` jobs are in flight
+    (default 2 x workers), so the estimates and magnitudes they hold stay bounded in
+    memory. Use as a context manager; results() waits for all and returns {key: fn's result}."""
 
     def __init__(self, workers: int, max_pending: int | None = None) -> None:
         self.workers = max(1, workers)
@@ -241,33 +288,48 @@ class Evaluator:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_limit_threads)
         self.pending: dict[Future, Hashable] = {}
-        self.done: dict[Hashable, dict[str, float]] = {}
+        self.done: dict[Hashable, Any] = {}
 
-    def submit(self, key: Hashable, track, estimates: dict[str, np.ndarray],
-               output_dir: str | Path | None = None) -> None:
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args) -> None:
         if self.pool is None:
-            self.done[key] = evaluate_track(track, estimates, output_dir)
+            self.done[key] = fn(*args)
             return
         while len(self.pending) >= self.max_pending:
             self._collect(FIRST_COMPLETED)
-        self.pending[self.pool.submit(evaluate_track, track, estimates, output_dir)] = key
+        self.pending[self.pool.submit(fn, *args)] = key
 
     def _collect(self, how: str) -> None:
         finished, _ = wait(list(self.pending), return_when=how)
         for future in finished:
             self.done[self.pending.pop(future)] = future.result()
 
-    def results(self) -> dict[Hashable, dict[str, float]]:
+    def results(self) -> dict[Hashable, Any]:
         if self.pending:
             self._collect("ALL_COMPLETED")
         return self.done
 
-    def __enter__(self) -> "Evaluator":
+    def __enter__(self) -> "Workers":
         return self
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
+
+
+def finish_run(track, estimates: dict[str, np.ndarray] | PhaseJob, output_dir: Path, save_estimates: bool,
+               sample_dir: Path | None) -> tuple[dict[str, float], float | None]:
+    """A Workers job: one track's estimates of one run (made first when a PhaseJob), written
+    where asked (estimates, a listening sample in sample_dir) and scored (evaluate_track).
+    Returns (scores, the PhaseJob's phase seconds, or None)."""
+    seconds = None
+    if isinstance(estimates, PhaseJob):
+        estimates, seconds = estimates.run()
+    if save_estimates:
+        for stem, audio in estimates.items():
+            save_audio(output_dir / "estimates" / track.name / f"{stem}.wav", audio)
+    if sample_dir is not None:
+        write_sample(sample_dir, track, estimates)
+    return evaluate_track(track, estimates, output_dir), seconds
 
 
 def median_over_tracks(per_track: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -327,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--gl-iters, --wiener-iters, --wiener-win-len and --gl-momentum must not be negative")
     if not args.wiener_eps > 0:
         raise UserError("--wiener-eps must be positive (it keeps wiener's divisions finite in silence)")
+    if args.workers < 0:
+        raise UserError("--workers must not be negative")
+    args.phase = args.phase or (["wiener"] if args.input else ["mixture"])
     phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
                          wiener_iters=args.wiener_iters, wiener_softmask=args.wiener_softmask,
                          wiener_eps=args.wiener_eps, wiener_win_len=args.wiener_win_len, seed=args.seed)
@@ -338,12 +403,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if len(args.checkpoint) != 1:
             raise UserError("--input separates with one checkpoint: give a single --checkpoint")
         return separate_files(args.input, args.checkpoint[0], Path(args.out or "separated"), args.phase,
-                              args.format, args.device, **phase_options)
+                              args.format, args.device, args.workers, **phase_options)
     args.out = args.out or "results"
     if args.split and args.subset != "train":
         raise UserError("--split needs --subset train")
-    if args.workers < 0:
-        raise UserError("--workers must not be negative")
     device = resolve_device(args.device)
     models = {}
     for path in args.checkpoint:
@@ -356,27 +419,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_tracks(tracks)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    seconds: dict[str, dict[str, float]] = {}
-    # Separation stays in this process (and on --device); museval runs in the evaluator's pool.
-    with Evaluator(args.workers) as evaluator:
+    seconds: dict[str, dict[str, float | None]] = {}
+    # The model runs in this process (on --device), and so do the phase methods that are fast
+    # there; the pool runs museval and the phase methods that are slow on a CPU.
+    pooled = pooled_phases(args.phase, device, args.workers, **phase_options)
+    with Workers(args.workers) as workers:
         for index, track in enumerate(tqdm(tracks, desc="tracks")):
             mixture = track_mixture(track)
             for name, (path, model, state) in models.items():
-                timings: dict[str, float] = {}  # each phase method records its own seconds here
-                separated = separate(model, mixture, args.phase, device, timings=timings, **phase_options)
+                timings: dict[str, float] = {}  # each phase method run here records its own seconds
+                separated = separate(model, mixture, args.phase, device, timings=timings, defer=pooled,
+                                     **phase_options)
                 for phase, estimates in separated.items():
                     run = f"{name}-{phase}"
-                    out_dir = Path(args.out) / run
-                    evaluator.submit((run, track.name), track, estimates, out_dir)
-                    seconds.setdefault(run, {})[track.name] = timings[phase]
-                    if args.save_estimates:
-                        for stem, audio in estimates.items():
-                            save_audio(out_dir / "estimates" / track.name / f"{stem}.wav", audio)
-                    if index < args.samples:
-                        write_sample(Path(args.samples_dir) / run / track.name, track, estimates)
-        scores = evaluator.results()
+                    sample_dir = Path(args.samples_dir) / run / track.name if index < args.samples else None
+                    workers.submit((run, track.name), finish_run, track, estimates, Path(args.out) / run,
+                                   args.save_estimates, sample_dir)
+                    seconds.setdefault(run, {})[track.name] = timings.get(phase)  # None: timed by the job
+        finished = workers.results()
     for run, track_seconds in seconds.items():  # in track order, whichever finished first
-        results[run] = {track: scores[(run, track)] for track in track_seconds}
+        results[run] = {}
+        for track, phase_s in track_seconds.items():
+            results[run][track], job_s = finished[(run, track)]
+            track_seconds[track] = phase_s if job_s is None else job_s
 
     for name, (path, model, state) in models.items():
         for phase in args.phase:
@@ -417,11 +482,14 @@ def track_mixture(track) -> np.ndarray:
 # ------------------------------------------------------------ --input: any file
 
 def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str],
-                   audio_format: str, device_name: str, **phase_options) -> None:
+                   audio_format: str, device_name: str, workers: int = 1, **phase_options) -> None:
     """inference.py --input: separate audio files that are not in MUSDB18 and write their
     stems to out/<file stem>/ (out/<file stem>/<phase>/ with several phases); nothing is
     scored (there is no reference). Every input is checked (exists, is audio, mono or
-    stereo) before any model runs, and every file is written atomically."""
+    stereo) before any model runs, and every file is written atomically. The model runs
+    here, file after file; with `workers` > 1 a pool of processes runs the phase methods
+    that are slow on a CPU and writes the stems, several files at once. The stem paths
+    are printed once all are written, in input order."""
     inputs = [Path(p) for p in files]
     for path in inputs:
         _, channels = audio_info(path)
@@ -433,41 +501,51 @@ def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Pat
         raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
     device = resolve_device(device_name)
     model, _ = load_separator(checkpoint, device)
-    for path, name in zip(inputs, stems_of):
-        separated = separate_file(model, path, phases, device, **phase_options)
-        for phase, estimates in separated.items():
-            folder = out / name / phase if len(phases) > 1 else out / name
-            for stem, audio in estimates.items():
-                target = folder / f"{stem}.{audio_format}"
-                save_audio(target, audio[0], audio[1])
+    pooled = pooled_phases(phases, device, workers, **phase_options)
+    with Workers(workers) as pool:
+        for path, name in zip(inputs, stems_of):
+            mixture, rate, shape = read_input(path)
+            separated = separate(model, mixture, phases, device, defer=pooled, **phase_options)
+            for phase, estimates in separated.items():
+                folder = out / name / phase if len(phases) > 1 else out / name
+                pool.submit((name, phase), write_stems, estimates, folder, audio_format, rate, shape)
+        written = pool.results()
+    for name in stems_of:
+        for phase in phases:
+            for target in written[(name, phase)]:
                 print(target)
 
 
-def separate_file(model: torch.nn.Module, path: str | Path, phases: Sequence[str], device: torch.device,
-                  **phase_options) -> dict[str, dict[str, tuple[np.ndarray, int]]]:
-    """Read any audio file, separate it at the model's 44.1 kHz in stereo, and return
-    {phase: {stem: (audio, rate)}} in the file's own sample rate, length and channel count
-    (a mono file's stems are the mean of the two separated channels)."""
+def read_input(path: str | Path) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Any audio file -> (its audio at the model's 44.1 kHz in stereo (samples, 2) float32,
+    the file's sample rate, the file's (samples, channels))."""
     audio, rate = read_audio_any(path)
-    length, channels = audio.shape
-    if channels not in (1, 2):
-        raise UserError(f"input {path} has {channels} channels; only mono and stereo files can be separated")
+    if audio.shape[1] not in (1, 2):
+        raise UserError(f"input {path} has {audio.shape[1]} channels; only mono and stereo files can be separated")
     mixture = resample(audio, rate, SAMPLE_RATE)
-    if channels == 1:
+    if audio.shape[1] == 1:
         mixture = np.repeat(mixture, 2, axis=1)
-    separated = separate(model, np.ascontiguousarray(mixture, dtype=np.float32), phases, device, **phase_options)
-    out = {}
-    for phase, estimates in separated.items():
-        out[phase] = {}
-        for stem, estimate in estimates.items():
-            estimate = resample(np.asarray(estimate, dtype=np.float32), SAMPLE_RATE, rate)
-            estimate = estimate[:length]
-            if estimate.shape[0] < length:  # soxr's rounding may leave a sample or two short
-                estimate = np.pad(estimate, ((0, length - estimate.shape[0]), (0, 0)))
-            if channels == 1:
-                estimate = estimate.mean(axis=1, keepdims=True)
-            out[phase][stem] = (estimate, rate)
-    return out
+    return np.ascontiguousarray(mixture, dtype=np.float32), rate, audio.shape
+
+
+def write_stems(estimates: dict[str, np.ndarray] | PhaseJob, folder: Path, audio_format: str, rate: int,
+                shape: tuple[int, int]) -> list[Path]:
+    """A Workers job: each estimate (samples, 2) at 44.1 kHz (made first when a PhaseJob)
+    back in the input's rate, length and channel count (a mono file's stems are the mean of
+    the two separated channels), written to folder/<stem>.<audio_format>; the paths written."""
+    if isinstance(estimates, PhaseJob):
+        estimates, _ = estimates.run()
+    length, channels = shape
+    targets = []
+    for stem, estimate in estimates.items():
+        estimate = resample(np.asarray(estimate, dtype=np.float32), SAMPLE_RATE, rate)[:length]
+        if estimate.shape[0] < length:  # soxr's rounding may leave a sample or two short
+            estimate = np.pad(estimate, ((0, length - estimate.shape[0]), (0, 0)))
+        if channels == 1:
+            estimate = estimate.mean(axis=1, keepdims=True)
+        targets.append(folder / f"{stem}.{audio_format}")
+        save_audio(targets[-1], estimate, rate)
+    return targets
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Every method takes estimate_mag (stems, channels, bins, frames), the mixture's c
 STFT (channels, bins, frames) and the output length, and returns (stems, channels,
 length) float32 audio. inference.py picks them by name from PHASE_METHODS; each entry
 also accepts `timings`, a dict in which it records its own wall-clock seconds under its
-name, so a caller that runs several methods on one model output can time each.
+name, so a caller that runs several methods on one model output can time each, and says
+whether it is slow on a CPU (PhaseMethod.cpu_bound), so that a caller can run it in a
+pool of processes.
 
 Segments of a long track (inference.separate) are joined by a crossfade, which only
 works if both sides of it are nearly the same signal. Every entry therefore also accepts
@@ -21,8 +23,8 @@ The torch iterations run on the device of their input tensors."""
 
 from __future__ import annotations
 
-import functools
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -387,27 +389,40 @@ def phase_vocoder(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length
 
 # ------------------------------------------------------------------ registry
 
-def _timed(name: str, method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """`method` that also records its wall-clock seconds in timings[name] when given."""
-    @functools.wraps(method)
-    def run(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-            timings: dict[str, float] | None = None, **options) -> np.ndarray:
+@dataclass(frozen=True)
+class PhaseMethod:
+    """A phase method by name, called as the method itself; a call also records its
+    wall-clock seconds in timings[name] when `timings` is given.
+
+    slow_on_cpu: many STFT round trips per estimate (minutes per track on one CPU core), so
+    a caller with several cores runs it in a pool of processes when it runs on the CPU;
+    the others take seconds and stay where the model runs. cpu_backend: the value of
+    gl_backend with which the method runs on the CPU whatever the device (librosa)."""
+    name: str
+    method: Callable[..., np.ndarray]
+    slow_on_cpu: bool = False
+    cpu_backend: str | None = None
+
+    def __call__(self, estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+                 timings: dict[str, float] | None = None, **options) -> np.ndarray:
         start = time.perf_counter()
         # Methods return numpy arrays, so any GPU work has finished when the clock stops.
-        signals = method(estimate_mag, mixture_spec, length, **options)
+        signals = self.method(estimate_mag, mixture_spec, length, **options)
         if timings is not None:
-            timings[name] = time.perf_counter() - start
+            timings[self.name] = time.perf_counter() - start
         return signals
-    return run
+
+    def cpu_bound(self, device: torch.device, gl_backend: str = "librosa", **_) -> bool:
+        """Whether, with the model's tensors on `device` and these options, the method
+        spends minutes per track on a CPU core."""
+        return self.slow_on_cpu and (device.type == "cpu" or gl_backend == self.cpu_backend)
 
 
-PHASE_METHODS: dict[str, Callable[..., np.ndarray]] = {
-    name: _timed(name, method) for name, method in {
-        "mixture": phase_mixture,
-        "griffinlim": phase_griffinlim,
-        "griffinlim-mixinit": phase_griffinlim_mixinit,
-        "misi": phase_misi,
-        "wiener": phase_wiener,
-        "vocoder": phase_vocoder,
-    }.items()
-}
+PHASE_METHODS: dict[str, PhaseMethod] = {m.name: m for m in (
+    PhaseMethod("mixture", phase_mixture),
+    PhaseMethod("griffinlim", phase_griffinlim, slow_on_cpu=True, cpu_backend="librosa"),
+    PhaseMethod("griffinlim-mixinit", phase_griffinlim_mixinit, slow_on_cpu=True),
+    PhaseMethod("misi", phase_misi, slow_on_cpu=True),
+    PhaseMethod("wiener", phase_wiener),
+    PhaseMethod("vocoder", phase_vocoder),
+)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -29,6 +30,25 @@ def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int 
             yield from loader
 
     return batches()
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch and BLAS thread meanwhile, as in a process of inference.py's pool
+    (inference._limit_threads); the counts are restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(1)
+    except ImportError:
+        limits = None
+    try:
+        yield
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+        torch.set_num_threads(before)
 
 
 def memory_kind() -> str | None:

@@ -12,11 +12,13 @@ train and valid splits into DIR/cache with data.preprocess, as preprocess.py doe
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
 --contexts start method, with the process tree's peak memory; (4) one training step on
 the device; (5) train.validation_loss over the valid tracks, once; (6) inference.separate
-(mixture phase) and inference.evaluate_track (museval) on one test track. Then one epoch
-and 150 epochs at full scale are projected, a table printed and DIR/full_scale.json
-written. A rerun keeps the figures of --skip'ed phases from the earlier full_scale.json
-with the same build and settings, and reuses the cache (preprocess figures too, when nothing was left
-to cache)."""
+(mixture phase) and inference.evaluate_track (museval) on one test track, and each of
+--phases on it, timed per process as inference.py runs it (the slow ones on one thread,
+as in its pool). Then one epoch and 150 epochs at full scale, and the test set's
+evaluation with --phases on --cores cores, are projected, a table printed and
+DIR/full_scale.json written. A rerun keeps the figures of --skip'ed phases from the
+earlier full_scale.json with the same build and settings, and reuses the cache (preprocess
+figures too, when nothing was left to cache)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import inference  # noqa: E402
 from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
 from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validation_loss  # noqa: E402
-from common import PeakTreeMemory, batches_forever  # noqa: E402
+from common import PeakTreeMemory, batches_forever, one_thread  # noqa: E402
 from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
                               synchronize)
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,  # noqa: E402
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of the training step and validation, as train.py's: auto is bf16 on CUDA, fp32 on CPU")
+    g.add_argument("--phases", nargs="+", default=["mixture", "griffinlim"], choices=list(inference.PHASE_METHODS),
+                   help="phase methods timed on the test track (inference.py's defaults: 32 Griffin-Lim iterations, "
+                        "librosa backend) and projected for the test set; the default is Task 2's")
+    g.add_argument("--cores", type=int, default=16,
+                   help="cores of the machine the test set's evaluation is projected for: inference.py's pool of "
+                        "--cores workers runs museval and the phase methods slow on a CPU beside the model")
     g.add_argument("--skip", nargs="+", default=[], choices=PHASES,
                    help="keep these phases' figures from the earlier DIR/full_scale.json (same build and settings)")
     add_debug_flag(p)
@@ -318,9 +326,11 @@ def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.d
     return {"valid_s_per_epoch": seconds, "valid_audio_s": audio, "valid_s_per_audio_s": seconds / audio}
 
 
-def measure_separation(model: torch.nn.Module, out: Path, device: torch.device) -> dict:
-    """inference.separate (mixture phase) and inference.evaluate_track on the first test
-    track, each in seconds per minute of audio."""
+def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, phases: Sequence[str]) -> dict:
+    """On the first test track, in seconds per minute of audio: inference.separate (mixture
+    phase: the model, the STFTs and that phase), inference.evaluate_track (museval), and
+    each of `phases` by itself, as inference.py with a pool runs it: in this process, or
+    for those it pools (inference.pooled_phases), a PhaseJob on one thread as in a worker."""
     import museval  # noqa: F401  (imported here so that its import is not timed)
 
     track = sorted(open_musdb(str(out), True, "test").tracks, key=lambda t: t.name)[0]
@@ -332,11 +342,40 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device) 
     estimates = inference.separate(model, mixture, ["mixture"], device)["mixture"]
     separate_s = time.perf_counter() - started
     print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
-    started = time.perf_counter()
-    inference.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
-    museval_s = time.perf_counter() - started
+    with one_thread():  # as in a worker
+        started = time.perf_counter()
+        inference.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
+        museval_s = time.perf_counter() - started
+    defaults = inference.build_parser().parse_args([])
+    options = {k: getattr(defaults, k) for k in ("gl_iters", "gl_momentum", "gl_backend", "wiener_iters", "seed")}
+    pooled = inference.pooled_phases(phases, device, 2, **options)  # as with any pool (--workers above 1)
+    timings: dict[str, float] = {}
+    separated = inference.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
+    for phase in pooled:
+        print(f"{phase} on one thread ...", flush=True)
+        with one_thread():
+            _, timings[phase] = separated[phase].run()
+    phase_s = {phase: timings[phase] / minutes for phase in phases}
+    print("phase methods, s per audio minute: " + ", ".join(f"{p} {s:.1f}" for p, s in phase_s.items()), flush=True)
     return {"separate_s_per_audio_minute": separate_s / minutes, "museval_s_per_audio_minute": museval_s / minutes,
-            "separation_track": track.name, "separation_audio_minutes": minutes}
+            "separation_track": track.name, "separation_audio_minutes": minutes, "phase_s_per_audio_minute": phase_s,
+            "phase_pooled": pooled}
+
+
+def project_test_evaluation(results: dict, cores: int) -> dict:
+    """inference.py on the FULL_TEST_TRACKS of MEAN_TRACK_SECONDS with the measured phases on
+    `cores` cores: the main process runs the model (separation less its mixture phase) and
+    the phases it keeps; the pool of `cores` workers runs the pooled phases and museval
+    once per phase, shared among them. The two overlap, so their sum is an upper bound."""
+    minutes = FULL_TEST_TRACKS * MEAN_TRACK_SECONDS / 60
+    phase_s = results["phase_s_per_audio_minute"]
+    pooled = results["phase_pooled"]
+    model_s = results["separate_s_per_audio_minute"] - phase_s.get("mixture", 0.0)
+    main_s = model_s + sum(s for p, s in phase_s.items() if p not in pooled)
+    pool_s = (sum(phase_s[p] for p in pooled) + len(phase_s) * results["museval_s_per_audio_minute"]) / cores
+    return {"projected_test_eval_h": minutes * (main_s + pool_s) / 3600,
+            "test_eval_projection": {"phases": list(phase_s), "cores": cores, "audio_minutes": minutes,
+                                     "main_h": minutes * main_s / 3600, "pool_h": minutes * pool_s / 3600}}
 
 
 def project(results: dict, args: argparse.Namespace) -> dict:
@@ -362,13 +401,14 @@ def project(results: dict, args: argparse.Namespace) -> dict:
 PHASE_KEYS = {"loader": ("loader",), "step": ("step_s",),
               "validation": ("valid_s_per_epoch", "valid_audio_s", "valid_s_per_audio_s"),
               "separation": ("separate_s_per_audio_minute", "museval_s_per_audio_minute", "separation_track",
-                             "separation_audio_minutes")}
+                             "separation_audio_minutes", "phase_s_per_audio_minute", "phase_pooled")}
 
 
 def settings(config: dict) -> dict:
     """What the figures depend on: the build and the measurement flags, not where the files
-    are nor what was skipped."""
-    return {k: v for k, v in config.items() if k not in ("clips", "out", "skip")}
+    are, what was skipped, the cores projected for, nor the phase methods timed (figures
+    are kept per method: see previous_results)."""
+    return {k: v for k, v in config.items() if k not in ("clips", "out", "skip", "cores", "phases")}
 
 
 def previous_results(path: Path, config: dict, skip: Sequence[str]) -> dict:
@@ -380,6 +420,8 @@ def previous_results(path: Path, config: dict, skip: Sequence[str]) -> dict:
         if settings(earlier.get("config", {})) == settings(config):
             previous = earlier
     missing = [phase for phase in skip if PHASE_KEYS[phase][0] not in previous]
+    if "separation" in skip and not set(config["phases"]) <= set(previous.get("phase_s_per_audio_minute", {})):
+        missing.append("separation (for every --phases method)")
     if missing:
         raise UserError(f"--skip {' '.join(missing)}: no figures for it in {path} from a run with the same build "
                         "and settings")
@@ -398,18 +440,26 @@ def print_table(results: dict) -> None:
     rows += [("training step", f"{results['step_s']:.3f} s"),
              ("validation", f"{results['valid_s_per_epoch']:.1f} s for {results['valid_audio_s']:.0f} s of audio"),
              ("separation", f"{results['separate_s_per_audio_minute']:.2f} s per audio minute"),
-             ("museval", f"{results['museval_s_per_audio_minute']:.2f} s per audio minute"),
+             ("museval", f"{results['museval_s_per_audio_minute']:.2f} s per audio minute")]
+    rows += [(f"phase {phase}{' (pool)' if phase in results['phase_pooled'] else ''}", f"{s:.2f} s per audio minute")
+             for phase, s in results["phase_s_per_audio_minute"].items()]
+    t = results["test_eval_projection"]
+    rows += [
              ("projected epoch", f"{results['projected_epoch_s']:.0f} s ({p['steps_per_epoch']} steps "
                                  f"{p['steps_s']:.0f} s, loading {p['loading_s']:.0f} s, validation {p['valid_s']:.0f} s)"),
-             ("projected 150 epochs", f"{results['projected_150_epochs_h']:.1f} h")]
+             ("projected 150 epochs", f"{results['projected_150_epochs_h']:.1f} h"),
+             (f"projected test set, {' '.join(t['phases'])}, {t['cores']} cores",
+              f"{results['projected_test_eval_h'] * 60:.1f} min (main process {t['main_h'] * 60:.1f}, "
+              f"pool {t['pool_h'] * 60:.1f})")]
     width = max(len(label) for label, _ in rows)
     print("\n".join(f"{label:<{width}}  {value}" for label, value in rows))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if min(args.batches, args.steps, args.batch_size, args.samples_per_track) < 1 or min(args.workers) < 0:
-        raise UserError("--batches, --steps, --batch-size and --samples-per-track must be positive, --workers >= 0")
+    if min(args.batches, args.steps, args.batch_size, args.samples_per_track, args.cores) < 1 or min(args.workers) < 0:
+        raise UserError("--batches, --steps, --batch-size, --samples-per-track and --cores must be positive, "
+                        "--workers >= 0")
     device = resolve_device(args.device)
     args.precision = set_up_precision(args.precision, device)  # the JSON records fp32 or bf16, not "auto"
     out = Path(args.out)
@@ -440,8 +490,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             results |= measure_validation(model, cache, device, args.precision)
             print(f"validation {results['valid_s_per_epoch']:.1f} s", flush=True)
         else:
-            results |= measure_separation(model, out, device)
+            results |= measure_separation(model, out, device, args.phases)
     results |= project(results, args)
+    results |= project_test_evaluation(results, args.cores)
     write_text(out / RESULT_FILE, json.dumps(results, indent=1))
     print_table(results)
     print(f"results in {out / RESULT_FILE}")

@@ -4,17 +4,25 @@
    mixture phase) on the CPU, and on CUDA when available;
 2. museval (inference.evaluate_track) over the same tracks and the same estimates, serial
    and in inference.py's process pool (--workers), checking that the scores are equal;
-3. Griffin-Lim: librosa.griffinlim against the torch backend (bench/phase_speed.py's rows).
+3. Griffin-Lim: librosa.griffinlim against the torch backend (bench/phase_speed.py's rows);
+4. inference.py --input on several files (default-size model, random weights) with one
+   phase method, in one process and with --workers, checking that the files written are
+   the same bytes.
 
     python bench/inference_speed.py --root /path/to/musdb18 --subset train --split valid
     python bench/inference_speed.py --root R --seconds 60 --workers 2 --gl-seconds 30
+    python bench/inference_speed.py --skip separation museval griffinlim --files 4 --file-seconds 40
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +36,7 @@ import inference  # noqa: E402
 import phase_speed  # noqa: E402
 from data import open_musdb  # noqa: E402
 from model import STEMS, Separator  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, run_cli  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio, save_checkpoint  # noqa: E402
 
 
 def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> float:
@@ -45,14 +53,55 @@ def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> 
 
 def museval_speed(tracks, workers: int) -> tuple[float, dict]:
     """Wall seconds of evaluate_track over `tracks` with fixed estimates (a half of the
-    mixture per stem) through inference.Evaluator(workers); also the scores."""
+    mixture per stem) through inference.Workers(workers); also the scores."""
     started = time.perf_counter()
-    with inference.Evaluator(workers) as evaluator:
+    with inference.Workers(workers) as pool:
         for track in tracks:
             half = (track.audio * 0.5).astype(np.float32)
-            evaluator.submit(track.name, track, {stem: half for stem in STEMS})
-        scores = evaluator.results()
+            pool.submit(track.name, inference.evaluate_track, track, {stem: half for stem in STEMS})
+        scores = pool.results()
     return time.perf_counter() - started, scores
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children that have ended."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                           resource.RUSAGE_CHILDREN)))
+
+
+def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: list[int],
+                gl_iters: int) -> dict[int, tuple[float, float]]:
+    """(wall seconds, CPU seconds of this process and the pool's) of inference.separate_files
+    on `files` stereo WAVs of `seconds` (noise under a slow tremolo) with a default-size
+    random Separator, per worker count; raises if the stems written differ from the first
+    count's. On a machine others load, the CPU seconds show whether the pool added work."""
+    torch.manual_seed(0)
+    model = Separator()
+    checkpoint = folder / "random.pt"
+    save_checkpoint(checkpoint, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    inputs = []
+    for i in range(files):
+        audio = 0.1 * rng.standard_normal((len(t), 2)) * (1 + np.sin(2 * np.pi * (0.5 + i) * t))[:, None]
+        inputs.append(folder / f"input{i}.wav")
+        save_audio(inputs[-1], audio.astype(np.float32))
+    wall, written = {}, {}
+    for count in workers:
+        out = folder / f"workers{count}"
+        started, cpu = time.perf_counter(), cpu_seconds()
+        with contextlib.redirect_stdout(io.StringIO()):  # the stem paths
+            inference.separate_files(inputs, checkpoint, out, [phase], "wav", "cpu", count, gl_iters=gl_iters,
+                                     gl_momentum=0.99, gl_backend="librosa", wiener_iters=1, seed=0)
+        wall[count] = time.perf_counter() - started, cpu_seconds() - cpu  # the pool has ended: its CPU counts
+        written[count] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.wav"))}
+        if written[count] != written[workers[0]]:
+            raise RuntimeError(f"--workers {count} wrote other stems than --workers {workers[0]}")
+    return wall
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,11 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="evaluation processes of the parallel run")
     p.add_argument("--gl-seconds", type=float, default=30.0, help="input length of the Griffin-Lim timing")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
-    p.add_argument("--skip", nargs="*", default=[], choices=("separation", "museval", "griffinlim"),
+    p.add_argument("--files", type=int, default=4, help="inputs of the --input timing")
+    p.add_argument("--file-seconds", type=float, default=40.0, help="length of each input of the --input timing")
+    p.add_argument("--file-phase", default="griffinlim", choices=list(inference.PHASE_METHODS),
+                   help="phase method of the --input timing (librosa backend for griffinlim)")
+    p.add_argument("--skip", nargs="*", default=[], choices=("separation", "museval", "griffinlim", "input"),
                    help="parts to leave out")
     args = p.parse_args(argv)
-    print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, load average {load_average()}",
+          flush=True)
 
     if "separation" not in args.skip:
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -103,6 +156,17 @@ def main(argv: list[str] | None = None) -> None:
         runs = phase_speed.run_all(*phase_speed.oracle_inputs(*phase_speed.noise_audio(args.gl_seconds), cpu),
                                    options, quiet=True)
         print("\n".join("   " + line for line in phase_speed.speed_table(runs).splitlines()))
+
+    if "input" not in args.skip:
+        print(f"\n4. inference.py --input, {args.files} files of {args.file_seconds:g} s, --phase {args.file_phase} "
+              f"({args.gl_iters} iterations), default model", flush=True)
+        counts = [1, max(2, args.workers)]
+        with tempfile.TemporaryDirectory() as folder:
+            wall = input_speed(Path(folder), args.files, args.file_seconds, args.file_phase, counts, args.gl_iters)
+        for count in counts:
+            print(f"   --workers {count:<2} {wall[count][0]:7.1f} s   {wall[counts[0]][0] / wall[count][0]:.2f}x faster"
+                  f"   ({wall[count][1]:.1f} CPU s, {wall[count][1] / wall[count][0]:.2f} cores busy)")
+        print(f"   stems identical: True; load average after {load_average()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ BENCHMARKS = {
          rf"magnitudes +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}", r"\(d\) validation: 2 tracks", r"150 epochs = "]),
     "inference_speed.py": (
         lambda d: ["--root", d["root"], "--is-wav", "--max-tracks", "1", "--seconds", "1", "--workers", "1",
-                   "--gl-seconds", "0.5", "--gl-iters", "2"],
-        [rf"cpu +{NUMBER} x real time", r"scores identical: True", rf"griffinlim \(torch\) .*{NUMBER}x"]),
+                   "--gl-seconds", "0.5", "--gl-iters", "2", "--files", "2", "--file-seconds", "1"],
+        [rf"cpu +{NUMBER} x real time", r"scores identical: True", rf"griffinlim \(torch\) .*{NUMBER}x",
+         rf"--workers 2 +{NUMBER} s +{NUMBER}x faster", r"stems identical: True"]),
     "phase_speed.py": (
         lambda d: ["--seconds", "0.5", "--gl-iters", "2", "--device", "cpu", "--vocoder", d["vocoder"]],
         [rf"{name} +{NUMBER}" for name in ("griffinlim \\(librosa\\)", "misi", "wiener", "mixture", "vocoder")]),

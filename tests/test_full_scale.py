@@ -16,7 +16,8 @@ TRACKS, MINUTES = 3, 0.2
 TINY = ["--workers", "0", "2", "--contexts", "fork", "--batches", "2", "--steps", "1", "--batch-size", "2",
         "--seq-dur", "1", "--hidden-size", "16", "--device", "cpu"]
 FIGURES = ("cache_bytes", "preprocess_s", "loader_excerpts_per_s", "valid_s_per_epoch", "step_s",
-           "separate_s_per_audio_minute", "museval_s_per_audio_minute", "projected_epoch_s", "projected_150_epochs_h")
+           "separate_s_per_audio_minute", "museval_s_per_audio_minute", "projected_epoch_s", "projected_150_epochs_h",
+           "projected_test_eval_h")
 
 
 @pytest.mark.slow
@@ -30,6 +31,16 @@ def test_tiny_full_scale_run(real_root, tmp_path):
         assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
     assert [(r["workers"], r["context"]) for r in figures["loader"]] == [(0, "-"), (2, "fork")]
     assert figures["machine"]["description"] and figures["config"]["tracks"] == TRACKS
+    phase_s = figures["phase_s_per_audio_minute"]
+    assert list(phase_s) == ["mixture", "griffinlim"] and all(math.isfinite(s) and s > 0 for s in phase_s.values())
+    assert figures["phase_pooled"] == ["griffinlim"]
+    # the projection adds up: model and mixture phase in the main process, Griffin-Lim and museval in the pool
+    projection = figures["test_eval_projection"]
+    assert projection["cores"] == 16 and projection["phases"] == ["mixture", "griffinlim"]
+    minutes = 50 * 240 / 60
+    pool = (phase_s["griffinlim"] + 2 * figures["museval_s_per_audio_minute"]) / 16
+    assert math.isclose(projection["pool_h"], minutes * pool / 3600)
+    assert math.isclose(figures["projected_test_eval_h"], projection["main_h"] + projection["pool_h"])
 
     length = round(MINUTES * 60 * 44100)
     folders = {subset: sorted(p for p in (out / subset).iterdir() if p.is_dir()) for subset in ("train", "test")}
@@ -47,6 +58,7 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     assert "0 written" in again.stdout and "cache complete" in again.stdout
     rerun = json.loads((out / "full_scale.json").read_text())
     assert all(rerun[key] == figures[key] for key in FIGURES if key != "cache_bytes")
+    assert rerun["phase_s_per_audio_minute"] == figures["phase_s_per_audio_minute"]
 
 
 def test_other_build_refused(real_root, tmp_path):

@@ -1,5 +1,12 @@
 """Speed features that must not change results: segment-wise separation of long tracks
-(inference.separate) and museval in a process pool (inference.py --workers)."""
+(inference.separate), and museval and the phase methods that are slow on a CPU in a
+process pool (inference.py --workers).
+
+The pool's results are compared bit for bit: here the main process runs one torch thread
+(single_torch_thread, script_env) as the workers do, so both do the same arithmetic. A
+main process with more threads may split torch's reductions differently, which moves
+the torch-backend phase methods' output by float32 rounding (measured: 1.5e-7 on
+signals of peak ~0.5); librosa's numpy Griffin-Lim does not depend on it."""
 
 from __future__ import annotations
 
@@ -110,8 +117,44 @@ def test_segmented_lstm_separation_has_no_seams():
         assert np.abs(chunked[stem] - whole[stem]).max() < 0.03 * peak, stem
 
 
-@pytest.mark.slow  # two inference.py subprocesses on two tracks (~30 s; ~60 s on 2 busy cores)
+@pytest.mark.parametrize("phase, backend", [("griffinlim", "librosa"), ("griffinlim", "torch"),
+                                            ("griffinlim-mixinit", "torch"), ("misi", "torch")])
+def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
+    """A deferred phase method (separate(defer=...)) run by PhaseJob.run in a pool process
+    gives separate()'s own estimates, segments, lead-ins and all; two copies of the job at
+    once give the same (the random start depends on the seed alone); the phases not
+    deferred are separate()'s own."""
+    model, mixture = _model(1), _music(4.0)
+    options = dict(gl_iters=2, seed=3, gl_backend=backend, gl_momentum=0.99)
+    serial = inference.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
+    deferred = inference.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+                                  defer=[phase], **options)
+    assert isinstance(deferred[phase], inference.PhaseJob) and len(deferred[phase].segments) >= 4
+    with inference.Workers(2) as pool:
+        for key in range(2):
+            pool.submit(key, inference.PhaseJob.run, deferred[phase])
+        results = pool.results()
+    for estimates, seconds in results.values():
+        assert seconds > 0
+        for stem in STEMS:
+            assert np.array_equal(estimates[stem], serial[phase][stem]), stem
+            assert np.array_equal(deferred["mixture"][stem], serial["mixture"][stem]), stem
+
+
+def test_pooled_phases_follow_the_registry():
+    cuda, options = torch.device("cuda"), dict(gl_backend="librosa", gl_iters=2)
+    every = list(inference.PHASE_METHODS)
+    assert inference.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
+    assert inference.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
+    # on a GPU only librosa's Griffin-Lim stays on the CPU; the torch backend is the fast path there
+    assert inference.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
+    assert inference.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
+
+
+@pytest.mark.slow  # two inference.py subprocesses on two tracks (~40 s; ~80 s on 2 busy cores)
 def test_parallel_evaluation_equals_serial(tmp_path, hq_root):
+    """Serial and pooled evaluation agree to the last digit, Griffin-Lim included (run in
+    the pool, which also writes the estimates and samples)."""
     ckpt = tmp_path / "tiny.pt"
     model = _model(1)
     utils.save_checkpoint(ckpt, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
@@ -120,18 +163,23 @@ def test_parallel_evaluation_equals_serial(tmp_path, hq_root):
     for workers in (0, 2):
         out = tmp_path / f"out{workers}"
         result = run_script("inference.py", "--root", hq_root, "--is-wav", "--subset", "test", "--checkpoint", ckpt,
-                            "--samples", "0", "--out", out, "--device", "cpu", "--workers", workers, "--tracks", *names)
+                            "--samples", "1", "--samples-dir", tmp_path / f"samples{workers}", "--out", out,
+                            "--device", "cpu", "--workers", workers, "--tracks", *names,
+                            "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--save-estimates")
         assert result.returncode == 0, result.stderr[-3000:]
-        summary = json.loads((out / "tiny-mixture" / "summary.json").read_text())
-        del summary["phase_seconds"]  # wall-clock timings
-        summaries[workers] = summary
-        assert summary["n_tracks"] == 2
-    assert summaries[0] == summaries[2]
-    serial = sorted((tmp_path / "out0" / "tiny-mixture" / "test").iterdir())
-    parallel = sorted((tmp_path / "out2" / "tiny-mixture" / "test").iterdir())
-    assert [p.name for p in serial] == [p.name for p in parallel]
-    for a, b in zip(serial, parallel):
-        assert json.loads(a.read_text()) == json.loads(b.read_text())
+        for run in ("tiny-mixture", "tiny-griffinlim"):
+            summary = json.loads((out / run / "summary.json").read_text())
+            assert summary["n_tracks"] == 2 and all(s > 0 for s in summary.pop("phase_seconds").values())
+            summaries[workers, run] = summary
+    for run in ("tiny-mixture", "tiny-griffinlim"):
+        assert summaries[0, run] == summaries[2, run]
+    for folder in ("out{}/tiny-mixture/test", "out{}/tiny-griffinlim/test", "out{}/tiny-griffinlim/estimates",
+                   "samples{}/tiny-griffinlim"):
+        serial = sorted(p for p in (tmp_path / folder.format(0)).rglob("*") if p.is_file())
+        parallel = sorted(p for p in (tmp_path / folder.format(2)).rglob("*") if p.is_file())
+        assert serial and [p.name for p in serial] == [p.name for p in parallel]
+        for a, b in zip(serial, parallel):
+            assert a.read_bytes() == b.read_bytes(), a
 
 
 def test_workers_must_not_be_negative(capsys):
