@@ -365,8 +365,9 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
     return broken
 
 
-def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin mean and standard deviation of the mixture magnitude (both channels)
+def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
+                     transform=lambda mag: mag) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation of transform(mixture magnitude) (both channels)
     over the whole of the given tracks, as Open-Unmix initialises its input scaler."""
     total = total_sq = 0.0
     count = 0
@@ -375,7 +376,7 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
         stems = cache.stems(name)
         for start in range(0, stems.shape[-1], chunk):
             mixture = torch.from_numpy(np.asarray(stems[:, :, start:start + chunk]).sum(0))
-            mag = stft(mixture).abs().double()  # channels, bins, frames
+            mag = transform(stft(mixture).abs()).double()  # channels, bins, frames
             total = total + mag.sum(dim=(0, 2))
             total_sq = total_sq + (mag ** 2).sum(dim=(0, 2))
             count += mag.shape[0] * mag.shape[2]

@@ -5,7 +5,7 @@ split, and write one comparison table per set (Markdown + JSON; report.py reads 
     python experiments.py --set all --root ../shared/musdb18-7 --cache cache --jobs 2
 
 Every run is a train.py call with the budget flags followed by the run's own flags, and
-an inference.py call on the final epoch's checkpoint (musdb's valid split, mixture phase,
+an inference.py call on the final epoch's checkpoint (musdb's valid split, --phases,
 museval median of medians). The final epoch is scored, not the best one: best.pt is chosen
 on the same validation tracks. Runs live in <out>/runs/<run flags>-<hash of the train.py
 arguments>/; a run already trained and scored with the same arguments is reused, and an
@@ -56,6 +56,17 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
     "models": {
         "umx (default)": [],
         "bsrnn": ["--model", "bsrnn"],
+    },    # The recipe at equal budgets (docs/experiments.md): each candidate differs from the
+    # default in one flag; the seeds say how far a score moves by chance alone.
+    "recipe": {
+        "default (seed 42)": [],
+        "cosine schedule": ["--lr-schedule", "cosine"],
+        "mse+sdr loss": ["--loss", "mse+sdr"],
+        "seed 43": ["--seed", "43"],
+        "log input": ["--input-transform", "log"],
+        "sigmoid mask": ["--mask-activation", "sigmoid"],
+        "compressed loss": ["--loss", "compressed"],
+        "seed 44": ["--seed", "44"],
     },
 }
 
@@ -81,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained at once; each gets cores / jobs threads (two one-thread runs beat one "
                         "two-thread run on a small CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (for training and separation)")
+    g.add_argument("--phases", nargs="+", default=["mixture"], metavar="PHASE",
+                   help="phase methods each run is scored with (inference.py --phase); the first fills report.py's "
+                        "rows")
     g.add_argument("--eval-workers", type=int, default=0, help="museval processes per scoring (inference --workers)")
     g.add_argument("--out", default="experiments", help="tables go to <out>/<set>.{md,json}, runs to <out>/runs/")
     add_debug_flag(p)
@@ -129,8 +143,9 @@ def _script(script: str, args: Sequence[str], log: Path, threads: int) -> None:
 
 
 def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, score_args: Sequence[str],
-                   threads: int) -> dict:
-    """Train (or resume, or reuse) one run and score its final epoch; returns the row facts."""
+                   threads: int, phases: Sequence[str] = ("mixture",)) -> dict:
+    """Train (or resume, or reuse) one run and score its final epoch with each phase
+    method (the first gives the row's main scores); returns the row facts."""
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "log.txt"
     final = directory / f"epoch_{epochs:03d}.pt"
@@ -138,15 +153,18 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
         resume = ["--resume"] if (directory / "last.pt").is_file() else []
         _script("train.py", [*train_args, "--checkpoint-dir", str(directory), "--save-epochs", str(epochs), *resume],
                 log, threads)
-    summary = directory / "eval" / f"{final.stem}-mixture" / "summary.json"
-    if not summary.is_file():
+    summaries = {phase: directory / "eval" / f"{final.stem}-{phase}" / "summary.json" for phase in phases}
+    missing = [phase for phase, path in summaries.items() if not path.is_file()]
+    if missing:
         _script("inference.py", ["--checkpoint", str(final), "--out", str(directory / "eval"), "--samples", "0",
-                                 "--phase", "mixture", *score_args], log, threads)
+                                 "--phase", *missing, *score_args], log, threads)
     state = torch.load(final, map_location="cpu", weights_only=False)
-    scores = json.loads(summary.read_text())
+    scores = {phase: json.loads(path.read_text()) for phase, path in summaries.items()}
+    main = scores[phases[0]]
     return {
-        "vocals": scores["median_sdr"]["vocals"], "accompaniment": scores["median_sdr"]["accompaniment"],
-        "tracks": scores["n_tracks"], "parameters": state["parameters"],
+        "vocals": main["median_sdr"]["vocals"], "accompaniment": main["median_sdr"]["accompaniment"],
+        "by_phase": {phase: score["median_sdr"] for phase, score in scores.items()},
+        "tracks": main["n_tracks"], "parameters": state["parameters"],
         "valid_loss": state["history"][-1]["valid_loss"],
         "train_minutes": sum(h["seconds"] for h in state["history"]) / 60,
     }
@@ -155,16 +173,21 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
 def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: dict[str, dict], budget: str) -> Path:
     """<out>/<set>.json (report.py's rows) and <out>/<set>.md; returns the Markdown path."""
     rows = [{"name": name, "vocals": facts[name]["vocals"], "accompaniment": facts[name]["accompaniment"],
+             "by_phase": facts[name]["by_phase"],
              "params": {"flags": shlex.join(flags) or "(defaults)", "parameters": facts[name]["parameters"],
                         "valid_loss": round(facts[name]["valid_loss"], 4)}} for name, flags in runs.items()]
     write_text(out / f"{set_name}.json", json.dumps(rows, indent=1))
+    phases = list(next(iter(facts.values()))["by_phase"])
     lines = [f"# Experiment: {set_name}", "", budget, "",
-             "| Run | train.py flags | Parameters | Valid loss | Vocals SDR (dB) | Accompaniment SDR (dB) | Train min |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| Run | train.py flags | Parameters | Valid loss | "
+             + " | ".join(f"{phase}: vocals / accompaniment SDR (dB)" for phase in phases) + " | Train min |",
+             "|---|---|---:|---:|" + "---:|" * len(phases) + "---:|"]
     for name, flags in runs.items():
         f = facts[name]
+        sdrs = " | ".join(f"{f['by_phase'][phase]['vocals']:.2f} / {f['by_phase'][phase]['accompaniment']:.2f}"
+                          for phase in phases)
         lines.append(f"| {name} | `{shlex.join(flags) or '(defaults)'}` | {f['parameters']:,} | {f['valid_loss']:.4f} "
-                     f"| {f['vocals']:.2f} | {f['accompaniment']:.2f} | {f['train_minutes']:.1f} |")
+                     f"| {sdrs} | {f['train_minutes']:.1f} |")
     path = out / f"{set_name}.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
@@ -195,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{len(directories)} runs, {args.jobs} at a time; each one's progress is in {out}/runs/<run>/log.txt",
           flush=True)
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_experiment, d, a, args.epochs, score_args, threads): d for d, a in directories.items()}
+        futures = {pool.submit(run_experiment, d, a, args.epochs, score_args, threads, args.phases): d for d, a in directories.items()}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             facts = facts_of[futures[future]] = future.result()
             print(f"[{done}/{len(futures)}] {futures[future].name}: vocals {facts['vocals']:.2f} dB, accompaniment "
@@ -205,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"training track, batch {args.batch_size}, seed {args.seed}"
               + (f", `{args.train_args}`" if args.train_args else "")
               + f". Scored on the final epoch: museval median-of-medians SDR over musdb's valid split "
-                f"({args.root or 'MUSDB_PATH'}), mixture phase.")
+                f"({args.root or 'MUSDB_PATH'}); phase methods: {', '.join(args.phases)}.")
     for set_name, runs in sets.items():
         facts = {name: facts_of[run_directory(out, flags, [*budget_args, *flags])] for name, flags in runs.items()}
         path = write_tables(out, set_name, runs, facts, budget)

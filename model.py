@@ -27,6 +27,34 @@ def float32_lstm(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[to
         return lstm(x.float())
 
 
+MASK_ACTIVATIONS = {
+    "relu": "masks are ReLU(x): unbounded, as in Open-Unmix",
+    "sigmoid": "masks are sigmoid(x), within 0..1: a stem is never louder than the mixture in a bin",
+}
+INPUT_TRANSFORMS = {
+    "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",
+    "log": "the network sees log(1 + magnitude), scaled by training-set statistics of that",
+}
+
+
+def activate_mask(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """The mask from the network's output x under one of MASK_ACTIVATIONS."""
+    if activation == "sigmoid":
+        return torch.sigmoid(x)
+    if activation == "relu":
+        return torch.relu(x)
+    raise ValueError(f"unknown mask activation {activation!r} (known: {', '.join(MASK_ACTIVATIONS)})")
+
+
+def transform_input(mixture_mag: torch.Tensor, transform: str) -> torch.Tensor:
+    """The magnitude as the network's input layer sees it, under one of INPUT_TRANSFORMS."""
+    if transform == "log":
+        return torch.log1p(mixture_mag)
+    if transform == "linear":
+        return mixture_mag
+    raise ValueError(f"unknown input transform {transform!r} (known: {', '.join(INPUT_TRANSFORMS)})")
+
+
 def bandwidth_bins(bandwidth_hz: float, sample_rate: int, n_fft: int) -> int:
     """Number of STFT bins at or below `bandwidth_hz` (the bins the network looks at)."""
     return min(n_fft // 2 + 1, int(math.floor(bandwidth_hz * n_fft / sample_rate)) + 1)
@@ -52,10 +80,15 @@ class Separator(nn.Module):
         bidirectional: bool = True,
         input_mean: list[float] | None = None,
         input_scale: list[float] | None = None,
+        mask_activation: str = "relu",
+        input_transform: str = "linear",
     ) -> None:
         super().__init__()
         if hidden_size % 2 and bidirectional:
             raise ValueError("hidden_size must be even for a bidirectional LSTM")
+        activate_mask(torch.zeros(()), mask_activation)  # unknown names fail here, not in forward
+        transform_input(torch.zeros(()), input_transform)
+        self.mask_activation, self.input_transform = mask_activation, input_transform
         self.nb_bins, self.nb_channels, self.max_bin = nb_bins, nb_channels, max_bin
         self.hidden_size, self.nb_layers, self.use_mask = hidden_size, nb_layers, use_mask
         self.nb_stems = len(STEMS)
@@ -100,12 +133,13 @@ class Separator(nn.Module):
             "hidden_size": self.hidden_size, "nb_layers": self.nb_layers,
             "max_bin": self.max_bin, "use_mask": self.use_mask,
             "bidirectional": self.lstm.bidirectional if self.lstm is not None else True,
+            "mask_activation": self.mask_activation, "input_transform": self.input_transform,
         }
 
     def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
         """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
         batch, channels, bins, frames = mixture_mag.shape
-        x = mixture_mag[:, :, : self.max_bin].permute(3, 0, 1, 2)  # frames, batch, ch, max_bin
+        x = transform_input(mixture_mag[:, :, : self.max_bin], self.input_transform).permute(3, 0, 1, 2)
         x = (x + self.input_mean) * self.input_scale
         x = self.encoder(x.reshape(frames * batch, channels * self.max_bin))
         x = x.reshape(frames, batch, self.hidden_size)
@@ -114,8 +148,10 @@ class Separator(nn.Module):
         x = self.decoder(x.reshape(frames * batch, -1))
         x = x.reshape(frames, batch, self.nb_stems, channels, bins)
         x = x * self.output_scale + self.output_mean
-        x = torch.relu(x).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
-        return x * mixture_mag.unsqueeze(1) if self.use_mask else x
+        if not self.use_mask:  # magnitudes themselves: only a ReLU keeps them non-negative
+            return torch.relu(x).permute(1, 2, 3, 4, 0)
+        mask = activate_mask(x, self.mask_activation).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
+        return mask * mixture_mag.unsqueeze(1)
 
 
 # The paper's band layout for vocals: bands `step` Hz wide up to `upper` Hz, for each
@@ -180,8 +216,11 @@ class BandSplitRNN(nn.Module):
         nb_layers: int = 2,
         band_widths: Sequence[int] | None = None,
         bidirectional: bool = True,
+        mask_activation: str = "relu",
     ) -> None:
         super().__init__()
+        activate_mask(torch.zeros(()), mask_activation)  # unknown names fail here, not in forward
+        self.mask_activation = mask_activation
         # No band widths: the vocals layout at the project's 44.1 kHz (model.py does not import utils)
         widths = list(layout_band_widths(nb_bins, 44100) if band_widths is None else band_widths)
         if sum(widths) != nb_bins or min(widths) < 1:
@@ -217,6 +256,7 @@ class BandSplitRNN(nn.Module):
             "model": "bsrnn", "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
             "feature_size": self.feature_size, "nb_layers": self.nb_layers,
             "band_widths": list(self.band_widths), "bidirectional": self.bidirectional,
+            "mask_activation": self.mask_activation,
         }
 
     def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
@@ -236,7 +276,7 @@ class BandSplitRNN(nn.Module):
                        for k, (head, width) in enumerate(zip(heads, self.band_widths))], dim=-1)
             for heads in self.mask_heads
         ], dim=2)  # frames, batch, stems, ch, bins
-        return torch.relu(masks).permute(1, 2, 3, 4, 0) * mixture_mag.unsqueeze(1)
+        return activate_mask(masks, self.mask_activation).permute(1, 2, 3, 4, 0) * mixture_mag.unsqueeze(1)
 
 
 MODELS = {"umx": Separator, "bsrnn": BandSplitRNN}

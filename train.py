@@ -14,6 +14,7 @@ import csv
 import inspect
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -28,12 +29,23 @@ from tqdm import tqdm
 
 from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
                   parse_augmentations)
-from model import MODELS, bandwidth_bins, build_model, count_parameters
+from losses import LOSSES, Targets, loss_help
+from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, bandwidth_bins, build_model, count_parameters,
+                   transform_input)
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 PRECISIONS = ("auto", "fp32", "bf16")
+# Share of all steps spent warming the cosine schedule up from 0: the first Adam steps,
+# taken before its moment estimates settle, are then small.
+WARMUP_FRACTION = 0.02
+LR_SCHEDULES = {
+    "plateau": "--lr until the validation loss stops falling for --lr-decay-patience epochs, then x "
+               "--lr-decay-gamma (Open-Unmix's schedule)",
+    "cosine": f"a linear warm-up over {WARMUP_FRACTION:.0%} of all steps, then half a cosine from --lr to 0 at the "
+              "last step of --epochs (resume with the same --epochs to continue the same curve)",
+}
 
 
 def model_default(model: str, parameter: str):
@@ -67,13 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="causal LSTMs over time (real-time variant; bsrnn's LSTMs across bands stay bidirectional)")
     g.add_argument("--bandwidth", type=float, default=None,
                    help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
+    g.add_argument("--mask-activation", choices=list(MASK_ACTIVATIONS), default="relu",
+                   help="; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
+    g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
+                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
     g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay")
-    g.add_argument("--lr-decay-patience", type=int, default=80, help="ReduceLROnPlateau patience (epochs)")
-    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="ReduceLROnPlateau factor")
+    g.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="plateau",
+                   help="; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()))
+    g.add_argument("--lr-decay-patience", type=int, default=80, help="plateau: ReduceLROnPlateau patience (epochs)")
+    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="plateau: ReduceLROnPlateau factor")
+    g.add_argument("--loss", choices=list(LOSSES), default="mse", help=loss_help())
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -90,12 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
-                     bidirectional: bool, bandwidth: float | None) -> dict:
+                     bidirectional: bool, bandwidth: float | None, mask_activation: str = "relu",
+                     input_transform: str = "linear") -> dict:
     """The build_model config of a new model from the model flags (without umx's input
     statistics); a size flag left out takes the model's own default."""
+    if not use_mask and mask_activation != "relu":
+        raise UserError("--mask-activation needs masks: --no-mask outputs magnitudes")
     if model == "umx":
         config = {"hidden_size": hidden_size, "nb_layers": nb_layers, "use_mask": use_mask,
-                  "bidirectional": bidirectional,
+                  "bidirectional": bidirectional, "mask_activation": mask_activation,
+                  "input_transform": input_transform,
                   "max_bin": None if bandwidth is None else bandwidth_bins(bandwidth, SAMPLE_RATE, N_FFT)}
     else:
         if not use_mask:
@@ -103,19 +126,28 @@ def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None,
                             "so it always estimates masks")
         if bandwidth is not None:
             raise UserError("--bandwidth applies only to --model umx: bsrnn covers every bin with its bands")
-        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional}
+        if input_transform != "linear":
+            raise UserError("--input-transform applies only to --model umx: bsrnn normalises each band itself")
+        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional,
+                  "mask_activation": mask_activation}
     return {"model": model, **{k: v for k, v in config.items() if v is not None}}
 
 
 # ------------------------------------------------------------------ one step
 
-def batch_magnitudes(batch: torch.Tensor, from_stems: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loader batch -> (mixture_mag (B, C, F, T), target_mag (B, 2, C, F, T)).
+def batch_targets(batch: torch.Tensor, from_stems: bool, device: torch.device) -> tuple[torch.Tensor, Targets]:
+    """Loader batch -> (mixture_mag (B, C, F, T), Targets of both stems).
 
-    batch is stems (B, sources, C, samples) or MagnitudeChunks' (B, 3, T, C, F)."""
+    batch is stems (B, sources, C, samples) or MagnitudeChunks' (B, 3, T, C, F); only
+    stems give the Targets their mixture STFT and waveforms."""
     batch = batch.to(device, non_blocking=True)
-    batch = stft(mixture_and_targets(batch)).abs() if from_stems else batch.permute(0, 1, 3, 4, 2)
-    return batch[:, 0], batch[:, 1:]
+    if not from_stems:
+        magnitudes = batch.permute(0, 1, 3, 4, 2)
+        return magnitudes[:, 0], Targets(magnitudes[:, 1:])
+    audio = mixture_and_targets(batch)
+    spec = stft(audio)
+    mixture_mag = spec[:, 0].abs()
+    return mixture_mag, Targets(spec[:, 1:].abs(), mixture_spec=spec[:, 0], audio=audio[:, 1:])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -145,30 +177,46 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
-def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, target_mag: torch.Tensor,
+def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, targets: Targets, loss: str = "mse",
                     precision: str = "auto") -> torch.Tensor:
-    """MSE between estimated and true magnitudes, averaged over both stems, in float32
+    """The --loss between the model's estimates of both stems and the targets, in float32
     whatever `precision` the model's forward pass ran in."""
     with autocast(mixture_mag.device, precision):
         estimate = model(mixture_mag)
-    return torch.nn.functional.mse_loss(estimate.float(), target_mag.float())
+    return LOSSES[loss].function(estimate.float(), targets)
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, patience: int, gamma: float):
+    """The --lr-schedule's scheduler. "cosine" steps after every batch, "plateau" once per
+    epoch on the validation loss (train.run does both calls)."""
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience)
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,
-                precision: str = "auto") -> float:
-    """One pass over the loader; returns the mean training loss over all processes."""
+                precision: str = "auto", loss_name: str = "mse", after_step=lambda: None) -> float:
+    """One pass over the loader, calling after_step() after each optimizer step; returns
+    the mean training loss over all processes."""
     model.train()
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
-        mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
-        loss = separation_loss(model, mixture_mag, target_mag, precision)
+        mixture_mag, targets = batch_targets(batch, from_stems, device)
+        loss = separation_loss(model, mixture_mag, targets, loss_name, precision)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
                             "checkpoint is kept; try a lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        after_step()
         total += loss.detach() * len(batch)
         count += len(batch)
         if progress:
@@ -178,7 +226,7 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
 
 @torch.no_grad()
 def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0,
-                    precision: str = "auto") -> float:
+                    precision: str = "auto", loss_name: str = "mse") -> float:
     """Mean loss over whole validation tracks (no augmentation), fed in chunks so memory
     does not grow with track length; chunks are weighted by their frame count. Under
     torchrun each process takes every world_size-th track."""
@@ -190,9 +238,9 @@ def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch
         stems = cache.stems(name)
         for start in range(0, stems.shape[-1], chunk):
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
-            mixture_mag, target_mag = batch_magnitudes(piece, True, device)
+            mixture_mag, targets = batch_targets(piece, True, device)
             n = mixture_mag.shape[-1]
-            total += separation_loss(model, mixture_mag, target_mag, precision) * n
+            total += separation_loss(model, mixture_mag, targets, loss_name, precision) * n
             frames += n
     return all_mean(total, frames)
 
@@ -277,7 +325,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     args.precision = set_up_precision(args.precision, device)  # train_args records fp32 or bf16, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
-                              args.bandwidth)
+                              args.bandwidth, args.mask_activation, args.input_transform)
+    if LOSSES[args.loss].needs_audio and args.data != "stems":
+        raise UserError(f"--loss {args.loss} needs waveforms: train from stems (--data stems)")
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
     if args.data == "magnitudes":  # from the index and flags, before any work
@@ -303,11 +353,16 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise UserError(f"{ckpt_dir / 'last.pt'} cannot be resumed (not a last.pt of this model: "
                             f"{type(err).__name__}: {err})".splitlines()[0]) from err
+        resumed_schedule = resume_state["train_args"].get("lr_schedule", "plateau")
+        if resumed_schedule != args.lr_schedule:
+            raise UserError(f"{ckpt_dir / 'last.pt'} was trained with --lr-schedule {resumed_schedule}: "
+                            f"resume it with the same schedule")
         if resume_state["epoch"] >= args.epochs:
             raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
                             f"ask for more --epochs than that to continue")
     elif args.model == "umx":
-        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x))
+        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x),
+                                     transform=lambda mag: transform_input(mag, args.input_transform))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
         model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist()})
     else:  # bsrnn normalises each band itself: no training-set statistics
@@ -317,13 +372,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)}), {args.precision}")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=args.lr_decay_gamma, patience=args.lr_decay_patience)
     history: list[dict] = []
     start_epoch = 1
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer_state"])
-        scheduler.load_state_dict(resume_state["scheduler_state"])
         history = resume_state["history"]
         start_epoch = resume_state["epoch"] + 1
         log(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
@@ -331,6 +383,11 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
                                   args.batch_size, args.workers, args.seed, device,
                                   progress=tqdm if is_main else (lambda x, **_: x))
+    scheduler = make_scheduler(args.lr_schedule, optimizer, args.epochs * len(loader), args.lr_decay_patience,
+                               args.lr_decay_gamma)
+    per_step = args.lr_schedule != "plateau"
+    if resume_state is not None:
+        scheduler.load_state_dict(resume_state["scheduler_state"])
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
     net = model
     if rank_and_world()[1] > 1:
@@ -340,12 +397,14 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
         sampler.set_epoch(epoch)
         train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main,
-                                 precision=args.precision)
-        valid_loss = validation_loss(net, cache, valid_names, device, precision=args.precision)
+                                 precision=args.precision, loss_name=args.loss,
+                                 after_step=scheduler.step if per_step else lambda: None)
+        valid_loss = validation_loss(net, cache, valid_names, device, precision=args.precision, loss_name=args.loss)
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
             raise UserError(f"validation loss became {valid_loss} at epoch {epoch}; the last good checkpoint "
                             "is kept; try a lower --lr")
-        scheduler.step(valid_loss)
+        if not per_step:
+            scheduler.step(valid_loss)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
         best = min(history, key=lambda h: h["valid_loss"])
