@@ -375,7 +375,6 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     history: list[dict] = []
     start_epoch = 1
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer_state"])
         history = resume_state["history"]
         start_epoch = resume_state["epoch"] + 1
         log(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
@@ -386,7 +385,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     scheduler = make_scheduler(args.lr_schedule, optimizer, args.epochs * len(loader), args.lr_decay_patience,
                                args.lr_decay_gamma)
     per_step = args.lr_schedule != "plateau"
-    if resume_state is not None:
+    if resume_state is not None:  # after making the scheduler, which sets the lr of its first step
+        optimizer.load_state_dict(resume_state["optimizer_state"])
         scheduler.load_state_dict(resume_state["scheduler_state"])
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
     net = model

@@ -1,0 +1,201 @@
+"""The recipe flags of train.py: learning-rate schedules, losses, mask activations and
+input transforms (docs/experiments.md compares them)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import train
+import utils
+from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr
+from model import BandSplitRNN, Separator, build_model
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line, shared_hq_cache
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    return torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+
+
+def _lrs(scheduler, optimizer, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_cosine_warms_up_then_decays_to_zero():
+    optimizer = _optimizer()
+    lrs = _lrs(train.make_scheduler("cosine", optimizer, 200, 80, 0.3), optimizer, 200)
+    warmup = round(train.WARMUP_FRACTION * 200)
+    assert lrs[:warmup] == sorted(lrs[:warmup]) and lrs[0] < 1e-3 / 2
+    assert max(lrs) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # never rises after the warm-up
+    assert lrs[100] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (100 - warmup) / (200 - warmup))))
+    assert lrs[-1] < 1e-3 * 1e-3
+
+
+def test_cosine_resumes_on_the_same_curve():
+    optimizer = _optimizer()
+    straight = _lrs(train.make_scheduler("cosine", optimizer, 100, 80, 0.3), optimizer, 100)
+    optimizer = _optimizer()
+    scheduler = train.make_scheduler("cosine", optimizer, 100, 80, 0.3)
+    first = _lrs(scheduler, optimizer, 40)
+    saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    optimizer = _optimizer()  # train.run's order: a new scheduler, then both states
+    scheduler = train.make_scheduler("cosine", optimizer, 100, 80, 0.3)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    assert first + _lrs(scheduler, optimizer, 60) == pytest.approx(straight)
+
+
+def _batch(seed: int = 0, samples: int = 4 * utils.HOP) -> tuple[torch.Tensor, Targets]:
+    """(mixture_mag, Targets) of two random stereo stems, as train.batch_targets builds them."""
+    stems = torch.randn(2, 2, 2, samples, generator=torch.Generator().manual_seed(seed)) * 0.1
+    mixture = stems.sum(1)
+    spec = utils.stft(torch.cat([mixture[:, None], stems], dim=1))
+    return spec[:, 0].abs(), Targets(spec[:, 1:].abs(), mixture_spec=spec[:, 0], audio=stems)
+
+
+def test_mixture_phase_audio_of_the_mixture_magnitude_is_the_mixture():
+    mixture_mag, targets = _batch()
+    audio = mixture_phase_audio(mixture_mag[:, None].expand(-1, 2, -1, -1, -1), targets.mixture_spec,
+                                targets.audio.shape[-1])
+    torch.testing.assert_close(audio[:, 0], targets.audio.sum(1), atol=1e-5, rtol=0)
+
+
+def test_soft_floor_sdr():
+    signal = torch.randn(3, 1000)
+    exact = soft_floor_sdr(signal, signal, torch.full((3,), 1e-3 * 1000))
+    half = soft_floor_sdr(0.5 * signal, signal, torch.zeros(3))
+    torch.testing.assert_close(half, torch.full((3,), 10 * math.log10(4.0)), atol=1e-4, rtol=0)
+    assert (exact > 29).all()
+    silent = soft_floor_sdr(signal, torch.zeros(3, 1000), torch.ones(3))  # silent target: finite, bounded
+    assert torch.isfinite(silent).all()
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_losses_are_lowest_at_the_truth_and_give_gradients(name):
+    mixture_mag, targets = _batch()
+    truth = LOSSES[name].function(targets.magnitudes, targets)
+    estimate = (0.5 * mixture_mag[:, None].expand(-1, 2, -1, -1, -1)).clone().requires_grad_()
+    worse = LOSSES[name].function(estimate, targets)
+    assert worse > truth
+    worse.backward()
+    assert estimate.grad is not None and torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+
+
+def test_mse_and_sdr_adds_the_negative_sdr_to_the_mse():
+    """Half the mixture magnitude with the mixture phase is half the mixture waveform: the
+    loss is the MSE minus SDR_WEIGHT x the floored SDR of that waveform, computed here directly."""
+    from losses import SDR_FLOOR, SDR_WEIGHT
+    mixture_mag, targets = _batch()
+    estimate = 0.5 * mixture_mag[:, None].expand(-1, 2, -1, -1, -1)
+    mixture = targets.audio.sum(1, keepdim=True)
+    floor = SDR_FLOOR * mixture.pow(2).sum(-1)
+    sdr = 10 * torch.log10((targets.audio.pow(2).sum(-1) + floor)
+                           / ((targets.audio - 0.5 * mixture).pow(2).sum(-1) + floor))
+    expected = LOSSES["mse"].function(estimate, targets) - SDR_WEIGHT * sdr.mean()
+    torch.testing.assert_close(mse_and_sdr(estimate, targets), expected, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="stems"):
+        mse_and_sdr(estimate, Targets(targets.magnitudes))
+
+
+def test_compressed_mse_weighs_quiet_bins_more():
+    quiet, loud = torch.full((1, 10), 0.01), torch.full((1, 10), 10.0)
+    assert compressed_mse(2 * quiet, Targets(quiet)) / compressed_mse(2 * loud, Targets(loud)) > \
+        torch.nn.functional.mse_loss(2 * quiet, quiet) / torch.nn.functional.mse_loss(2 * loud, loud)
+
+
+@pytest.mark.parametrize("model_class", [Separator, BandSplitRNN])
+def test_sigmoid_mask_keeps_each_stem_below_the_mixture(model_class):
+    size = {"hidden_size": 8, "nb_layers": 1, "max_bin": 30} if model_class is Separator else {"feature_size": 8,
+                                                                                             "nb_layers": 1}
+    model = model_class(nb_bins=65, mask_activation="sigmoid", **size).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # large weights: an unbounded mask would exceed 1 somewhere
+        mixture_mag = torch.rand(2, 2, 65, 9)
+        estimate = model(mixture_mag)
+    assert (estimate <= mixture_mag[:, None] + 1e-6).all()
+    assert build_model(model.config).config == model.config
+
+
+def test_log_input_transform_is_in_the_config_and_changes_the_estimate():
+    torch.manual_seed(0)
+    linear = Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).eval()
+    log = build_model({**linear.config, "input_transform": "log"}).eval()
+    log.load_state_dict(linear.state_dict())
+    mixture_mag = 10 * torch.rand(2, 2, 65, 9)
+    with torch.no_grad():
+        assert not torch.allclose(linear(mixture_mag), log(mixture_mag))
+    assert log.config["input_transform"] == "log"
+    with pytest.raises(ValueError, match="input transform"):
+        Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30, input_transform="cube")
+
+
+def test_configs_without_the_recipe_keys_load_as_before():
+    config = Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).config
+    old = {k: v for k, v in config.items() if k not in ("mask_activation", "input_transform")}
+    assert build_model(old).config == config
+
+
+def _train(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = utils.run_cli(train.main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, mentions", [
+    (["--loss", "mse+sdr", "--data", "magnitudes"], "--data stems"),
+    (["--mask-activation", "sigmoid", "--no-mask"], "--no-mask"),
+    (["--model", "bsrnn", "--input-transform", "log"], "umx"),
+])
+def test_recipe_flags_that_do_not_combine(flags, mentions, tmp_path, tmp_path_factory, hq_root, capsys):
+    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
+    code, err = _train(["--cache", cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN, "--epochs", "1", *flags], capsys)
+    assert_one_error_line(err, code, mentions=mentions)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, tmp_path_factory, hq_root, capsys,
+                                                               monkeypatch):
+    """Every recipe flag at once through train.py: a 2-epoch run interrupted after epoch 1
+    and resumed equals the uninterrupted one, the learning rate falls over the run, and
+    resuming with another schedule is refused."""
+    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
+    flags = [*map(str, ["--cache", cache, *TINY_TRAIN]), "--lr-schedule", "cosine", "--loss", "mse+sdr",
+             "--mask-activation", "sigmoid", "--input-transform", "log", "--seed", "3", "--epochs", "2"]
+    train.main([*flags, "--checkpoint-dir", str(tmp_path / "a")])
+
+    real_validation = train.validation_loss
+    calls = []
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return real_validation(*args, **kwargs)
+    monkeypatch.setattr(train, "validation_loss", interrupted_in_epoch_two)
+    with pytest.raises(Interrupted):
+        train.main([*flags, "--checkpoint-dir", str(tmp_path / "b")])
+    monkeypatch.setattr(train, "validation_loss", real_validation)
+
+    code, err = _train([*flags, "--checkpoint-dir", tmp_path / "b", "--resume", "--lr-schedule", "plateau"], capsys)
+    assert_one_error_line(err, code, mentions="--lr-schedule cosine")
+    train.main([*flags, "--checkpoint-dir", str(tmp_path / "b"), "--resume"])
+    straight = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert [h["lr"] for h in resumed["history"]] == pytest.approx([h["lr"] for h in straight["history"]])
+    assert straight["history"][1]["lr"] < straight["history"][0]["lr"] < 1e-3
+    assert [h["valid_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["valid_loss"] for h in straight["history"]], rel=1e-5)
+    assert straight["model_config"]["mask_activation"] == "sigmoid"
+    assert straight["model_config"]["input_transform"] == "log"
