@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,8 +30,8 @@ from tqdm import tqdm
 
 from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
                   parse_augmentations)
-from losses import LOSSES, Targets, loss_help
-from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, bandwidth_bins, build_model, count_parameters,
+from losses import LOSSES, Targets, loss_help, mixture_phase_audio
+from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
                    transform_input)
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
@@ -177,13 +178,17 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
+def estimate_stems(model: torch.nn.Module, mixture_mag: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+    """mixture_mag (B, C, F, T) -> magnitude estimates (B, 2, C, F, T) in float32, whatever
+    `precision` the model's forward pass ran in."""
+    with autocast(mixture_mag.device, precision):
+        return model(mixture_mag).float()
+
+
 def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, targets: Targets, loss: str = "mse",
                     precision: str = "auto") -> torch.Tensor:
-    """The --loss between the model's estimates of both stems and the targets, in float32
-    whatever `precision` the model's forward pass ran in."""
-    with autocast(mixture_mag.device, precision):
-        estimate = model(mixture_mag)
-    return LOSSES[loss].function(estimate.float(), targets)
+    """The --loss between the model's estimates of both stems and the targets, in float32."""
+    return LOSSES[loss].function(estimate_stems(model, mixture_mag, precision), targets)
 
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, patience: int, gamma: float):
@@ -224,25 +229,56 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
     return all_mean(total, count)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One epoch's validation: the mean --loss, and per stem the median over tracks of each
+    track's SDR (dB, whole track) with the mixture phase, what inference.py --phase mixture
+    outputs: best.pt is the epoch whose mean of the two stems' SDRs is highest."""
+    loss: float
+    sdr: dict[str, float]
+
+
+def best_epoch(history: Sequence[dict]) -> dict:
+    """The history row of best.pt: the highest validation SDR (mean of the stems); rows
+    from before validation SDR was recorded rank last, by their validation loss."""
+    def rank(row: dict) -> tuple[float, float]:
+        sdrs = [row[f"valid_sdr_{stem}"] for stem in STEMS if f"valid_sdr_{stem}" in row]
+        return (float(np.mean(sdrs)) if sdrs else -math.inf, -row["valid_loss"])
+    return max(history, key=rank)
+
+
 @torch.no_grad()
-def validation_loss(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0,
-                    precision: str = "auto", loss_name: str = "mse") -> float:
-    """Mean loss over whole validation tracks (no augmentation), fed in chunks so memory
-    does not grow with track length; chunks are weighted by their frame count. Under
-    torchrun each process takes every world_size-th track."""
+def validate(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0,
+             precision: str = "auto", loss_name: str = "mse") -> Validation:
+    """Loss and SDR over whole validation tracks (no augmentation), fed in chunks so memory
+    does not grow with track length; the loss is weighted by each chunk's frame count, the
+    SDR sums each track's signal and error energies over its chunks. Under torchrun each
+    process takes every world_size-th track."""
     model.eval()
     rank, world = rank_and_world()
     total, frames = torch.zeros((), device=device), 0
     chunk = int(chunk_seconds * SAMPLE_RATE)
+    track_sdrs = []  # (stems,) per track
     for name in names[rank::world]:
         stems = cache.stems(name)
+        signal = error = torch.zeros(len(STEMS), device=device, dtype=torch.float64)
         for start in range(0, stems.shape[-1], chunk):
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
             mixture_mag, targets = batch_targets(piece, True, device)
+            estimate = estimate_stems(model, mixture_mag, precision)
             n = mixture_mag.shape[-1]
-            total += separation_loss(model, mixture_mag, targets, loss_name, precision) * n
+            total += LOSSES[loss_name].function(estimate, targets) * n
             frames += n
-    return all_mean(total, frames)
+            audio = mixture_phase_audio(estimate, targets.mixture_spec, piece.shape[-1])
+            signal = signal + targets.audio.double().pow(2).sum((0, 2, 3))
+            error = error + (targets.audio - audio).double().pow(2).sum((0, 2, 3))
+        track_sdrs.append((10 * torch.log10((signal + 1e-8) / (error + 1e-8))).tolist())
+    if world > 1:
+        gathered: list[list] = [[] for _ in range(world)]
+        dist.all_gather_object(gathered, track_sdrs)
+        track_sdrs = [sdr for part in gathered for sdr in part]
+    medians = np.median(np.array(track_sdrs), axis=0)
+    return Validation(all_mean(total, frames), {stem: float(medians[k]) for k, stem in enumerate(STEMS)})
 
 
 # ------------------------------------------------------------- distributed
@@ -353,7 +389,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise UserError(f"{ckpt_dir / 'last.pt'} cannot be resumed (not a last.pt of this model: "
                             f"{type(err).__name__}: {err})".splitlines()[0]) from err
-        resumed_schedule = resume_state["train_args"].get("lr_schedule", "plateau")
+        resumed_schedule = resume_state.get("train_args", {}).get("lr_schedule", "plateau")
         if resumed_schedule != args.lr_schedule:
             raise UserError(f"{ckpt_dir / 'last.pt'} was trained with --lr-schedule {resumed_schedule}: "
                             f"resume it with the same schedule")
@@ -399,15 +435,17 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main,
                                  precision=args.precision, loss_name=args.loss,
                                  after_step=scheduler.step if per_step else lambda: None)
-        valid_loss = validation_loss(net, cache, valid_names, device, precision=args.precision, loss_name=args.loss)
+        validation = validate(net, cache, valid_names, device, precision=args.precision, loss_name=args.loss)
+        valid_loss = validation.loss
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
             raise UserError(f"validation loss became {valid_loss} at epoch {epoch}; the last good checkpoint "
                             "is kept; try a lower --lr")
         if not per_step:
             scheduler.step(valid_loss)
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                        **{f"valid_sdr_{stem}": sdr for stem, sdr in validation.sdr.items()},
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
-        best = min(history, key=lambda h: h["valid_loss"])
+        best = best_epoch(history)
         if not is_main:
             continue
         state = {
@@ -423,8 +461,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         save_checkpoint(ckpt_dir / "last.pt", {**state, "optimizer_state": optimizer.state_dict(),
                                                "scheduler_state": scheduler.state_dict()})
         write_log(ckpt_dir / "log.csv", history)
-        print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  "
-              f"best {best['valid_loss']:.5f} (epoch {best['epoch']})  {history[-1]['seconds']:.1f}s")
+        print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  SDR "
+              f"{' / '.join(f'{sdr:.2f}' for sdr in validation.sdr.values())} dB  best epoch {best['epoch']}  "
+              f"{history[-1]['seconds']:.1f}s")
 
 
 def machine_description(device: torch.device) -> str:

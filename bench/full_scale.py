@@ -11,7 +11,7 @@ tracks already complete are kept; every file is written atomically); (2) preproc
 train and valid splits into DIR/cache with data.preprocess, as preprocess.py does, and
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
 --contexts start method, with the process tree's peak memory; (4) one training step on
-the device; (5) train.validation_loss over the valid tracks, once; (6) inference.separate
+the device; (5) train.validate over the valid tracks, once; (6) inference.separate
 (mixture phase) and inference.evaluate_track (museval) on one test track, and each of
 --phases on it, timed per process as inference.py runs it (the slow ones on one thread,
 as in its pool). Then one epoch and 150 epochs at full scale, and the test set's
@@ -44,7 +44,7 @@ from tqdm import tqdm  # noqa: E402
 import inference  # noqa: E402
 from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
-from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validation_loss  # noqa: E402
+from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate  # noqa: E402
 from common import PeakTreeMemory, batches_forever, one_thread  # noqa: E402
 from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
                               synchronize)
@@ -319,7 +319,7 @@ def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.d
     names = cache.names("valid")
     synchronize(device)
     started = time.perf_counter()
-    validation_loss(model, cache, names, device, precision=precision)
+    validate(model, cache, names, device, precision=precision)
     synchronize(device)
     seconds = time.perf_counter() - started
     audio = sum(cache.length(n) for n in names) / SAMPLE_RATE

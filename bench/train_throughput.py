@@ -1,7 +1,7 @@
 """Training throughput in excerpts per second: (a) the data loader alone, (b) the model
 step alone on synthetic tensors already on the device, (c) both together, for both cache
 formats, side by side in one run. (c) / (b) near 1 means the device never waits for data.
-Then (d) the per-epoch validation pass (train.validation_loss over the cache's validation
+Then (d) the per-epoch validation pass (train.validate over the cache's validation
 tracks) in seconds per second of audio, with a full-scale epoch projected from it and (c).
 
     python bench/train_throughput.py --cache cache --steps 10
@@ -27,7 +27,7 @@ from common import batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from model import MODELS, build_model, count_parameters  # noqa: E402
 from train import (PRECISIONS, batch_magnitudes, make_loader, new_model_config, separation_loss,  # noqa: E402
-                   set_up_precision, validation_loss)
+                   set_up_precision, validate)
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli  # noqa: E402
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         print("(d) validation: skipped, the cache holds no validation tracks")
         return
     audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
-    validation_loss(model, cache, names[:1], device, precision=precision)  # warm-up
+    validate(model, cache, names[:1], device, precision=precision)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    validation_loss(model, cache, names, device, precision=precision)
+    validate(model, cache, names, device, precision=precision)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
     excerpts_per_s = both.get("stems", next(iter(both.values())))

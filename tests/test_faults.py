@@ -86,15 +86,15 @@ elif mode == "mid-checkpoint":  # at: epoch; killed halfway through writing that
 elif mode == "nan":  # at: epoch; its second training batch's loss becomes NaN
     on_second_training_batch(lambda loss: loss * float("nan"))
 elif mode == "nan-valid":  # at: epoch; its validation loss becomes NaN
-    real_epoch, real_valid = train.train_epoch, train.validation_loss
+    real_epoch, real_valid = train.train_epoch, train.validate
     seen = {}
     def train_epoch(*args, **kwargs):
         seen["epoch"] = args[5]
         return real_epoch(*args, **kwargs)
-    def validation_loss(*args, **kwargs):
-        loss = real_valid(*args, **kwargs)
-        return float("nan") if seen.get("epoch") == at else loss
-    train.train_epoch, train.validation_loss = train_epoch, validation_loss
+    def validate(*args, **kwargs):
+        validation = real_valid(*args, **kwargs)
+        return train.Validation(float("nan"), validation.sdr) if seen.get("epoch") == at else validation
+    train.train_epoch, train.validate = train_epoch, validate
 elif mode == "preprocess":  # at: the at-th array file preprocess writes is cut off halfway
     real_npy = data._save_npy
     count = {"n": 0}

@@ -143,8 +143,9 @@ def test_checkpoint_contents(loss_run, cache_dir):
         assert len(state["history"]) == state["epoch"]
     assert {"optimizer_state", "scheduler_state"} <= set(last)
     assert load(loss_run / "epoch_002.pt")["epoch"] == 2 and last["epoch"] == 4
-    best_epoch = min(last["history"], key=lambda h: h["valid_loss"])["epoch"]
-    assert load(loss_run / "best.pt")["epoch"] == best_epoch
+    mean_sdr = lambda h: (h["valid_sdr_vocals"] + h["valid_sdr_accompaniment"]) / 2  # noqa: E731
+    best_epoch = max(last["history"], key=mean_sdr)["epoch"]
+    assert load(loss_run / "best.pt")["epoch"] == best_epoch == last["best_epoch"]
     # the input statistics are those of the training split of the cache
     cache = data.StemCache(cache_dir)
     mean, std = data.input_statistics(cache, cache.names("train"))

@@ -175,7 +175,7 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, tmp_pat
              "--mask-activation", "sigmoid", "--input-transform", "log", "--seed", "3", "--epochs", "2"]
     train.main([*flags, "--checkpoint-dir", str(tmp_path / "a")])
 
-    real_validation = train.validation_loss
+    real_validation = train.validate
     calls = []
 
     def interrupted_in_epoch_two(*args, **kwargs):
@@ -183,10 +183,10 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, tmp_pat
         if len(calls) == 2:
             raise Interrupted
         return real_validation(*args, **kwargs)
-    monkeypatch.setattr(train, "validation_loss", interrupted_in_epoch_two)
+    monkeypatch.setattr(train, "validate", interrupted_in_epoch_two)
     with pytest.raises(Interrupted):
         train.main([*flags, "--checkpoint-dir", str(tmp_path / "b")])
-    monkeypatch.setattr(train, "validation_loss", real_validation)
+    monkeypatch.setattr(train, "validate", real_validation)
 
     code, err = _train([*flags, "--checkpoint-dir", tmp_path / "b", "--resume", "--lr-schedule", "plateau"], capsys)
     assert_one_error_line(err, code, mentions="--lr-schedule cosine")
