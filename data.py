@@ -600,7 +600,7 @@ class TrainChunks(Dataset):
 class MagnitudeChunks(Dataset):
     """Random excerpts from the magnitude cache: (3, frames, channels, bins) magnitudes of
     mixture, vocals, accompaniment, in the cache's frames-major layout, so an excerpt is
-    three contiguous reads and no transposing copy (train.batch_magnitudes puts frames last
+    three contiguous reads and no transposing copy (train.batch_targets puts frames last
     on the device). Only augmentations that act on the mixture as a whole are exact on
     magnitudes: one gain for the excerpt and a left/right swap."""
 

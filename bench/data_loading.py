@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from common import PeakTreeMemory, batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
-from train import batch_magnitudes, make_loader  # noqa: E402
+from train import batch_targets, make_loader  # noqa: E402
 from utils import HelpFormatter, run_cli  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def time_loader(cache: StemCache, kind: str, batches: int, workers: int, args) -
             batch = next(iterator)
             loaded = time.perf_counter()
             if not args.loader_only:
-                batch_magnitudes(batch, kind == "stems", cpu)
+                batch_targets(batch, kind == "stems", cpu)
             load += loaded - started
             with_stft += time.perf_counter() - started
         n_batches = len(loader)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from common import batches_forever  # noqa: E402
 from data import AUGMENTATIONS, StemCache  # noqa: E402
 from model import MODELS, build_model, count_parameters  # noqa: E402
-from train import (PRECISIONS, batch_magnitudes, make_loader, new_model_config, separation_loss,  # noqa: E402
+from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,  # noqa: E402
                    set_up_precision, validate)
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli  # noqa: E402
 
@@ -41,8 +41,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device, precision: str) -> None:
-    mixture_mag, target_mag = batch_magnitudes(batch, from_stems, device)
-    loss = separation_loss(model, mixture_mag, target_mag, precision)
+    mixture_mag, targets = batch_targets(batch, from_stems, device)
+    loss = separation_loss(model, mixture_mag, targets, precision=precision)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
