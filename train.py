@@ -44,7 +44,7 @@ WARMUP_FRACTION = 0.02
 LR_SCHEDULES = {
     "plateau": "--lr until the validation loss stops falling for --lr-decay-patience epochs, then x "
                "--lr-decay-gamma (Open-Unmix's schedule)",
-    "cosine": f"a linear warm-up over {WARMUP_FRACTION:.0%} of all steps, then half a cosine from --lr to 0 at the "
+    "cosine": f"a linear warm-up over {WARMUP_FRACTION:.0%}% of all steps, then half a cosine from --lr to 0 at the "
               "last step of --epochs (resume with the same --epochs to continue the same curve)",
 }
 
