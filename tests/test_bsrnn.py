@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import inference
-import report
+import report_text
 import train
 import utils
 from model import (STEMS, BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters,
@@ -199,8 +199,8 @@ def test_best_checkpoint_loads_and_separates(bsrnn_run):
 
 def test_report_describes_bsrnn(bsrnn_run):
     cfg = torch.load(bsrnn_run / "best.pt", map_location="cpu", weights_only=False)["model_config"]
-    assert report.architecture(cfg) == f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs)"
-    lines = report.model_lines(cfg, 44100, 4096)
+    assert report_text.architecture(cfg) == f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs)"
+    lines = report_text.model_lines(cfg, 44100, 4096)
     assert re.search(rf"all 2049 bins in {len(cfg['band_widths'])} bands", lines[2])
-    assert report.architecture({k: v for k, v in Separator(nb_layers=2).config.items() if k != "model"}) \
+    assert report_text.architecture({k: v for k, v in Separator(nb_layers=2).config.items() if k != "model"}) \
         == "2-layer BiLSTM"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import experiments
-import report
+import report_runs
 import train
 from model import build_model, count_parameters
 from pipeline_helpers import assert_one_error_line, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
@@ -40,8 +40,8 @@ def tiny_experiments(tmp_path_factory, hq_root):
 
 def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments) -> None:
     out, argv = tiny_experiments
-    structure = report.load_experiment(out / "structure.json")
-    augmentation = report.load_experiment(out / "augmentation.json")
+    structure = report_runs.load_experiment(out / "structure.json")
+    augmentation = report_runs.load_experiment(out / "augmentation.json")
     assert [r["name"] for r in structure.rows] == ["3 BiLSTM layers (default)", "no LSTM"]  # the set's order
     assert [r["name"] for r in augmentation.rows] == ["all (default)"]
     all_runs = {**experiments.EXPERIMENT_SETS["structure"], **experiments.EXPERIMENT_SETS["augmentation"]}
