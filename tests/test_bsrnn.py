@@ -15,7 +15,7 @@ import train
 import utils
 from model import (STEMS, BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters,
                    layout_band_widths)
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line, shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 
 # The smallest bsrnn: the band layout stays the paper's, only the widths shrink.
 TINY = {"feature_size": 8, "nb_layers": 1}
@@ -163,11 +163,10 @@ def test_help_states_both_models_defaults():
 
 
 @pytest.fixture(scope="module")
-def bsrnn_run(tmp_path_factory, hq_root):
+def bsrnn_run(tmp_path_factory, hq_cache):
     """Two epochs of --model bsrnn at the tiny budget: one, then --resume to two."""
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
     out = tmp_path_factory.mktemp("bsrnn_run")
-    argv = ["--cache", str(cache), "--checkpoint-dir", str(out), "--model", "bsrnn", *TINY_TRAIN, "--seed", "3"]
+    argv = ["--cache", str(hq_cache), "--checkpoint-dir", str(out), "--model", "bsrnn", *TINY_TRAIN, "--seed", "3"]
     train.main([*argv, "--epochs", "1"])
     train.main([*argv, "--epochs", "2", "--resume"])
     return out

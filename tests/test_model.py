@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from model import STEMS, Separator, bandwidth_bins, build_model, count_parameters
-from pipeline_helpers import single_torch_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ TRACK = "Music Delta - 80s Rock"
 ITERS = 3  # enough for the mixture-consistent methods to show their effect, cheap on CPU
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These tensors are small: on a shared 2-core machine torch's second OpenMP thread
-    mostly waits for a busy core, which made the torch iterations up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def rock(real_root):
     """The real clip with every stream decoded once and cached on the musdb objects

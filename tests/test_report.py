@@ -24,9 +24,9 @@ import data
 import report
 import report_text
 import train
-from conftest import REPO_ROOT
 from model import STEMS
 from phase import PHASE_METHODS
+from pipeline_helpers import REPO_ROOT
 from utils import run_cli
 
 CHROMIUM = shutil.which("chromium")

@@ -11,7 +11,6 @@ import torch
 
 import inference
 from model import STEMS, Vocoder
-from pipeline_helpers import single_torch_thread  # noqa: F401
 from phase import PHASE_METHODS
 from utils import HOP, N_FFT, SAMPLE_RATE, stft
 

@@ -20,7 +20,7 @@ import inference
 from conftest import SYNTH_TRACKS
 import utils
 from model import STEMS, Separator, Vocoder
-from pipeline_helpers import assert_one_error_line, run_script, single_torch_thread  # noqa: F401
+from pipeline_helpers import assert_one_error_line, run_script
 from utils import HOP, N_FFT, SAMPLE_RATE
 
 CPU = torch.device("cpu")
