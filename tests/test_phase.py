@@ -14,7 +14,7 @@ import phase
 from inference import build_parser, evaluate_track, format_table, separate
 from model import STEMS, Vocoder
 from phase import PHASE_METHODS
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, stft
+from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
 
 TRACK = "Music Delta - 80s Rock"
 ITERS = 3  # enough for the mixture-consistent methods to show their effect, cheap on CPU
@@ -164,7 +164,7 @@ def test_batching_does_not_change_the_result(method, monkeypatch):
     np.testing.assert_allclose(PHASE_METHODS[method](*inputs, **options), whole, rtol=0, atol=1e-5)
 
 
-def test_an_option_a_method_does_not_take_is_an_error():
+def test_an_option_a_method_does_not_take_is_an_error(capsys):
     """A misspelt option, or one of another method, is refused rather than ignored (which
     would run the default): one line naming it and the options the method does take."""
     inputs = _noise_input(2, 5 * HOP)
@@ -172,6 +172,10 @@ def test_an_option_a_method_does_not_take_is_an_error():
         PHASE_METHODS["griffinlim"](*inputs, gl_iter=2)
     with pytest.raises(UserError, match="'mixture' takes no option gl_iters, wiener_iters"):
         PHASE_METHODS["mixture"](*inputs, gl_iters=2, wiener_iters=1)
+    # Reaching a script's command line, it is one line `error: ...` and exit status 2.
+    assert run_cli(lambda argv: PHASE_METHODS["misi"](*inputs, gl_iter=2), []) == 2
+    expected = "error: phase method 'misi' takes no option gl_iter (its options: gl_iters, lead_in)\n"
+    assert capsys.readouterr().err == expected
 
 
 def test_select_takes_a_methods_share_of_every_methods_options():
