@@ -19,11 +19,21 @@ from tqdm import tqdm
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
 
 SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
-AUGMENTATIONS = ("gain", "swap", "chunk", "remix")  # what --augment all means
-OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
 CACHE_VERSION = 2  # 1: float32 stems; 2: int16 stems with a per-track scale
 STEM_DTYPE = "int16"
 GAIN_RANGE = (0.25, 1.25)
+# --augment's names and what each does to a training excerpt: train.py's help and
+# report.py's methodology page read them here.
+AUGMENTATION_DESCRIPTIONS = {
+    "gain": f"random gain {GAIN_RANGE[0]:g}–{GAIN_RANGE[1]:g} per source",
+    "swap": "random left/right swap per source",
+    "chunk": "sources from independent positions of the track",
+    "remix": "sources drawn from different tracks",
+    "automix": "accompaniment from a track of compatible tempo, placed on the vocals track's beats",
+}
+OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
+# What --augment all means.
+AUGMENTATIONS = tuple(name for name in AUGMENTATION_DESCRIPTIONS if name not in OPT_IN_AUGMENTATIONS)
 RHYTHM_FILE = "rhythm.json"  # in the cache directory, written by the first automix run
 RHYTHM_VERSION = 1
 RHYTHM_RATE = 11025  # the beat tracker reads a mono mix at this rate ...
@@ -402,6 +412,13 @@ def parse_augmentations(spec: str) -> tuple[str, ...]:
     if unknown:
         raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(known)}, all, none")
     return names
+
+
+def augment_help() -> str:
+    """train.py's --augment help: every name and what it does."""
+    described = "; ".join(f"{name}: {text}" for name, text in AUGMENTATION_DESCRIPTIONS.items())
+    return (f"'all' ({','.join(AUGMENTATIONS)}), 'none' or a comma list of {','.join(AUGMENTATION_DESCRIPTIONS)} "
+            f"({described}; {', '.join(OPT_IN_AUGMENTATIONS)} only with --data stems)")
 
 
 def draw_gain(rng: np.random.Generator) -> float:

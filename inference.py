@@ -161,7 +161,8 @@ class _Joined:
     phase.py) and is crossfaded in. float32 (stems, channels, length)."""
 
     def __init__(self, phase: str, length: int, channels: int, overlap: int, options: dict) -> None:
-        self.phase, self.length, self.overlap, self.options = phase, length, overlap, options
+        self.phase, self.length, self.overlap = phase, length, overlap
+        self.options = PHASE_METHODS[phase].select(options)  # the flags of every --phase: take this one's
         self.signal = np.zeros((len(STEMS), channels, length), dtype=np.float32)
         self.lead_in: np.ndarray | None = None  # only the last overlap of the output is kept
         self.seconds = 0.0

@@ -2,8 +2,9 @@
 
 Every method takes estimate_mag (stems, channels, bins, frames), the mixture's complex
 STFT (channels, bins, frames) and the output length, and returns (stems, channels,
-length) float32 audio. inference.py picks them by name from PHASE_METHODS; each entry
-also accepts `timings`, a dict in which it records its own wall-clock seconds under its
+length) float32 audio, and takes its own keyword options (an option it does not take
+is an error). inference.py picks them by name from PHASE_METHODS; each entry also
+accepts `timings`, a dict in which it records its own wall-clock seconds under its
 name, so a caller that runs several methods on one model output can time each, and says
 whether it is slow on a CPU (PhaseMethod.cpu_bound), so that a caller can run it in a
 pool of processes.
@@ -23,14 +24,15 @@ The torch iterations run on the device of their input tensors."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from utils import HOP, N_FFT, istft, log_mel, stft
+from utils import HOP, N_FFT, UserError, istft, log_mel, stft
 
 # Bins (signals x frequencies x frames) per batch of the torch iterations: 128 MB per
 # complex64 copy, of which an iteration holds about five. One signal of a 3-minute track
@@ -96,8 +98,10 @@ def _hold(spec: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
 
 # ------------------------------------------------------------------- mixture
 
-def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, **_) -> np.ndarray:
-    """Each estimate takes the mixture's phase. (stems, C, F, T) -> (stems, C, length)."""
+def phase_mixture(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
+                  lead_in: np.ndarray | None = None) -> np.ndarray:
+    """Each estimate takes the mixture's phase. (stems, C, F, T) -> (stems, C, length).
+    lead_in is ignored: every segment takes the mixture's own phase, continuous by itself."""
     spec = torch.polar(estimate_mag, torch.angle(mixture_spec).expand_as(estimate_mag))
     return istft(spec, length).cpu().numpy()
 
@@ -158,7 +162,7 @@ def _librosa_random_init(mag: torch.Tensor, seed: int) -> Callable[[slice], torc
 
 def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
                      gl_iters: int = 32, gl_momentum: float = 0.99, gl_backend: str = "librosa",
-                     seed: int = 0, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
+                     seed: int = 0, lead_in: np.ndarray | None = None) -> np.ndarray:
     """Griffin-Lim on every stem and channel from librosa's seeded random initial phase.
 
     backend 'librosa' calls librosa.griffinlim (the reference); 'torch' runs the same
@@ -181,8 +185,8 @@ def phase_griffinlim(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, len
 
 
 def phase_griffinlim_mixinit(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                             gl_iters: int = 32, gl_momentum: float = 0.99, lead_in: np.ndarray | None = None,
-                             **_) -> np.ndarray:
+                             gl_iters: int = 32, gl_momentum: float = 0.99,
+                             lead_in: np.ndarray | None = None) -> np.ndarray:
     """The same Griffin-Lim (torch backend) started from the mixture's phase instead of
     a random one (the lead-in's where there is one). (stems, C, F, T) -> (stems, C, length)."""
     mixture_phase = torch.sgn(mixture_spec)
@@ -215,7 +219,7 @@ def misi(mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, n_iter: int
 
 
 def phase_misi(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-               gl_iters: int = 32, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
+               gl_iters: int = 32, lead_in: np.ndarray | None = None) -> np.ndarray:
     """MISI (torch, batched over channels, which it treats independently).
     (stems, C, F, T) -> (stems, C, length)."""
     stems, channels = estimate_mag.shape[:2]
@@ -342,9 +346,10 @@ def wiener(mag: torch.Tensor, mix: torch.Tensor, iterations: int = 1, softmask: 
 
 def phase_wiener(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, wiener_iters: int = 1,
                  wiener_softmask: bool = True, wiener_eps: float = WIENER_EPS, wiener_win_len: int = 0,
-                 **_) -> np.ndarray:
+                 lead_in: np.ndarray | None = None) -> np.ndarray:
     """Multichannel Wiener / EM post-filter (see wiener); it changes magnitudes as well
-    as phases. (stems, C, F, T) -> (stems, C, length)."""
+    as phases. (stems, C, F, T) -> (stems, C, length). lead_in is ignored: the filter
+    takes its phase from the mixture, the same in every segment."""
     spec = wiener(estimate_mag, mixture_spec, wiener_iters, wiener_softmask, wiener_eps, wiener_win_len)
     return istft(spec, length).cpu().numpy()
 
@@ -370,7 +375,7 @@ def vocode(vocoder: torch.nn.Module, mag: torch.Tensor, length: int,
 
 
 def phase_vocoder(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
-                  vocoder: torch.nn.Module | None = None, lead_in: np.ndarray | None = None, **_) -> np.ndarray:
+                  vocoder: torch.nn.Module | None = None, lead_in: np.ndarray | None = None) -> np.ndarray:
     """Every stem and channel through the trained mel vocoder (vocoder.py), which makes
     its own magnitudes and phases from the mel spectrogram of the estimate; the mixture
     is not used. The vocoder must be on the input's device. (stems, C, F, T) -> (stems, C, length)."""
@@ -394,17 +399,35 @@ class PhaseMethod:
     """A phase method by name, called as the method itself; a call also records its
     wall-clock seconds in timings[name] when `timings` is given.
 
-    slow_on_cpu: many STFT round trips per estimate (minutes per track on one CPU core), so
-    a caller with several cores runs it in a pool of processes when it runs on the CPU;
-    the others take seconds and stay where the model runs. cpu_backend: the value of
-    gl_backend with which the method runs on the CPU whatever the device (librosa)."""
+    label: how tables and slides name it. slow_on_cpu: many STFT round trips per estimate
+    (minutes per track on one CPU core), so a caller with several cores runs it in a pool
+    of processes when it runs on the CPU; the others take seconds and stay where the model
+    runs. cpu_backend: the value of gl_backend with which the method runs on the CPU
+    whatever the device (librosa).
+
+    A call takes only the method's own options: one it does not take is an error, not
+    ignored, so that a misspelt option cannot silently run with the default. A caller
+    that holds one set of options for several methods (inference.py's flags) hands each
+    method select(options)."""
     name: str
+    label: str
     method: Callable[..., np.ndarray]
     slow_on_cpu: bool = False
     cpu_backend: str | None = None
 
+    @property
+    def defaults(self) -> dict[str, object]:
+        """The options the method takes and their defaults: its parameters after
+        (estimate_mag, mixture_spec, length)."""
+        parameters = list(inspect.signature(self.method).parameters.values())[3:]
+        return {p.name: p.default for p in parameters}
+
     def __call__(self, estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
                  timings: dict[str, float] | None = None, **options) -> np.ndarray:
+        unknown = options.keys() - self.defaults.keys()
+        if unknown:
+            raise UserError(f"phase method '{self.name}' takes no option {_listed(unknown)} "
+                            f"(its options: {_listed(self.defaults)})")
         start = time.perf_counter()
         # Methods return numpy arrays, so any GPU work has finished when the clock stops.
         signals = self.method(estimate_mag, mixture_spec, length, **options)
@@ -412,17 +435,34 @@ class PhaseMethod:
             timings[self.name] = time.perf_counter() - start
         return signals
 
-    def cpu_bound(self, device: torch.device, gl_backend: str = "librosa", **_) -> bool:
-        """Whether, with the model's tensors on `device` and these options, the method
-        spends minutes per track on a CPU core."""
-        return self.slow_on_cpu and (device.type == "cpu" or gl_backend == self.cpu_backend)
+    def select(self, options: Mapping[str, object]) -> dict[str, object]:
+        """The entries of `options`, a set meant for several methods, that this method
+        takes. A name that no phase method takes can only be a misspelling: an error."""
+        unknown = options.keys() - PHASE_OPTIONS
+        if unknown:
+            raise UserError(f"no phase method takes the option {_listed(unknown)} "
+                            f"(phase options: {_listed(PHASE_OPTIONS)})")
+        return {name: value for name, value in options.items() if name in self.defaults}
+
+    def cpu_bound(self, device: torch.device, **options) -> bool:
+        """Whether, with the model's tensors on `device` and these options (a set for
+        several methods, as select() takes), the method spends minutes per track on a CPU core."""
+        backend = {**self.defaults, **self.select(options)}.get("gl_backend")
+        on_cpu = device.type == "cpu" or (self.cpu_backend is not None and backend == self.cpu_backend)
+        return self.slow_on_cpu and on_cpu
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
 
 
 PHASE_METHODS: dict[str, PhaseMethod] = {m.name: m for m in (
-    PhaseMethod("mixture", phase_mixture),
-    PhaseMethod("griffinlim", phase_griffinlim, slow_on_cpu=True, cpu_backend="librosa"),
-    PhaseMethod("griffinlim-mixinit", phase_griffinlim_mixinit, slow_on_cpu=True),
-    PhaseMethod("misi", phase_misi, slow_on_cpu=True),
-    PhaseMethod("wiener", phase_wiener),
-    PhaseMethod("vocoder", phase_vocoder),
+    PhaseMethod("mixture", "mixture phase", phase_mixture),
+    PhaseMethod("griffinlim", "Griffin-Lim", phase_griffinlim, slow_on_cpu=True, cpu_backend="librosa"),
+    PhaseMethod("griffinlim-mixinit", "GL, mixture init", phase_griffinlim_mixinit, slow_on_cpu=True),
+    PhaseMethod("misi", "MISI", phase_misi, slow_on_cpu=True),
+    PhaseMethod("wiener", "Wiener/EM", phase_wiener),
+    PhaseMethod("vocoder", "mel vocoder", phase_vocoder),
 )}
+# Every option some phase method takes: what PhaseMethod.select accepts.
+PHASE_OPTIONS = frozenset(name for m in PHASE_METHODS.values() for name in m.defaults)

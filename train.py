@@ -28,8 +28,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, input_statistics, mixture_and_targets,
-                  parse_augmentations)
+from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, augment_help, input_statistics,
+                  mixture_and_targets, parse_augmentations)
 from losses import LOSSES, Targets, loss_help, mixture_phase_audio
 from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
                    transform_input)
@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train from cached stems (STFT on the device, all augmentations) or cached magnitudes")
     g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
     g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
-    g.add_argument("--augment", default="all",
-                   help="'all' (gain,swap,chunk,remix), 'none' or a comma list of gain,swap,chunk,remix,automix "
-                        "(automix: accompaniment from a song of compatible tempo, beat-aligned; stems only)")
+    g.add_argument("--augment", default="all", help=augment_help())
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=list(MODELS), default="umx",

@@ -97,7 +97,8 @@ def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
     for label, method, extra in runs:
         timings: dict[str, float] = {}
         cpu = time.process_time()
-        signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings, **options, **extra)
+        signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings,
+                                        **PHASE_METHODS[method].select({**options, **extra}))
         out[label] = (timings[method], time.process_time() - cpu, signals)
         if not quiet:
             print(f"  {label}: {timings[method]:.2f} s", file=sys.stderr, flush=True)

@@ -1,24 +1,27 @@
-"""Shared pytest fixtures: small synthetic MUSDB18 datasets generated on the fly.
+"""Shared pytest fixtures: small synthetic MUSDB18 datasets generated on the fly, the
+cache preprocess.py makes of one, an untrained checkpoint, and one torch thread per test
+module.
 
 Nothing here copies real data: every track is synthesised from a seed, so the
-datasets are tiny, deterministic and free of licensing concerns.
+datasets are tiny, deterministic and free of licensing concerns. (pytest.ini puts the
+repository root on sys.path, so tests import the project's modules directly.)
 """
 
 from __future__ import annotations
 
-import sys
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Tests import the project's top-level modules (utils, data, model) directly.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import pytest
+import soundfile as sf
+import stempeg
+import torch
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
-import stempeg  # noqa: E402
+import utils
+from model import Separator
+from pipeline_helpers import REPO_ROOT, run_script
 
 RATE = 44100
 TRACK_SECONDS = 4.0
@@ -244,3 +247,46 @@ def real_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real MUSDB18 clips not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def hq_cache_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """preprocess.py --magnitudes on hq_root, run once per session as a subprocess:
+    (the cache directory, the completed process)."""
+    cache = tmp_path_factory.mktemp("hq_cache") / "cache"
+    result = run_script("preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache, "--magnitudes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cache, result
+
+
+@pytest.fixture(scope="session")
+def hq_cache(hq_cache_run: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    """The cache (stems and magnitudes) of the generated MUSDB18-HQ dataset, shared by
+    every test that reads it: a test that changes a cache copies it first."""
+    return hq_cache_run[0]
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid checkpoint of an untrained tiny separator, for the errors that come after loading one."""
+    path = tmp_path_factory.mktemp("untrained") / "tiny.pt"
+    model = Separator(hidden_size=16, nb_layers=1)
+    utils.save_checkpoint(path, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Tiny models run far faster on one thread: with two, every small LSTM step pays
+    OpenMP synchronisation, which costs ~100x on a busy machine. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # numpy's BLAS too (museval's least squares): threadpoolctl comes with librosa's scikit-learn
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(1)
+    except ImportError:
+        limits = None
+    yield
+    if limits is not None:
+        limits.restore_original_limits()
+    torch.set_num_threads(before)

@@ -1,20 +1,17 @@
-"""Helpers shared by the pipeline tests (not a test module, not a conftest).
-
-The expensive preprocessing of the generated MUSDB18-HQ dataset is done once per test
-session: `shared_hq_cache` writes it under pytest's base temp directory and every module
-that needs it reuses it, whichever module asks first.
-"""
+"""Helpers shared by the tests (not a test module; the fixtures are in conftest.py):
+running the project's scripts as subprocesses or in-process, and checking their errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
-import torch
+
+import utils
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +21,7 @@ TINY_TRAIN = ["--hidden-size", "16", "--nb-layers", "1", "--seq-dur", "1", "--sa
 
 
 def script_env(env: dict | None = None) -> dict:
-    """The subprocess environment: one BLAS/OpenMP thread, like `single_torch_thread`."""
+    """The subprocess environment: one BLAS/OpenMP thread, like conftest's `single_torch_thread`."""
     return {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1"}
 
@@ -33,23 +30,6 @@ def run_script(script: str, *args, env: dict | None = None, timeout: float = 300
     """Run one of the project's scripts as a real subprocess from the repository root."""
     return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
                           text=True, env=script_env(env), timeout=timeout)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """Tiny models run far faster on one thread: with two, every small LSTM step pays
-    OpenMP synchronisation, which costs ~100x on a busy machine. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:  # numpy's BLAS too (museval's least squares): threadpoolctl comes with librosa's scikit-learn
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(1)
-    except ImportError:
-        limits = None
-    yield
-    if limits is not None:
-        limits.restore_original_limits()
-    torch.set_num_threads(before)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -73,20 +53,12 @@ def assert_one_error_line(result_or_stderr, returncode: int | None = None, menti
     return lines[0]
 
 
-def shared_hq_cache(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """preprocess.py --magnitudes on the generated MUSDB18-HQ root, run once per session as
-    a subprocess; returns (cache dir, the completed process of that one run)."""
-    base = tmp_path_factory.getbasetemp() / "shared_hq_cache"
-    cache, record = base / "cache", base / "run.json"
-    if not record.exists():
-        base.mkdir(exist_ok=True)
-        result = run_script("preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache, "--magnitudes")
-        record.write_text(json.dumps({"args": [str(a) for a in result.args], "returncode": result.returncode,
-                                      "stdout": result.stdout, "stderr": result.stderr}))
-    saved = json.loads(record.read_text())
-    result = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cache, result
+def run_in_process(main: Callable[[Sequence[str]], None], argv: Sequence,
+                   capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """A script's main run as its command line runs it (utils.run_cli): (exit status, stderr)."""
+    capsys.readouterr()
+    code = utils.run_cli(main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
 
 
 def offline_env(home: Path) -> dict:

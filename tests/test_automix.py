@@ -13,7 +13,7 @@ import data
 import train
 import utils
 from data import SOURCES, MagnitudeChunks, StemCache, TrainChunks
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from test_data import locate
 from utils import SAMPLE_RATE, UserError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_helpers import REPO_ROOT, run_script, shared_hq_cache
+from pipeline_helpers import REPO_ROOT, run_script
 from test_vocoder import TINY_VOCODER
 
 # A batch of 64 half-second excerpts: the 3 training tracks x 64 excerpts per epoch are 3
@@ -19,12 +19,11 @@ NUMBER = r"\d+\.\d+"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, hq_root) -> dict[str, Path]:
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
+def data(tmp_path_factory, hq_root, hq_cache) -> dict[str, Path]:
     vocoder = tmp_path_factory.mktemp("bench") / "vocoder.pt"
-    result = run_script("vocoder.py", "--cache", cache, "--out", vocoder, "--steps", "1", *TINY_VOCODER)
+    result = run_script("vocoder.py", "--cache", hq_cache, "--out", vocoder, "--steps", "1", *TINY_VOCODER)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"cache": cache, "root": hq_root, "vocoder": vocoder}
+    return {"cache": hq_cache, "root": hq_root, "vocoder": vocoder}
 
 
 # script -> (its arguments from `data`, patterns its output must hold: its figures)

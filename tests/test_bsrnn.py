@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import inference
-import report
+import report_text
 import train
 import utils
 from model import (STEMS, BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters,
                    layout_band_widths)
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line, shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line
+from test_model import forward_random_magnitudes
 
 # The smallest bsrnn: the band layout stays the paper's, only the widths shrink.
 TINY = {"feature_size": 8, "nb_layers": 1}
@@ -62,14 +63,7 @@ def test_band_widths_must_cover_the_bins():
 @pytest.mark.parametrize("training", [True, False])
 def test_forward_shape_and_sign(bidirectional, training):
     torch.manual_seed(0)
-    model = BandSplitRNN(**TINY, bidirectional=bidirectional).train(training)
-    x = torch.rand(3, 2, 2049, 11) * 10
-    with torch.no_grad():
-        y = model(x)
-    assert y.shape == (3, len(STEMS), 2, 2049, 11)
-    assert torch.isfinite(y).all()
-    assert (y >= 0).all()
-    assert (y > 0).any()
+    assert (forward_random_magnitudes(BandSplitRNN(**TINY, bidirectional=bidirectional).train(training)) > 0).any()
 
 
 def test_mask_estimate_is_zero_where_mixture_is_zero():
@@ -163,11 +157,10 @@ def test_help_states_both_models_defaults():
 
 
 @pytest.fixture(scope="module")
-def bsrnn_run(tmp_path_factory, hq_root):
+def bsrnn_run(tmp_path_factory, hq_cache):
     """Two epochs of --model bsrnn at the tiny budget: one, then --resume to two."""
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
     out = tmp_path_factory.mktemp("bsrnn_run")
-    argv = ["--cache", str(cache), "--checkpoint-dir", str(out), "--model", "bsrnn", *TINY_TRAIN, "--seed", "3"]
+    argv = ["--cache", str(hq_cache), "--checkpoint-dir", str(out), "--model", "bsrnn", *TINY_TRAIN, "--seed", "3"]
     train.main([*argv, "--epochs", "1"])
     train.main([*argv, "--epochs", "2", "--resume"])
     return out
@@ -199,8 +192,8 @@ def test_best_checkpoint_loads_and_separates(bsrnn_run):
 
 def test_report_describes_bsrnn(bsrnn_run):
     cfg = torch.load(bsrnn_run / "best.pt", map_location="cpu", weights_only=False)["model_config"]
-    assert report.architecture(cfg) == f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs)"
-    lines = report.model_lines(cfg, 44100, 4096)
+    assert report_text.architecture(cfg) == f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs)"
+    lines = report_text.model_lines(cfg, 44100, 4096)
     assert re.search(rf"all 2049 bins in {len(cfg['band_widths'])} bands", lines[2])
-    assert report.architecture({k: v for k, v in Separator(nb_layers=2).config.items() if k != "model"}) \
+    assert report_text.architecture({k: v for k, v in Separator(nb_layers=2).config.items() if k != "model"}) \
         == "2-layer BiLSTM"

@@ -20,9 +20,8 @@ import inference
 import preprocess
 import train
 import utils
-from model import Separator
-from pipeline_helpers import (REPO_ROOT, TINY_TRAIN, assert_one_error_line, offline_env, run_script, script_env,
-                              shared_hq_cache, single_torch_thread)  # noqa: F401
+from pipeline_helpers import (REPO_ROOT, TINY_TRAIN, assert_one_error_line, offline_env, run_in_process, run_script,
+                              script_env)
 
 # preprocess.py without --root and MUSDB_PATH tries musdb's download of the 7-second
 # previews. Offline that fails at once here (URLError in ~3 s), but with network it would
@@ -39,18 +38,8 @@ raise SystemExit(utils.run_cli(preprocess.main))
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A valid (untrained) checkpoint, for the inference errors that come after loading it."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model = Separator(hidden_size=16, nb_layers=1)
-    utils.save_checkpoint(path, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
-    return path
-
-
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory, stem_root, hq_root, checkpoint):
+def cli(tmp_path_factory, stem_root, hq_root, hq_cache, untrained_checkpoint):
     tmp = tmp_path_factory.mktemp("cli")
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
     (tmp / "home").mkdir()
     random_bytes = tmp / "random.pt"
     random_bytes.write_bytes(np.random.default_rng(0).bytes(10_000))
@@ -68,8 +57,9 @@ def cli(tmp_path_factory, stem_root, hq_root, checkpoint):
                                                     "--checkpoint", random_bytes, "--device", "cpu",
                                                     "--out", tmp / "o1"),
         "inf_stem_root_as_wav": lambda: run_script("inference.py", "--root", stem_root, "--is-wav",
-                                                   "--checkpoint", checkpoint, "--device", "cpu", "--out", tmp / "o2"),
-        "train_save_epochs": lambda: run_script("train.py", "--cache", cache, "--checkpoint-dir", tmp / "k1",
+                                                   "--checkpoint", untrained_checkpoint, "--device", "cpu",
+                                                   "--out", tmp / "o2"),
+        "train_save_epochs": lambda: run_script("train.py", "--cache", hq_cache, "--checkpoint-dir", tmp / "k1",
                                                 *TINY_TRAIN[:-2], "--save-epochs", "5", "--epochs", "3"),
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -115,19 +105,13 @@ def test_train_save_epochs_beyond_epochs(cli):
 
 # ---------------------------------------------------------------- in-process
 
-def run_in_process(main, argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = utils.run_cli(main, [str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("script", ["preprocess", "inference"])
 @pytest.mark.parametrize("case", ["missing", "empty", "hq_without_is_wav"])
-def test_bad_roots(script, case, tmp_path, hq_root, checkpoint, capsys):
+def test_bad_roots(script, case, tmp_path, hq_root, untrained_checkpoint, capsys):
     root = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "hq_without_is_wav": hq_root}[case]
     (tmp_path / "empty").mkdir()
     extra = (["--cache", tmp_path / "cache"] if script == "preprocess"
-             else ["--checkpoint", checkpoint, "--device", "cpu", "--out", tmp_path / "out"])
+             else ["--checkpoint", untrained_checkpoint, "--device", "cpu", "--out", tmp_path / "out"])
     main = preprocess.main if script == "preprocess" else inference.main
     code, err = run_in_process(main, ["--root", root, *extra], capsys)
     assert_one_error_line(err, code)
@@ -137,22 +121,21 @@ def test_bad_roots(script, case, tmp_path, hq_root, checkpoint, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 @pytest.mark.parametrize("script", ["train", "inference"])
-def test_device_cuda_without_cuda(script, tmp_path, tmp_path_factory, hq_root, checkpoint, capsys):
+def test_device_cuda_without_cuda(script, tmp_path, hq_root, hq_cache, untrained_checkpoint, capsys):
     if script == "train":
-        cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
-        argv = ["--cache", cache, "--checkpoint-dir", tmp_path / "k", *TINY_TRAIN[:-2], "--epochs", "1",
+        argv = ["--cache", hq_cache, "--checkpoint-dir", tmp_path / "k", *TINY_TRAIN[:-2], "--epochs", "1",
                 "--device", "cuda"]
         main = train.main
     else:
-        argv = ["--root", hq_root, "--is-wav", "--checkpoint", checkpoint, "--device", "cuda", "--out", tmp_path]
+        argv = ["--root", hq_root, "--is-wav", "--checkpoint", untrained_checkpoint, "--device", "cuda",
+                "--out", tmp_path]
         main = inference.main
     code, err = run_in_process(main, argv, capsys)
     assert_one_error_line(err, code, mentions="cuda")
 
 
-def test_train_resume_without_checkpoint(tmp_path, hq_root, capsys, tmp_path_factory):
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
-    code, err = run_in_process(train.main, ["--cache", cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,
+def test_train_resume_without_checkpoint(tmp_path, hq_cache, capsys):
+    code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,
                                             "--epochs", "1", "--resume"], capsys)
     assert_one_error_line(err, code, mentions="last.pt")
 
@@ -173,14 +156,14 @@ def test_train_missing_cache(tmp_path, capsys):
     assert_one_error_line(err, code, mentions="preprocess.py")
 
 
-def test_inference_split_needs_train_subset(tmp_path, checkpoint, capsys):
-    code, err = run_in_process(inference.main, ["--subset", "test", "--split", "valid", "--checkpoint", checkpoint,
-                                                "--out", tmp_path], capsys)
+def test_inference_split_needs_train_subset(tmp_path, untrained_checkpoint, capsys):
+    code, err = run_in_process(inference.main, ["--subset", "test", "--split", "valid",
+                                                "--checkpoint", untrained_checkpoint, "--out", tmp_path], capsys)
     assert_one_error_line(err, code, mentions="--split")
 
 
-def test_inference_unknown_track(tmp_path, hq_root, checkpoint, capsys):
-    code, err = run_in_process(inference.main, ["--root", hq_root, "--is-wav", "--checkpoint", checkpoint,
+def test_inference_unknown_track(tmp_path, hq_root, untrained_checkpoint, capsys):
+    code, err = run_in_process(inference.main, ["--root", hq_root, "--is-wav", "--checkpoint", untrained_checkpoint,
                                                 "--device", "cpu", "--tracks", "No Such - Track", "--out", tmp_path],
                                capsys)
     assert_one_error_line(err, code, mentions="No Such - Track")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data import EpochSampler
-from pipeline_helpers import REPO_ROOT, TINY_TRAIN, script_env, shared_hq_cache
+from pipeline_helpers import REPO_ROOT, TINY_TRAIN, script_env
 from utils import load_checkpoint
 
 
@@ -23,11 +23,10 @@ def test_epoch_sampler_shards_are_disjoint_and_equal():
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_train(tmp_path_factory, hq_root, tmp_path):
-    cache, _ = shared_hq_cache(tmp_path_factory, hq_root)
+def test_torchrun_two_processes_train(hq_cache, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-            "train.py", "--cache", str(cache), "--checkpoint-dir", str(ckpt), "--epochs", "2",
+            "train.py", "--cache", str(hq_cache), "--checkpoint-dir", str(ckpt), "--epochs", "2",
             "--save-epochs", "2", *TINY_TRAIN]
     args[args.index("--batch-size") + 1] = "4"  # global batch: 2 per process
     result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, env=script_env(), timeout=600)

@@ -19,7 +19,6 @@ import torch
 import inference
 import utils
 from model import STEMS
-from pipeline_helpers import single_torch_thread  # noqa: F401
 
 REAL_TRACK = "Music Delta - 80s Rock"
 GENERATED_TRACK = "Synth D - Four"

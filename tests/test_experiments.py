@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import experiments
-import report
+import report_runs
 import train
 from model import build_model, count_parameters
-from pipeline_helpers import assert_one_error_line, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import assert_one_error_line, run_script
 from utils import load_separator
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
@@ -28,10 +28,9 @@ def tiny_budget_arguments(argv: list) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_experiments(tmp_path_factory, hq_root):
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
+def tiny_experiments(tmp_path_factory, hq_root, hq_cache):
     out = tmp_path_factory.mktemp("experiments")
-    argv = ["--set", "structure", "augmentation", "--only", *RUNS, "--cache", cache, "--root", hq_root, "--is-wav",
+    argv = ["--set", "structure", "augmentation", "--only", *RUNS, "--cache", hq_cache, "--root", hq_root, "--is-wav",
             *TINY_BUDGET, "--out", out]
     first = run_script("experiments.py", *argv)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -40,8 +39,8 @@ def tiny_experiments(tmp_path_factory, hq_root):
 
 def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments) -> None:
     out, argv = tiny_experiments
-    structure = report.load_experiment(out / "structure.json")
-    augmentation = report.load_experiment(out / "augmentation.json")
+    structure = report_runs.load_experiment(out / "structure.json")
+    augmentation = report_runs.load_experiment(out / "augmentation.json")
     assert [r["name"] for r in structure.rows] == ["3 BiLSTM layers (default)", "no LSTM"]  # the set's order
     assert [r["name"] for r in augmentation.rows] == ["all (default)"]
     all_runs = {**experiments.EXPERIMENT_SETS["structure"], **experiments.EXPERIMENT_SETS["augmentation"]}
@@ -97,13 +96,13 @@ def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> No
     assert history[0] == torch.load(one_epoch / "last.pt", weights_only=False)["history"][0]
 
 
-def test_bad_requests_are_one_line_errors(tmp_path, tmp_path_factory, hq_root) -> None:
+def test_bad_requests_are_one_line_errors(tmp_path, hq_cache) -> None:
     assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "none", "--out", tmp_path / "o"),
                           mentions="does not exist")
     (tmp_path / "empty").mkdir()
     assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "empty", "--out", tmp_path / "o"),
                           mentions="no cache")
-    cache = str(shared_hq_cache(tmp_path_factory, hq_root)[0])
+    cache = str(hq_cache)
     assert_one_error_line(run_script("experiments.py", "--cache", cache, "--only", "nope", "--out", tmp_path / "o"),
                           mentions="'nope'")
     failed = run_script("experiments.py", "--set", "structure", "--only", "no mask", "--cache", cache,

@@ -4,7 +4,7 @@ truncated file; a non-finite loss stops training naming epoch and batch; a corru
 truncated or incomplete track, a missing ffmpeg, a cache or checkpoint of other settings
 each give one `error:` line (exit status 2) or, in preprocess, a named warning.
 
-Cases test_cli.py already covers (missing/empty --root, random-bytes checkpoint, --save-epochs
+Cases test_cli.py already covers (missing/empty --root, random-bytes untrained_checkpoint, --save-epochs
 past --epochs, --device cuda without CUDA, --resume without last.pt) are not repeated."""
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ import utils
 from conftest import VALID_TRACKS, write_hq_dataset
 from data import SOURCES, StemCache
 from model import Separator
-from pipeline_helpers import (REPO_ROOT, TINY_TRAIN, assert_one_error_line, script_env, shared_hq_cache,
-                              single_torch_thread)  # noqa: F401
+from pipeline_helpers import REPO_ROOT, TINY_TRAIN, assert_one_error_line, run_in_process, script_env
 
 # Runs a project script after patching it so that it SIGKILLs itself at a chosen moment.
 # argv: <mode> <at> <script> <script args...>
@@ -149,21 +148,10 @@ def assert_error_after_progress(result_or_stderr, returncode: int | None = None,
     return segments[-1]
 
 
-def run_in_process(main, argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = utils.run_cli(main, [str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, hq_root) -> Path:
-    return shared_hq_cache(tmp_path_factory, hq_root)[0]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(cache_dir, tmp_path_factory) -> dict:
+def uninterrupted(hq_cache, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(out), *FAULT_TRAIN, "--epochs", "3"])
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(out), *FAULT_TRAIN, "--epochs", "3"])
     return load(out / "last.pt")
 
 
@@ -171,9 +159,9 @@ def uninterrupted(cache_dir, tmp_path_factory) -> dict:
 
 @pytest.mark.slow  # two training subprocesses
 @pytest.mark.parametrize("mode", ["mid-epoch", "mid-checkpoint"])
-def test_sigkill_then_resume_equals_uninterrupted(mode, cache_dir, uninterrupted, tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(mode, hq_cache, uninterrupted, tmp_path):
     ckpt = tmp_path / "k"
-    killed = run_killer(mode, 2, "train.py", "--cache", cache_dir, "--checkpoint-dir", ckpt, *FAULT_TRAIN,
+    killed = run_killer(mode, 2, "train.py", "--cache", hq_cache, "--checkpoint-dir", ckpt, *FAULT_TRAIN,
                         "--epochs", "3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     parts = list(ckpt.glob(".*.part"))
@@ -183,7 +171,7 @@ def test_sigkill_then_resume_equals_uninterrupted(mode, cache_dir, uninterrupted
     assert load(ckpt / "last.pt")["epoch"] == 1
     assert [int(r.split(",")[0]) for r in (ckpt / "log.csv").read_text().splitlines()[1:]] == [1]
 
-    resumed = subprocess.run([sys.executable, "train.py", "--cache", str(cache_dir), "--checkpoint-dir", str(ckpt),
+    resumed = subprocess.run([sys.executable, "train.py", "--cache", str(hq_cache), "--checkpoint-dir", str(ckpt),
                               *FAULT_TRAIN, "--epochs", "3", "--resume"], cwd=REPO_ROOT, capture_output=True,
                              text=True, env=script_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -198,9 +186,9 @@ def test_sigkill_then_resume_equals_uninterrupted(mode, cache_dir, uninterrupted
 
 
 @pytest.mark.parametrize("mode", ["nan", "nan-valid"])
-def test_nan_loss_names_epoch_and_batch_and_keeps_last_good_checkpoint(mode, cache_dir, tmp_path):
+def test_nan_loss_names_epoch_and_batch_and_keeps_last_good_checkpoint(mode, hq_cache, tmp_path):
     ckpt = tmp_path / "k"
-    result = run_killer(mode, 2, "train.py", "--cache", cache_dir, "--checkpoint-dir", ckpt, *FAULT_TRAIN,
+    result = run_killer(mode, 2, "train.py", "--cache", hq_cache, "--checkpoint-dir", ckpt, *FAULT_TRAIN,
                         "--epochs", "3")
     line = assert_error_after_progress(result, mentions="epoch 2, batch 1" if mode == "nan" else "epoch 2")
     assert "--lr" in line and "nan" in line
@@ -208,11 +196,11 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_last_good_checkpoint(mode, cac
     assert_every_checkpoint_loads(ckpt)
 
 
-def test_absurd_learning_rate_stops_without_saving_broken_weights(cache_dir, tmp_path, capsys):
+def test_absurd_learning_rate_stops_without_saving_broken_weights(hq_cache, tmp_path, capsys):
     """--lr 1e30: after the first step the weights are useless; whether the training or the
     validation loss goes non-finite first, training stops with one line suggesting a lower
     --lr, and no checkpoint with non-finite weights or loss is written."""
-    code, err = run_in_process(train.main, ["--cache", cache_dir, "--checkpoint-dir", tmp_path, *FAULT_TRAIN,
+    code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *FAULT_TRAIN,
                                             "--epochs", "3", "--lr", "1e30"], capsys)
     line = assert_error_after_progress(err, code, mentions="--lr")
     assert "epoch 1" in line
@@ -224,7 +212,7 @@ def test_absurd_learning_rate_stops_without_saving_broken_weights(cache_dir, tmp
 # ------------------------------------------------------------ killed preprocess
 
 @pytest.mark.slow  # preprocess twice, once in a subprocess
-def test_preprocess_killed_mid_track_rerun_equals_clean_run(hq_root, cache_dir, tmp_path, capsys):
+def test_preprocess_killed_mid_track_rerun_equals_clean_run(hq_root, hq_cache, tmp_path, capsys):
     cache = tmp_path / "cache"
     # with --magnitudes each track writes two arrays: the 5th is the third track's stems
     killed = run_killer("preprocess", 5, "preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache,
@@ -235,9 +223,9 @@ def test_preprocess_killed_mid_track_rerun_equals_clean_run(hq_root, cache_dir, 
 
     preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(cache), "--magnitudes"])
     assert not list(cache.rglob("*.part"))
-    assert json.loads((cache / "index.json").read_text()) == json.loads((cache_dir / "index.json").read_text())
-    clean, rerun = StemCache(cache_dir), StemCache(cache)
-    files = sorted(p.relative_to(cache_dir) for p in cache_dir.rglob("*.npy"))
+    assert json.loads((cache / "index.json").read_text()) == json.loads((hq_cache / "index.json").read_text())
+    clean, rerun = StemCache(hq_cache), StemCache(cache)
+    files = sorted(p.relative_to(hq_cache) for p in hq_cache.rglob("*.npy"))
     assert files == sorted(p.relative_to(cache) for p in cache.rglob("*.npy")) and len(files) == 10
     for name in clean.index["tracks"]:
         np.testing.assert_array_equal(np.asarray(rerun.stems(name)), np.asarray(clean.stems(name)))
@@ -270,16 +258,8 @@ def test_preprocess_skips_corrupt_and_incomplete_tracks_by_name(small_root, tmp_
     assert sorted(json.loads((tmp_path / "c" / "index.json").read_text())["tracks"]) == [VALID_TRACKS[0]]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model = Separator(hidden_size=16, nb_layers=1)
-    utils.save_checkpoint(path, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
-    return path
-
-
 @pytest.mark.parametrize("case", ["missing_stem", "missing_mixture", "corrupt_mixture", "truncated_stem", "half_stem"])
-def test_inference_names_a_broken_test_track(case, small_root, checkpoint, tmp_path, capsys):
+def test_inference_names_a_broken_test_track(case, small_root, untrained_checkpoint, tmp_path, capsys):
     folder = small_root / "test" / "Synth E - Five"
     if case == "missing_stem":
         (folder / "vocals.wav").unlink()
@@ -291,7 +271,7 @@ def test_inference_names_a_broken_test_track(case, small_root, checkpoint, tmp_p
         raw = (folder / "drums.wav").read_bytes()
         (folder / "drums.wav").write_bytes(raw[:30] if case == "truncated_stem" else raw[: len(raw) // 2])
     out, samples = tmp_path / "results", tmp_path / "samples"
-    code, err = run_in_process(inference.main, ["--root", small_root, "--is-wav", "--checkpoint", checkpoint,
+    code, err = run_in_process(inference.main, ["--root", small_root, "--is-wav", "--checkpoint", untrained_checkpoint,
                                                 "--device", "cpu", "--out", out, "--samples-dir", samples,
                                                 "--workers", "0"], capsys)
     line = assert_one_error_line(err, code, mentions="Synth E - Five")
@@ -300,7 +280,7 @@ def test_inference_names_a_broken_test_track(case, small_root, checkpoint, tmp_p
     assert not out.exists() and not samples.exists(), "something was written before the error"
 
 
-def test_garbage_stem_mp4_is_named(tmp_path, checkpoint, capsys):
+def test_garbage_stem_mp4_is_named(tmp_path, untrained_checkpoint, capsys):
     """A .stem.mp4 that ffprobe cannot open: preprocess skips it by name, inference stops
     on it by name (musdb itself would fail on listing the whole root)."""
     root = tmp_path / "root"
@@ -314,13 +294,13 @@ def test_garbage_stem_mp4_is_named(tmp_path, checkpoint, capsys):
     assert code == 0 and "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [
         line for line in err.splitlines() if "Synth A - One" in line and "skipping" in line]
-    code, err = run_in_process(inference.main, ["--root", root, "--checkpoint", checkpoint, "--device", "cpu",
+    code, err = run_in_process(inference.main, ["--root", root, "--checkpoint", untrained_checkpoint, "--device", "cpu",
                                                 "--out", tmp_path / "o", "--workers", "0"], capsys)
     assert_one_error_line(err, code, mentions="Synth D - Four")
 
 
 @pytest.mark.slow  # decodes real AAC stems
-def test_truncated_stem_mp4(stem_root, tmp_path, checkpoint, capsys):
+def test_truncated_stem_mp4(stem_root, tmp_path, untrained_checkpoint, capsys):
     root = tmp_path / "root"
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
@@ -335,7 +315,7 @@ def test_truncated_stem_mp4(stem_root, tmp_path, checkpoint, capsys):
     assert code == 0 and "Traceback" not in captured.err, captured.err
     assert "skipped 1 unreadable: Synth B - Two" in captured.out
     assert "1 train and 1 valid" in captured.out
-    code, err = run_in_process(inference.main, ["--root", root, "--checkpoint", checkpoint, "--device", "cpu",
+    code, err = run_in_process(inference.main, ["--root", root, "--checkpoint", untrained_checkpoint, "--device", "cpu",
                                                 "--out", tmp_path / "o", "--workers", "0"], capsys)
     assert_one_error_line(err, code, mentions="Synth D - Four")
     assert not (tmp_path / "o").exists()
@@ -344,14 +324,14 @@ def test_truncated_stem_mp4(stem_root, tmp_path, checkpoint, capsys):
 # -------------------------------------------------------------------- ffmpeg
 
 @pytest.mark.parametrize("script", ["preprocess", "inference"])
-def test_missing_ffmpeg(script, small_root, checkpoint, tmp_path):
+def test_missing_ffmpeg(script, small_root, untrained_checkpoint, tmp_path):
     """ffmpeg is simulated missing by a PATH that holds only an empty folder. musdb decodes
     MUSDB18-HQ's WAVs through ffmpeg too, so --is-wav needs it as well."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     env = {**os.environ, "PATH": str(bin_dir)}
     args = (["--cache", tmp_path / "c"] if script == "preprocess"
-            else ["--checkpoint", checkpoint, "--device", "cpu", "--out", tmp_path / "o"])
+            else ["--checkpoint", untrained_checkpoint, "--device", "cpu", "--out", tmp_path / "o"])
     result = subprocess.run([sys.executable, f"{script}.py", "--root", str(small_root), "--is-wav",
                              *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, env=script_env(env),
                             timeout=300)

@@ -16,7 +16,7 @@ import torch
 import inference
 import utils
 from model import Separator
-from pipeline_helpers import REPO_ROOT, assert_one_error_line, script_env, single_torch_thread  # noqa: F401
+from pipeline_helpers import REPO_ROOT, assert_one_error_line, script_env
 
 VOCALS_GAIN = 0.3  # the complementary model's constant masks: 0.3 and 0.7
 # The Wiener filter (--input's default phase) gives each stem its share of the power

@@ -11,23 +11,13 @@ import pytest
 import torch
 
 import phase
-from inference import build_parser, evaluate_track, format_table
+from inference import build_parser, evaluate_track, format_table, separate
 from model import STEMS, Vocoder
 from phase import PHASE_METHODS
-from utils import HOP, N_FFT, SAMPLE_RATE, istft, stft
+from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
 
 TRACK = "Music Delta - 80s Rock"
 ITERS = 3  # enough for the mixture-consistent methods to show their effect, cheap on CPU
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These tensors are small: on a shared 2-core machine torch's second OpenMP thread
-    mostly waits for a busy core, which made the torch iterations up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +148,8 @@ def test_every_method_keeps_length_and_channels(method, channels):
     mag, mixture_spec, length = _noise_input(channels, 5 * HOP + 17)
     timings: dict[str, float] = {}
     vocoder = Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval()  # untrained: only shapes are checked
-    signals = PHASE_METHODS[method](mag, mixture_spec, length, gl_iters=2, timings=timings, vocoder=vocoder)
+    options = PHASE_METHODS[method].select(dict(gl_iters=2, vocoder=vocoder))
+    signals = PHASE_METHODS[method](mag, mixture_spec, length, timings=timings, **options)
     _check_shape(signals, mag, length)
     assert timings[method] >= 0
 
@@ -166,10 +157,39 @@ def test_every_method_keeps_length_and_channels(method, channels):
 @pytest.mark.parametrize("method", ["griffinlim-mixinit", "misi", "wiener"])
 def test_batching_does_not_change_the_result(method, monkeypatch):
     inputs = _noise_input(2, 20 * HOP)
-    whole = PHASE_METHODS[method](*inputs, gl_iters=3)
+    options = PHASE_METHODS[method].select(dict(gl_iters=3))
+    whole = PHASE_METHODS[method](*inputs, **options)
     monkeypatch.setattr(phase, "MAX_BATCH_BINS", 1)
     monkeypatch.setattr(phase, "WIENER_BATCH_FRAMES", 4)
-    np.testing.assert_allclose(PHASE_METHODS[method](*inputs, gl_iters=3), whole, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(PHASE_METHODS[method](*inputs, **options), whole, rtol=0, atol=1e-5)
+
+
+def test_an_option_a_method_does_not_take_is_an_error(capsys):
+    """A misspelt option, or one of another method, is refused rather than ignored (which
+    would run the default): one line naming it and the options the method does take."""
+    inputs = _noise_input(2, 5 * HOP)
+    with pytest.raises(UserError, match=r"'griffinlim' takes no option gl_iter \(its options: gl_backend, gl_iters"):
+        PHASE_METHODS["griffinlim"](*inputs, gl_iter=2)
+    with pytest.raises(UserError, match="'mixture' takes no option gl_iters, wiener_iters"):
+        PHASE_METHODS["mixture"](*inputs, gl_iters=2, wiener_iters=1)
+    # Reaching a script's command line, it is one line `error: ...` and exit status 2.
+    assert run_cli(lambda argv: PHASE_METHODS["misi"](*inputs, gl_iter=2), []) == 2
+    expected = "error: phase method 'misi' takes no option gl_iter (its options: gl_iters, lead_in)\n"
+    assert capsys.readouterr().err == expected
+
+
+def test_select_takes_a_methods_share_of_every_methods_options():
+    """inference.py holds one set of options for every --phase; each method gets its own,
+    and a name no method takes is refused there too, also through inference.separate."""
+    options = dict(gl_iters=2, gl_backend="torch", wiener_iters=2, seed=1)
+    assert PHASE_METHODS["misi"].select(options) == {"gl_iters": 2}
+    assert PHASE_METHODS["wiener"].select(options) == {"wiener_iters": 2}
+    assert PHASE_METHODS["mixture"].select(options) == {}
+    with pytest.raises(UserError, match="no phase method takes the option wiener_iter "):
+        PHASE_METHODS["wiener"].select(dict(options, wiener_iter=3))
+    mixture = np.random.default_rng(0).standard_normal((3 * HOP, 2)).astype(np.float32)
+    with pytest.raises(UserError, match="gl_iter "):
+        separate(lambda mag: torch.stack([mag, mag], 1), mixture, ["mixture"], torch.device("cpu"), gl_iter=2)
 
 
 def test_misi_moves_the_estimates_towards_summing_to_the_mixture():

@@ -21,7 +21,7 @@ import train
 import utils
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
 from model import STEMS, Separator, build_model, count_parameters
-from pipeline_helpers import TINY_TRAIN, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN, run_script
 
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
 CHECKPOINT_KEYS = {"model_state", "model_config", "input_stats", "epoch", "history", "train_args"}
@@ -36,16 +36,11 @@ def losses(history: list[dict]) -> list[tuple[int, float, float]]:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, hq_root) -> Path:
-    return shared_hq_cache(tmp_path_factory, hq_root)[0]
-
-
-@pytest.fixture(scope="module")
-def loss_run(cache_dir, tmp_path_factory) -> Path:
+def loss_run(hq_cache, tmp_path_factory) -> Path:
     """4 epochs in which every epoch sees the same data (whole tracks, no augmentation),
     so the training loss is comparable across epochs."""
     out = tmp_path_factory.mktemp("loss_run")
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(out), "--hidden-size", "16", "--nb-layers", "1",
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(out), "--hidden-size", "16", "--nb-layers", "1",
                 "--seq-dur", str(TRACK_SECONDS), "--augment", "none", "--samples-per-track", "1", "--batch-size", "3",
                 "--lr", "0.003", "--workers", "0", "--device", "cpu", "--epochs", "4", "--seed", "0",
                 "--save-epochs", "2", "4"])
@@ -56,15 +51,15 @@ RESUME_ARGS = [*TINY_TRAIN[:2], "--nb-layers", "2", *TINY_TRAIN[4:], "--augment"
 
 
 @pytest.fixture(scope="module")
-def resume_runs(cache_dir, tmp_path_factory) -> dict:
+def resume_runs(hq_cache, tmp_path_factory) -> dict:
     """A: 4 epochs straight (in-process). B: 2 epochs as a subprocess, then resumed to 4."""
     a = tmp_path_factory.mktemp("run_a")
     b = tmp_path_factory.mktemp("run_b")
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(a), *RESUME_ARGS, "--epochs", "4"])
-    first = run_script("train.py", "--cache", cache_dir, "--checkpoint-dir", b, *RESUME_ARGS, "--epochs", "2")
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(a), *RESUME_ARGS, "--epochs", "4"])
+    first = run_script("train.py", "--cache", hq_cache, "--checkpoint-dir", b, *RESUME_ARGS, "--epochs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     b_after_two = load(b / "last.pt")
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(b), *RESUME_ARGS, "--epochs", "4", "--resume"])
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(b), *RESUME_ARGS, "--epochs", "4", "--resume"])
     return {"a": a, "b": b, "b_stdout": first.stdout, "b_after_two": b_after_two}
 
 
@@ -97,7 +92,7 @@ def test_train_prints_parameter_count(resume_runs):
     assert len(re.findall(r"^epoch\s+\d+", resume_runs["b_stdout"], flags=re.M)) == 2
 
 
-def test_seed_makes_runs_identical(resume_runs, cache_dir, tmp_path):
+def test_seed_makes_runs_identical(resume_runs, hq_cache, tmp_path):
     a = losses(load(resume_runs["a"] / "last.pt")["history"])
     b = losses(resume_runs["b_after_two"]["history"])
     # a subprocess and an in-process run with one seed (bit-identical here; 1e-6 leaves room
@@ -106,7 +101,7 @@ def test_seed_makes_runs_identical(resume_runs, cache_dir, tmp_path):
     flat = lambda rows: [x for _, *values in rows for x in values]  # noqa: E731
     assert flat(b) == pytest.approx(flat(a[:2]), rel=1e-6, abs=1e-9)
     # ... and the seed matters: another seed gives another first epoch.
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(tmp_path), *RESUME_ARGS[:-1], "8", "--epochs", "1"])
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), *RESUME_ARGS[:-1], "8", "--epochs", "1"])
     assert losses(load(tmp_path / "last.pt")["history"])[0][1] != a[0][1]
 
 
@@ -133,7 +128,7 @@ def test_checkpoint_files(loss_run, resume_runs):
     assert not list(loss_run.glob("*.part"))
 
 
-def test_checkpoint_contents(loss_run, cache_dir):
+def test_checkpoint_contents(loss_run, hq_cache):
     last = load(loss_run / "last.pt")
     for name in ("best.pt", "epoch_002.pt", "epoch_004.pt", "last.pt"):
         state = load(loss_run / name)
@@ -147,7 +142,7 @@ def test_checkpoint_contents(loss_run, cache_dir):
     best_epoch = max(last["history"], key=mean_sdr)["epoch"]
     assert load(loss_run / "best.pt")["epoch"] == best_epoch == last["best_epoch"]
     # the input statistics are those of the training split of the cache
-    cache = data.StemCache(cache_dir)
+    cache = data.StemCache(hq_cache)
     mean, std = data.input_statistics(cache, cache.names("train"))
     np.testing.assert_allclose(last["input_stats"]["mean"], mean, rtol=1e-6)
     np.testing.assert_allclose(last["input_stats"]["std"], std, rtol=1e-6)
@@ -293,12 +288,12 @@ def test_inference_valid_split(loss_run, hq_root, tmp_path, capsys):
     assert not any((tmp_path / "samples").rglob("*.wav"))  # --samples 0
 
 
-def test_magnitude_cache_training_matches_stem_training(loss_run, cache_dir, tmp_path):
+def test_magnitude_cache_training_matches_stem_training(loss_run, hq_cache, tmp_path):
     """--data magnitudes reads the cached magnitudes: on the loss_run settings (whole tracks,
     no augmentation) it sees exactly the data --data stems sees, so epoch 1 agrees."""
     stems_history = load(loss_run / "last.pt")["history"]
     args = load(loss_run / "last.pt")["train_args"]
-    train.main(["--cache", str(cache_dir), "--checkpoint-dir", str(tmp_path), "--data", "magnitudes",
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), "--data", "magnitudes",
                 "--hidden-size", "16", "--nb-layers", "1", "--seq-dur", str(args["seq_dur"]), "--augment", "none",
                 "--samples-per-track", "1", "--batch-size", "3", "--lr", "0.003", "--workers", "0",
                 "--device", "cpu", "--epochs", "1", "--seed", "0"])

@@ -9,12 +9,7 @@ import torch
 
 import train
 import utils
-from pipeline_helpers import TINY_TRAIN, shared_hq_cache, single_torch_thread  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory, hq_root):
-    return shared_hq_cache(tmp_path_factory, hq_root)[0]
+from pipeline_helpers import TINY_TRAIN
 
 
 def watch_dtypes(monkeypatch) -> dict[str, list]:
@@ -52,9 +47,9 @@ def watch_dtypes(monkeypatch) -> dict[str, list]:
     ([], "fp32", torch.float32),  # auto on the CPU
     (["--precision", "bf16"], "bf16", torch.bfloat16),
 ])
-def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, cache, tmp_path, monkeypatch):
+def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, hq_cache, tmp_path, monkeypatch):
     seen = watch_dtypes(monkeypatch)
-    train.main(["--cache", str(cache), "--checkpoint-dir", str(tmp_path), "--model", model, *TINY_TRAIN,
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), "--model", model, *TINY_TRAIN,
                 "--epochs", "1", *flags])
     assert seen["lstm_in"] and set(seen["lstm_in"]) == {torch.float32}
     assert set(seen["lstm_out"]) == {torch.float32}
@@ -69,8 +64,8 @@ def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, c
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in state["history"])
 
 
-def test_resume_a_last_pt_from_before_the_flag(cache, tmp_path):
-    argv = ["--cache", str(cache), "--checkpoint-dir", str(tmp_path), *TINY_TRAIN, "--precision", "bf16"]
+def test_resume_a_last_pt_from_before_the_flag(hq_cache, tmp_path):
+    argv = ["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), *TINY_TRAIN, "--precision", "bf16"]
     train.main([*argv, "--epochs", "1"])
     state = utils.load_checkpoint(tmp_path / "last.pt")
     del state["train_args"]["precision"]

@@ -16,7 +16,7 @@ import preprocess
 import train
 from data import SOURCES, StemCache
 from model import STEMS
-from pipeline_helpers import TINY_TRAIN, single_torch_thread  # noqa: F401
+from pipeline_helpers import TINY_TRAIN
 
 TRAIN_CLIPS = ["A Classic Education - NightOwl", "ANiMAL - Clinic A"]
 VALID_CLIP = "ANiMAL - Rockshow"

@@ -12,7 +12,7 @@ import train
 import utils
 from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr
 from model import BandSplitRNN, Separator, build_model
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line, shared_hq_cache
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
 
 
 def _optimizer() -> torch.optim.Optimizer:
@@ -144,20 +144,14 @@ def test_configs_without_the_recipe_keys_load_as_before():
     assert build_model(old).config == config
 
 
-def _train(argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = utils.run_cli(train.main, [str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("flags, mentions", [
     (["--loss", "mse+sdr", "--data", "magnitudes"], "--data stems"),
     (["--mask-activation", "sigmoid", "--no-mask"], "--no-mask"),
     (["--model", "bsrnn", "--input-transform", "log"], "umx"),
 ])
-def test_recipe_flags_that_do_not_combine(flags, mentions, tmp_path, tmp_path_factory, hq_root, capsys):
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
-    code, err = _train(["--cache", cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN, "--epochs", "1", *flags], capsys)
+def test_recipe_flags_that_do_not_combine(flags, mentions, tmp_path, hq_cache, capsys):
+    code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,
+                                            "--epochs", "1", *flags], capsys)
     assert_one_error_line(err, code, mentions=mentions)
 
 
@@ -165,13 +159,11 @@ class Interrupted(Exception):
     pass
 
 
-def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, tmp_path_factory, hq_root, capsys,
-                                                               monkeypatch):
+def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, hq_cache, capsys, monkeypatch):
     """Every recipe flag at once through train.py: a 2-epoch run interrupted after epoch 1
     and resumed equals the uninterrupted one, the learning rate falls over the run, and
     resuming with another schedule is refused."""
-    cache = shared_hq_cache(tmp_path_factory, hq_root)[0]
-    flags = [*map(str, ["--cache", cache, *TINY_TRAIN]), "--lr-schedule", "cosine", "--loss", "mse+sdr",
+    flags = [*map(str, ["--cache", hq_cache, *TINY_TRAIN]), "--lr-schedule", "cosine", "--loss", "mse+sdr",
              "--mask-activation", "sigmoid", "--input-transform", "log", "--seed", "3", "--epochs", "2"]
     train.main([*flags, "--checkpoint-dir", str(tmp_path / "a")])
 
@@ -188,7 +180,8 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, tmp_pat
         train.main([*flags, "--checkpoint-dir", str(tmp_path / "b")])
     monkeypatch.setattr(train, "validate", real_validation)
 
-    code, err = _train([*flags, "--checkpoint-dir", tmp_path / "b", "--resume", "--lr-schedule", "plateau"], capsys)
+    code, err = run_in_process(train.main, [*flags, "--checkpoint-dir", tmp_path / "b", "--resume",
+                                            "--lr-schedule", "plateau"], capsys)
     assert_one_error_line(err, code, mentions="--lr-schedule cosine")
     train.main([*flags, "--checkpoint-dir", str(tmp_path / "b"), "--resume"])
     straight = torch.load(tmp_path / "a" / "last.pt", weights_only=False)

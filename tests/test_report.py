@@ -20,10 +20,13 @@ import pytest
 
 import inference
 import preprocess
+import data
 import report
+import report_text
 import train
-from conftest import REPO_ROOT
 from model import STEMS
+from phase import PHASE_METHODS
+from pipeline_helpers import REPO_ROOT
 from utils import run_cli
 
 CHROMIUM = shutil.which("chromium")
@@ -125,7 +128,7 @@ def test_markdown_holds_the_summaries_numbers(built: Path, tiny_run: SimpleNames
     rows = {(row["Checkpoint"], row["Phase"]): row for row in results[0]}
     assert len(rows) == len(tiny_run.summaries)
     for summary in tiny_run.summaries:
-        row = rows[(Path(summary["checkpoint"]).stem, report.phase_label(summary["phase"]))]
+        row = rows[(Path(summary["checkpoint"]).stem, report_text.phase_label(summary["phase"]))]
         assert row["Epoch"] == str(summary["epoch"])
         for stem in STEMS:
             expected = round(summary["median_sdr"][stem], 2)
@@ -188,6 +191,17 @@ def test_listening_page_plays_in_chromium(built: Path, tmp_path: Path) -> None:
                    capture_output=True, timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)[..., :3].mean(axis=-1)
     assert pixels.shape == (1600, 1280) and (pixels < 0.9).mean() > 0.05
+
+
+def test_labels_come_from_the_registries() -> None:
+    """Phase methods and augmentations are labelled where they are defined (phase.py,
+    data.py); the report and train.py's --augment help show those labels."""
+    labels = [report_text.phase_label(name) for name in PHASE_METHODS]
+    assert labels == [method.label for method in PHASE_METHODS.values()] and len(set(labels)) == len(labels)
+    assert report_text.phase_label("retired-method") == "retired-method"  # results of a method since removed
+    augment = next(a for a in train.build_parser()._actions if "--augment" in a.option_strings)
+    for name, text in data.AUGMENTATION_DESCRIPTIONS.items():
+        assert f"{name}: {text}" in augment.help
 
 
 # ----------------------------------------------------------------------- the CLI

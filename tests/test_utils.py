@@ -9,7 +9,6 @@ import torch
 
 import utils
 from model import Separator
-from pipeline_helpers import single_torch_thread  # noqa: F401
 from utils import HOP, N_FFT, UserError
 
 

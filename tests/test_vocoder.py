@@ -18,7 +18,7 @@ import vocoder as vocoder_script
 from conftest import VALID_TRACKS
 from model import STEMS, Separator, Vocoder, count_parameters
 from phase import PHASE_METHODS, vocode
-from pipeline_helpers import assert_one_error_line, run_script, shared_hq_cache, single_torch_thread  # noqa: F401
+from pipeline_helpers import assert_one_error_line, run_script
 from test_input import save_like_train, tones
 
 # The smallest vocoder.py run that exercises all of it: a 2-block, 16-wide network.
@@ -119,15 +119,10 @@ def test_a_few_training_steps_lower_the_loss():
 # ------------------------------------------------------ vocoder.py end to end
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, hq_root):
-    return shared_hq_cache(tmp_path_factory, hq_root)[0]
-
-
-@pytest.fixture(scope="module")
-def trained(cache_dir, tmp_path_factory):
+def trained(hq_cache, tmp_path_factory):
     """vocoder.py as a subprocess, 6 steps saved every 3."""
     out = tmp_path_factory.mktemp("vocoder") / "vocoder.pt"
-    result = run_script("vocoder.py", "--cache", cache_dir, "--out", out, "--steps", "6", "--save-every", "3",
+    result = run_script("vocoder.py", "--cache", hq_cache, "--out", out, "--steps", "6", "--save-every", "3",
                         *TINY_VOCODER)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -165,10 +160,10 @@ def _best_matches(excerpts: list[torch.Tensor], signals: list[torch.Tensor]) -> 
     return best
 
 
-def test_vocoder_excerpts_are_stems_of_the_given_tracks(cache_dir):
+def test_vocoder_excerpts_are_stems_of_the_given_tracks(hq_cache):
     from data import StemCache, VocoderChunks
 
-    cache = StemCache(cache_dir)
+    cache = StemCache(hq_cache)
     names = cache.names("train")  # what vocoder.py passes: the validation tracks are never read
     assert not set(VALID_TRACKS) & set(names)
     dataset = VocoderChunks(cache, names, 2000, nb_items=6, seed=1)
@@ -182,10 +177,10 @@ def test_vocoder_excerpts_are_stems_of_the_given_tracks(cache_dir):
     assert all(0.999 < match < 1.001 for match in _best_matches(excerpts, signals))
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, cache_dir, tmp_path, monkeypatch):
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, hq_cache, tmp_path, monkeypatch):
     straight, _ = trained
     resumed = tmp_path / "vocoder.pt"
-    argv = [str(a) for a in ["--cache", cache_dir, "--out", resumed, "--steps", "6", "--save-every", "3",
+    argv = [str(a) for a in ["--cache", hq_cache, "--out", resumed, "--steps", "6", "--save-every", "3",
                              *TINY_VOCODER]]
     calls = []
     real_loss = vocoder_script.vocoder_loss
@@ -208,9 +203,9 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, cache
         torch.testing.assert_close(b["model_state"][key], tensor, rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_resume_past_the_end_is_one_error_line(trained, cache_dir, capsys):
+def test_resume_past_the_end_is_one_error_line(trained, hq_cache, capsys):
     out, _ = trained
-    code = utils.run_cli(vocoder_script.main, ["--cache", str(cache_dir), "--out", str(out), "--steps", "6",
+    code = utils.run_cli(vocoder_script.main, ["--cache", str(hq_cache), "--out", str(out), "--steps", "6",
                                                "--resume"])
     assert_one_error_line(capsys.readouterr().err, code, mentions="already at step 6")
 

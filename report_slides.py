@@ -1,0 +1,382 @@
+"""report.py's slides: report.pdf, 16:9 pages drawn with matplotlib (cover, novelty,
+methodology, results, findings, loss curves, per-track SDR, BSSEval metrics, spectrograms,
+experiment tables), and the spectrogram images the listening page shows."""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+import subprocess
+import textwrap
+from datetime import date
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+import matplotlib
+
+matplotlib.use("Agg")  # writes files only; must not need a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from model import STEMS  # noqa: E402
+from report_runs import Experiment, Run, Sample, Training, groups, phase_order  # noqa: E402
+from report_text import (architecture, db, duration, evaluation_label, experiment_table, findings,  # noqa: E402
+                         methodology, metrics_table, novelty, phase_label, results_table)
+from utils import atomic_path, load_audio  # noqa: E402
+
+REPO = Path(__file__).resolve().parent
+PAGE_SIZE = (40 / 3, 7.5)  # inches: 960 x 540 pt, 16:9
+ACCENT = "#1f4e79"
+EXPERIMENT_ROWS_PER_PAGE = 14
+
+
+# ------------------------------------------------------------ run metadata
+
+def git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def commit() -> str | None:
+    """HEAD's short hash, marked when the working tree has uncommitted changes."""
+    head = git("rev-parse", "--short", "HEAD")
+    # --no-optional-locks: a report must not rewrite the repository's index.
+    dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
+    return f"{head} (uncommitted changes)" if head and dirty else head
+
+
+def repository_url() -> str | None:
+    """origin as a browsable https address, without any credentials it may carry."""
+    url = git("remote", "get-url", "origin")
+    if not url:
+        return None
+    ssh = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", url)
+    if ssh:
+        url = f"https://{ssh.group(1)}/{ssh.group(2)}"
+    parts = urlsplit(url)
+    url = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+    return url.removesuffix(".git")
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
+    return f"{platform.system()} {platform.release()}, {cpu}, {gpu}"
+
+
+# -------------------------------------------------------------------- pages
+
+class Deck:
+    """The PDF: every page one 16:9 figure with a title and a page number."""
+
+    def __init__(self, pdf: PdfPages) -> None:
+        self.pdf, self.pages = pdf, 0
+
+    def page(self, title: str, subtitle: str = "") -> plt.Figure:
+        fig = plt.figure(figsize=PAGE_SIZE)
+        fig.text(0.05, 0.9, title, fontsize=24, weight="bold", color=ACCENT)
+        if subtitle:
+            fig.text(0.05, 0.855, subtitle, fontsize=12, color="0.35")
+        fig.add_artist(plt.Line2D([0.05, 0.95], [0.835, 0.835], color=ACCENT, linewidth=1.5))
+        return fig
+
+    def add(self, fig: plt.Figure) -> None:
+        self.pages += 1
+        fig.text(0.95, 0.03, str(self.pages), fontsize=10, color="0.5", ha="right")
+        self.pdf.savefig(fig)
+        plt.close(fig)
+
+
+def bullets(fig: plt.Figure, x: float, y: float, items: Iterable[str], width: int, size: float = 13,
+            heading: str | None = None) -> float:
+    """Wrapped bullet list from (x, y) downwards in figure coordinates; returns the y below it."""
+    step = size * 1.45 / 72 / PAGE_SIZE[1]  # one text line in figure coordinates
+    if heading:
+        fig.text(x, y, heading, fontsize=size + 2, weight="bold", color=ACCENT, va="top")
+        y -= step * 1.5
+    for item in items:
+        lines = textwrap.wrap(item, width) or [""]
+        fig.text(x, y, "•", fontsize=size, va="top", color=ACCENT)
+        fig.text(x + 0.015, y, "\n".join(lines), fontsize=size, va="top", linespacing=1.3)
+        y -= step * (len(lines) + 0.45)
+    return y - step * 0.5
+
+
+def draw_table(fig: plt.Figure, top: float, header: list[str], rows: list[list[str]],
+               bold: Iterable[tuple[int, int]] = (), size: float = 12, row_height: float = 0.045) -> float:
+    """A table across the page from `top` down, columns as wide as their text; returns its bottom."""
+    header = [h.replace(" (", "\n(") for h in header]  # two-line headers keep the columns narrow
+    header_lines = max(h.count("\n") + 1 for h in header)
+    height = min(0.72, row_height * (len(rows) + header_lines))
+    chars = [max([len(line) for line in h.split("\n")] + [len(r[i]) for r in rows]) + 3 for i, h in enumerate(header)]
+    ax = fig.add_axes([0.05, top - height, 0.9, height])
+    ax.axis("off")
+    # bbox: the table fills the axes; cell heights keep their ratios.
+    table = ax.table(cellText=rows, colLabels=header, colWidths=[c / sum(chars) for c in chars],
+                     cellLoc="center", bbox=[0, 0, 1, 1])
+    table.auto_set_font_size(False)
+    table.set_fontsize(min(size, 0.55 * height * PAGE_SIZE[1] * 72 / (len(rows) + header_lines)))  # fit many rows
+    bold = set(bold)
+    for (row, col), cell in table.get_celld().items():
+        cell.set_edgecolor("0.8")
+        if row == 0:
+            cell.set_facecolor(ACCENT)
+            cell.set_text_props(color="white", weight="bold")
+            cell.set_height(cell.get_height() * header_lines)
+        elif (row - 1, col) in bold:
+            cell.set_text_props(weight="bold")
+        if row > 0 and row % 2 == 0:
+            cell.set_facecolor("#f2f5f9")
+    return top - height
+
+
+def column_maxima(rows: list[list[str]], columns: Iterable[int]) -> set[tuple[int, int]]:
+    """(row, column) of the highest number (and its ties) in each of `columns`."""
+    out = set()
+    for col in columns:
+        values = [float(r[col]) if r[col] != "–" else -math.inf for r in rows]
+        out |= {(i, col) for i, v in enumerate(values) if v == max(values) > -math.inf}
+    return out
+
+
+def cover_page(deck: Deck, training: Training, runs: list[Run]) -> None:
+    fig = plt.figure(figsize=PAGE_SIZE)
+    fig.patches.append(plt.Rectangle((0, 0.62), 1, 0.38, transform=fig.transFigure, color=ACCENT))
+    fig.text(0.06, 0.8, "Vocals / accompaniment separation", fontsize=34, weight="bold", color="white")
+    fig.text(0.06, 0.7, f"{architecture(training.model_config)} separator, {training.history[-1]['epoch']} epochs, "
+             f"scored on the {evaluation_label(groups(runs)[0][0])}", fontsize=16, color="white")
+    lines = [("Date", date.today().isoformat()), ("Commit", commit()), ("Report built on", machine()),
+             ("Model", f"{training.parameters:,} parameters"),
+             ("Training", f"{len(training.history)} epochs, {duration(sum(h['seconds'] for h in training.history))}")]
+    y = 0.52
+    for key, value in lines:
+        if value:
+            fig.text(0.06, y, key, fontsize=14, weight="bold", color=ACCENT)
+            fig.text(0.22, y, value, fontsize=14)
+            y -= 0.065
+    url = repository_url()
+    if url:
+        fig.text(0.06, y, "Repository", fontsize=14, weight="bold", color=ACCENT)
+        fig.text(0.22, y, url, fontsize=14, color="#1a5fb4", url=url)
+    deck.add(fig)
+
+
+def novelty_page(deck: Deck, training: Training, runs: list[Run], experiments: list[Experiment]) -> None:
+    *left, (flags_heading, flags) = novelty(training, runs, experiments).items()
+    fig = deck.page("Novelty", "What this run did beyond the required tasks")
+    y = 0.77
+    for heading, items in left:
+        y = bullets(fig, 0.05, y, items, 62, heading=heading)
+    bullets(fig, 0.53, 0.77, flags, 62, heading=flags_heading)
+    deck.add(fig)
+
+
+def methodology_page(deck: Deck, training: Training, runs: list[Run]) -> None:
+    sections = list(methodology(training, runs).items())
+    fig = deck.page("Methodology", f"Settings read from {training.source.name}")
+    left, right = [sections[i] for i in (0, 1, 3)], [sections[i] for i in (2, 4)]
+    for column, x in ((left, 0.05), (right, 0.53)):
+        y = 0.77
+        for heading, items in column:
+            y = bullets(fig, x, y, items, 62, size=12, heading=heading)
+    deck.add(fig)
+
+
+def results_page(deck: Deck, runs: list[Run]) -> None:
+    header, rows = results_table(runs)
+    fig = deck.page(f"Results on the {evaluation_label(runs[0])}",
+                    "Median over tracks of the per-track median SDR (dB, higher is better); the highest in bold")
+    bottom = draw_table(fig, 0.79, header, rows, column_maxima(rows, (3, 4)), size=13)
+    if bottom - 0.18 >= 0.15:
+        sdr_bars(fig, runs, bottom - 0.08)
+    deck.add(fig)
+
+
+def sdr_bars(fig: plt.Figure, runs: list[Run], top: float) -> None:
+    """Grouped bars: checkpoints along x, one bar per phase method, one panel per stem."""
+    checkpoints = list(dict.fromkeys(r.checkpoint for r in runs))
+    phases = sorted({r.phase for r in runs}, key=phase_order)
+    by_key = {(r.checkpoint, r.phase): r for r in runs}
+    width = 0.8 / len(phases)
+    for i, stem in enumerate(STEMS):
+        ax = fig.add_axes([0.07 + i * 0.47, 0.08, 0.41, top - 0.08])
+        for k, phase in enumerate(phases):
+            xs = [j for j, c in enumerate(checkpoints) if (c, phase) in by_key]
+            values = [by_key[(checkpoints[j], phase)].median[stem] for j in xs]
+            bars = ax.bar([x + (k - (len(phases) - 1) / 2) * width for x in xs], values, width,
+                          label=phase_label(phase), color=plt.cm.tab10(k))
+            ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+        ax.set_xticks(range(len(checkpoints)), checkpoints, fontsize=9)
+        ax.axhline(0, color="0.3", linewidth=0.8)
+        ax.set_ylabel(f"{stem} SDR (dB)")
+        ax.margins(y=0.2)
+        ax.grid(axis="y", alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=9)
+
+
+def findings_page(deck: Deck, training: Training, runs: list[Run]) -> None:
+    fig = deck.page("Findings", "Computed from the loss history and the results")
+    bullets(fig, 0.05, 0.77, findings(training, runs), 115, size=13)
+    deck.add(fig)
+
+
+def loss_page(deck: Deck, training: Training) -> None:
+    h = training.history
+    epochs = [e["epoch"] for e in h]
+    marker = "." if len(h) < 30 else None
+    fig = deck.page("Training and validation loss", "Dashed: saved epoch checkpoints; star: best epoch (best.pt)")
+    ax = fig.add_axes([0.07, 0.12, 0.6, 0.66])
+    ax.plot(epochs, [e["train_loss"] for e in h], label="training", color=ACCENT, marker=marker)
+    ax.plot(epochs, [e["valid_loss"] for e in h], label="validation", color="#c0392b", marker=marker)
+    for epoch in training.saved_epochs:
+        ax.axvline(epoch, color="0.5", linestyle="--", linewidth=1)
+        ax.text(epoch, 1.01, f"epoch {epoch}", transform=ax.get_xaxis_transform(), ha="center", fontsize=9, color="0.4")
+    best = next(e for e in h if e["epoch"] == training.best_epoch)
+    ax.plot(best["epoch"], best["valid_loss"], marker="*", markersize=18, color="#f1c40f", markeredgecolor="k",
+            linestyle="none", label=f"best: epoch {best['epoch']}")
+    ax.set(xlabel="epoch", ylabel="MSE loss")
+    ax.legend()
+    lr, secs = fig.add_axes([0.74, 0.47, 0.22, 0.31]), fig.add_axes([0.74, 0.12, 0.22, 0.22])
+    lr.step(epochs, [e["lr"] for e in h], where="post", color=ACCENT)
+    lr.set(title="learning rate", yscale="log")
+    secs.bar(epochs, [e["seconds"] for e in h], color="0.6")
+    secs.set(title="seconds per epoch", xlabel="epoch")
+    for axis in (ax, lr, secs):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    deck.add(fig)
+
+
+def boxplot_page(deck: Deck, runs: list[Run]) -> None:
+    fig = deck.page(f"Per-track SDR on the {evaluation_label(runs[0])}",
+                    "One box per checkpoint and phase method; dots are tracks")
+    labels = [f"{r.checkpoint}\n{phase_label(r.phase)}" for r in runs]
+    rng = np.random.default_rng(0)  # fixed jitter: the same report for the same inputs
+    for i, stem in enumerate(STEMS):
+        ax = fig.add_axes([0.07 + i * 0.47, 0.2, 0.42, 0.58])
+        values = [[v[stem] for v in r.tracks.values() if not math.isnan(v[stem])] for r in runs]
+        ax.boxplot(values, showfliers=False, medianprops={"color": "#c0392b"})
+        for k, vals in enumerate(values, start=1):
+            ax.plot(k + rng.uniform(-0.12, 0.12, len(vals)), vals, ".", color=ACCENT, alpha=0.6)
+        ax.set_xticks(range(1, len(runs) + 1), labels, fontsize=8 if len(runs) > 6 else 10,
+                      rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center")
+        ax.set(title=stem, ylabel="SDR (dB)")
+        ax.grid(axis="y", alpha=0.3)
+    deck.add(fig)
+
+
+def metrics_page(deck: Deck, runs: list[Run]) -> None:
+    header, rows = metrics_table(runs)
+    fig = deck.page(f"BSSEval metrics on the {evaluation_label(runs[0])}",
+                    "Median over tracks of the per-track median (dB), from museval's per-track results")
+    draw_table(fig, 0.79, header, rows, size=11)
+    deck.add(fig)
+
+
+def experiment_pages(deck: Deck, experiment: Experiment) -> None:
+    header, rows = experiment_table(experiment)
+    for start in range(0, len(rows), EXPERIMENT_ROWS_PER_PAGE):
+        chunk = rows[start:start + EXPERIMENT_ROWS_PER_PAGE]
+        fig = deck.page(f"Experiment: {experiment.title}", "Median SDR (dB)")
+        draw_table(fig, 0.79, header, chunk, column_maxima(chunk, (1, 2)), size=11)
+        deck.add(fig)
+
+
+# ------------------------------------------------------------- spectrograms
+
+def mel_db(audio: np.ndarray, rate: int, ref: float | None = None) -> tuple[np.ndarray, float]:
+    """Mel power spectrogram in dB of the channel mean and the reference power used.
+
+    Panels of one track share the mixture's peak as reference, so colours compare."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=audio.mean(axis=1), sr=rate, n_fft=2048, hop_length=512, n_mels=128)
+    ref = ref if ref is not None else float(mel.max()) or 1.0
+    return librosa.power_to_db(mel, ref=ref, top_db=None).clip(-80, 0), ref
+
+
+def draw_spectrogram(ax: plt.Axes, spec: np.ndarray, rate: int, title: str) -> None:
+    import librosa.display
+
+    librosa.display.specshow(spec, sr=rate, hop_length=512, x_axis="s", y_axis="mel", ax=ax, cmap="magma",
+                             vmin=-80, vmax=0, rasterized=True)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+
+
+def spectrogram_page(deck: Deck, samples: list[Sample], runs: dict[str, Run]) -> None:
+    """Mixture, references and each phase method's estimates of one excerpt."""
+    first = next((s for s in samples if s.run in runs and runs[s.run].checkpoint == "best"), samples[0])
+    checkpoint = runs[first.run].checkpoint if first.run in runs else None
+    same = [s for s in samples if s.track == first.track and
+            (s.run == first.run or (checkpoint and s.run in runs and runs[s.run].checkpoint == checkpoint))]
+    same.sort(key=lambda s: phase_order(runs[s.run].phase) if s.run in runs else (True, s.run))
+    audio, rate = load_audio(first.folder / "mixture.wav")
+    mix, ref = mel_db(audio, rate)
+    fig = deck.page(f"Spectrograms: {first.track}",
+                    f"{len(audio) / rate:.0f} s listening excerpt; estimates of {checkpoint or first.run}")
+    columns = 2 + len(same)
+    width = 0.9 / columns
+    ax = fig.add_axes([0.05, 0.08, width - 0.015, 0.7])
+    draw_spectrogram(ax, mix, rate, "mixture")
+    for row, stem in enumerate(STEMS):
+        panels = [(f"reference {stem}", first.folder / f"reference_{stem}.wav")]
+        panels += [(f"{stem}, {phase_label(runs[s.run].phase) if s.run in runs else s.run}"
+                    f" ({db(runs[s.run].tracks.get(s.track, {}).get(stem, math.nan)) if s.run in runs else '–'} dB)",
+                    s.folder / f"{stem}.wav") for s in same]
+        for col, (title, path) in enumerate(panels, start=1):
+            ax = fig.add_axes([0.05 + col * width, 0.47 - row * 0.39, width - 0.015, 0.31])
+            draw_spectrogram(ax, mel_db(load_audio(path)[0], rate, ref)[0], rate, title)
+            ax.tick_params(labelleft=col == 1)  # the estimates share the references' frequency axis
+    deck.add(fig)
+
+
+def spectrogram_png(path: Path, audio: np.ndarray, rate: int, ref: float) -> None:
+    fig = plt.figure(figsize=(3.8, 1.2), dpi=100)
+    ax = fig.add_axes([0, 0, 1, 1])
+    draw_spectrogram(ax, mel_db(audio, rate, ref)[0], rate, "")
+    ax.set_axis_off()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# -------------------------------------------------------------- the PDF
+
+def write_pdf(path: Path, training: Training, runs: list[Run], samples: list[Sample],
+              experiments: list[Experiment]) -> int:
+    """Write the slides; returns the number of pages."""
+    with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": "Source separation report"}) as pdf:
+        deck = Deck(pdf)
+        cover_page(deck, training, runs)
+        novelty_page(deck, training, runs, experiments)
+        methodology_page(deck, training, runs)
+        for group in groups(runs):
+            results_page(deck, group)
+        findings_page(deck, training, runs)
+        loss_page(deck, training)
+        for group in groups(runs):
+            boxplot_page(deck, group)
+            if any(r.metrics for r in group):
+                metrics_page(deck, group)
+        if samples:
+            spectrogram_page(deck, samples, {r.name: r for r in runs})
+        for experiment in experiments:
+            experiment_pages(deck, experiment)
+        return deck.pages

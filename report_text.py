@@ -1,0 +1,300 @@
+"""report.py's words: labels, the tables, the findings computed from the loss history and
+the results, the novelty and methodology lists, all shared by the slides and results.md,
+which this module writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from data import AUGMENTATION_DESCRIPTIONS, parse_augmentations
+from model import STEMS
+from phase import PHASE_METHODS
+from report_runs import METRICS, Experiment, Run, Training, checkpoint_order, groups, phase_order
+from utils import write_text
+
+REQUIRED_EPOCHS = (25, 50, 150)
+# Training flags that say where or how fast a run went, not what it did.
+INCIDENTAL_FLAGS = ("cache", "checkpoint_dir", "workers", "device", "precision", "save_epochs")
+
+
+# ------------------------------------------------------------------ formatting
+
+def phase_label(phase: str) -> str:
+    """The phase method's label in phase.PHASE_METHODS; a name it no longer lists as is."""
+    return PHASE_METHODS[phase].label if phase in PHASE_METHODS else phase
+
+
+def db(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
+def duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def flag_value(value: object) -> str:
+    if value is None:  # train.py's size flags: None takes the chosen model's own default
+        return "the model's own"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def evaluation_label(run: Run) -> str:
+    where = {("test", ""): "test set", ("train", "valid"): "validation split",
+             ("train", "train"): "training split", ("train", ""): "training subset"}
+    return f"{where.get((run.subset, run.split or ''), run.subset)} ({len(run.tracks)} tracks)"
+
+
+def run_label(run: Run) -> str:
+    return f"{run.checkpoint} · {phase_label(run.phase)}"
+
+
+def default_train_args() -> dict:
+    from train import build_parser as train_parser  # train.py's own defaults, so they never drift
+
+    return vars(train_parser().parse_args([]))
+
+
+# ---------------------------------------------------------------- tables
+
+def results_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per checkpoint and phase method; the phase method's time where recorded."""
+    timed = any(r.seconds is not None for r in runs)
+    header = ["Checkpoint", "Epoch", "Phase", "Vocals SDR", "Accompaniment SDR"] + ["Phase time (s/track)"] * timed
+    rows = [[r.checkpoint, str(r.epoch), phase_label(r.phase), *(db(r.median[stem]) for stem in STEMS)]
+            + [db(math.nan if r.seconds is None else r.seconds)] * timed for r in runs]
+    return header, rows
+
+
+def metrics_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    header = ["Checkpoint · phase"] + [f"{stem.capitalize()} ({m})" for stem in STEMS for m in METRICS]
+    rows = [[run_label(r)] + [db(r.metrics[stem][m]) for stem in STEMS for m in METRICS] for r in runs if r.metrics]
+    return header, rows
+
+
+def experiment_table(experiment: Experiment) -> tuple[list[str], list[list[str]]]:
+    header = ["Experiment", "Vocals", "Accompaniment", "Parameters"]
+    rows = [[r["name"], db(r["vocals"]), db(r["accompaniment"]),
+             ", ".join(f"{k}={v}" for k, v in r["params"].items())] for r in experiment.rows]
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- findings
+
+def findings(training: Training, runs: list[Run]) -> list[str]:
+    """Sentences computed from the history and the main evaluation set's results."""
+    main = groups(runs)[0]
+    where = evaluation_label(main[0])
+    primary = "mixture" if any(r.phase == "mixture" for r in main) else main[0].phase
+    return ([training_finding(training)] + progression_findings(main, primary, where)
+            + best_findings(main, primary, training.best_epoch)
+            + phase_findings(main, primary, training.best_epoch) + spread_findings(main, primary))
+
+
+def training_finding(training: Training) -> str:
+    history = training.history
+    best, last = min(history, key=lambda h: h["valid_loss"]), history[-1]
+    text = (f"Training ran {last['epoch']} epochs in {duration(sum(h['seconds'] for h in history))}; validation "
+            f"loss was lowest at epoch {best['epoch']} ({best['valid_loss']:.4g})")
+    if last["epoch"] > best["epoch"]:
+        since = last["epoch"] - best["epoch"]
+        text += (f" and did not improve in the last {f'{since} epochs' if since > 1 else 'epoch'} "
+                 f"({last['valid_loss']:.4g} at the end)")
+    text += f"; final training loss {last['train_loss']:.4g}."
+    drops = sum(b["lr"] < a["lr"] for a, b in zip(history, history[1:]))
+    if drops:
+        text += f" The learning rate was lowered {drops} time(s), to {last['lr']:.3g}."
+    return text
+
+
+def progression_findings(runs: list[Run], phase: str, where: str) -> list[str]:
+    """SDR against training epochs, e.g. 25 -> 50 -> 150."""
+    by_epoch: dict[int, Run] = {}
+    for run in runs:
+        if run.phase == phase and run.epoch is not None:
+            by_epoch.setdefault(run.epoch, run)
+    epochs = sorted(by_epoch)
+    if len(epochs) < 2:
+        return []
+    out = []
+    for stem in STEMS:
+        values = [by_epoch[e].median[stem] for e in epochs]
+        path = " → ".join(f"{v:.2f} dB (epoch {e})" for e, v in zip(epochs, values))
+        text = (f"{stem.capitalize()} SDR on the {where}, {phase_label(phase)}: {path}, "
+                f"{values[-1] - values[0]:+.2f} dB overall")
+        if len(epochs) > 2:
+            steps = np.diff(values)
+            k = int(np.argmax(steps))
+            text += f"; the largest step ({steps[k]:+.2f} dB) came between epochs {epochs[k]} and {epochs[k + 1]}"
+        out.append(text + ".")
+    return out
+
+
+def best_findings(runs: list[Run], phase: str, best_epoch: int) -> list[str]:
+    """Does the lowest validation loss also give the highest SDR?"""
+    candidates = [r for r in runs if r.phase == phase]
+    tops = {stem: max(candidates, key=lambda r: r.median[stem]) for stem in STEMS}
+    parts = "; ".join(f"{stem} {top.median[stem]:.2f} dB ({top.checkpoint}, epoch {top.epoch})"
+                      for stem, top in tops.items())
+    if best_epoch not in {r.epoch for r in candidates}:
+        verdict = f"the epoch of lowest validation loss ({best_epoch}) was not scored"
+    elif all(top.epoch == best_epoch for top in tops.values()):
+        verdict = f"both at the epoch of lowest validation loss ({best_epoch})"
+    else:
+        verdict = f"so the lowest validation loss (epoch {best_epoch}) does not give the highest SDR for both stems"
+    return [f"Highest median SDR with the {phase_label(phase)}: {parts}; {verdict}."]
+
+
+def phase_findings(runs: list[Run], primary: str, best_epoch: int) -> list[str]:
+    """Every other phase method against the primary one, on the best checkpoint if scored."""
+    by_key = {(r.checkpoint, r.phase): r for r in runs}
+    out = []
+    for phase in sorted({r.phase for r in runs} - {primary}, key=phase_order):
+        both = [r.checkpoint for r in runs if r.phase == phase and (r.checkpoint, primary) in by_key]
+        if not both:
+            continue
+        # The checkpoint of lowest validation loss is the one the comparison is asked for.
+        ckpt = min(both, key=lambda c: (by_key[(c, phase)].epoch != best_epoch, c != "best", checkpoint_order(c)))
+        other, base = by_key[(ckpt, phase)], by_key[(ckpt, primary)]
+        parts = [f"{stem} {other.median[stem]:.2f} vs {base.median[stem]:.2f} dB "
+                 f"({other.median[stem] - base.median[stem]:+.2f} dB)" for stem in STEMS]
+        if other.seconds is not None and base.seconds is not None:
+            parts.append(f"{other.seconds:.2f} vs {base.seconds:.2f} s per track")
+        out.append(f"{phase_label(phase)} against the {phase_label(primary)} on {ckpt} (epoch {other.epoch}): "
+                   + ", ".join(parts) + ".")
+    return out
+
+
+def spread_findings(runs: list[Run], phase: str) -> list[str]:
+    """How far single tracks sit from the median, for the run of highest vocals SDR."""
+    run = max((r for r in runs if r.phase == phase), key=lambda r: r.median["vocals"])
+    if len(run.tracks) < 2:
+        return []
+    vocals = {t: v["vocals"] for t, v in run.tracks.items() if not math.isnan(v["vocals"])}
+    low, high = min(vocals, key=vocals.get), max(vocals, key=vocals.get)
+    louder = sum(v["accompaniment"] > v["vocals"] for v in run.tracks.values())
+    return [f"Per track ({run_label(run)}), vocals SDR spans {vocals[low]:.2f} dB ({low}) to "
+            f"{vocals[high]:.2f} dB ({high}); accompaniment scores higher than vocals on "
+            f"{louder} of {len(run.tracks)} tracks."]
+
+
+def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) -> dict[str, list[str]]:
+    """Headed lists: what was done beyond the required tasks, which required results are
+    missing (only if any), which training flags differ from their defaults.
+
+    Required: the mixture phase on epochs 25, 50 and 150 and Griffin-Lim on the best
+    epoch, all on the test set."""
+    beyond = [f"Phase reconstruction by '{phase_label(p)}', beyond the mixture phase and Griffin-Lim."
+              for p in sorted({r.phase for r in runs} - {"mixture", "griffinlim"})]
+    gl_extra = sorted({r.checkpoint for r in runs if r.phase == "griffinlim" and r.epoch != training.best_epoch},
+                      key=checkpoint_order)
+    if gl_extra:
+        beyond.append(f"Griffin-Lim scored on {', '.join(gl_extra)} (required: the best epoch only).")
+    extra = sorted({r.checkpoint for r in runs if r.epoch not in REQUIRED_EPOCHS and r.epoch != training.best_epoch},
+                   key=checkpoint_order)
+    if extra:
+        beyond.append(f"Checkpoints scored besides epochs {', '.join(map(str, REQUIRED_EPOCHS))} "
+                      f"and the best: {', '.join(extra)}.")
+    beyond += [f"Also scored on the {evaluation_label(g[0])}." for g in groups(runs) if g[0].subset != "test"]
+    if experiments:
+        beyond.append(f"{len(experiments)} experiment table(s): {', '.join(e.title for e in experiments)}.")
+
+    test = {(r.epoch, r.phase) for r in runs if r.subset == "test"}
+    missing = [f"Epoch {e} with the mixture phase on the test set." for e in REQUIRED_EPOCHS
+               if (e, "mixture") not in test]
+    if (training.best_epoch, "griffinlim") not in test:
+        missing.append(f"Griffin-Lim on the best epoch ({training.best_epoch}) on the test set.")
+
+    defaults = default_train_args()
+    changed = [f"--{k.replace('_', '-')} {flag_value(v)} (default {flag_value(defaults[k])})"
+               for k, v in training.train_args.items()
+               if k in defaults and k not in INCIDENTAL_FLAGS and v != defaults[k]]
+    out = {"Beyond the required tasks": beyond or ["Nothing beyond the required tasks."]}
+    if missing:
+        out["Required results not found"] = missing
+    out["Training flags changed from the defaults"] = changed or ["None: every training flag at its default."]
+    return out
+
+
+def architecture(cfg: dict) -> str:
+    """model_config -> a short name; a config without "model" predates bsrnn and is umx."""
+    if cfg.get("model", "umx") == "bsrnn":
+        causal = "" if cfg["bidirectional"] else ", causal in time"
+        return f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs{causal})"
+    if cfg["nb_layers"] == 0:
+        return "per-frame network (no LSTM)"
+    return f"{cfg['nb_layers']}-layer {'BiLSTM' if cfg['bidirectional'] else 'causal LSTM'}"
+
+
+def model_lines(cfg: dict, rate: int, n_fft: int) -> list[str]:
+    """The methodology page's description of the network, from its model_config."""
+    if cfg.get("model", "umx") == "bsrnn":
+        return [f"{architecture(cfg)}, {cfg['feature_size']} features per band, one trunk shared by both stems",
+                "output: masks applied to the mixture magnitude",
+                f"input: all {cfg['nb_bins']} bins in {len(cfg['band_widths'])} bands "
+                f"({min(cfg['band_widths'])}–{max(cfg['band_widths'])} bins wide), {cfg['nb_channels']} channels"]
+    return [f"{architecture(cfg)}, hidden size {cfg['hidden_size']}, one trunk shared by both stems",
+            "output: " + ("masks applied to the mixture magnitude" if cfg["use_mask"] else "magnitudes directly"),
+            f"input: {cfg['max_bin']} of {cfg['nb_bins']} bins (up to {cfg['max_bin'] * rate / n_fft / 1000:.1f} kHz), "
+            f"{cfg['nb_channels']} channels"]
+
+
+def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
+    cfg, args, stft = training.model_config, training.train_args, training.stft
+    rate, n_fft, hop = stft["sample_rate"], stft["n_fft"], stft["hop"]
+    augment = [f"{a}: {AUGMENTATION_DESCRIPTIONS[a]}" for a in parse_augmentations(args["augment"])]
+    if args["data"] == "magnitudes":
+        augment.append("on cached magnitudes only gain and swap apply, to the whole excerpt")
+    return {
+        "Model": [*model_lines(cfg, rate, n_fft), f"{training.parameters:,} parameters"],
+        "STFT": [
+            f"n_fft {n_fft} ({1000 * n_fft / rate:.0f} ms Hann window), hop {hop} ({1000 * hop / rate:.1f} ms)",
+            f"{rate} Hz; the same STFT for training, inference and Griffin-Lim",
+        ],
+        "Data and augmentation": [
+            f"{args['seq_dur']:g} s excerpts, {args['samples_per_track']} per track per epoch, "
+            f"from cached {args['data']}",
+            *(augment or ["no augmentation"]),
+        ],
+        "Training": [
+            f"{args['epochs']} epochs, batch {args['batch_size']}, Adam lr {args['lr']:g}, "
+            f"weight decay {args['weight_decay']:g}, seed {args['seed']}",
+            f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {args['lr_decay_patience']} epochs",
+            "loss: MSE of the magnitude estimates; best.pt = lowest validation loss",
+        ],
+        "Evaluation": [
+            "museval BSSEval v4 on 1 s frames: median over frames per track, then median over tracks",
+            "phase: " + ", ".join(phase_label(p) for p in sorted({r.phase for r in runs}, key=phase_order)),
+        ],
+    }
+
+
+# ------------------------------------------------------------------ results.md
+
+def write_markdown(path: Path, training: Training, runs: list[Run], experiments: list[Experiment]) -> None:
+    best = next(h for h in training.history if h["epoch"] == training.best_epoch)
+    parts = [f"# Results\n\nModel: {training.parameters:,} parameters; {len(training.history)} epochs; best "
+             f"epoch {training.best_epoch} (validation loss {best['valid_loss']:.4g}). SDR in dB: median over "
+             "tracks of the per-track median over 1 s frames (museval BSSEval v4)."]
+    for group in groups(runs):
+        parts.append(f"## Results on the {evaluation_label(group[0])}\n\n" + markdown_table(*results_table(group)))
+        header, rows = metrics_table(group)
+        if rows:
+            parts.append(f"## BSSEval metrics on the {evaluation_label(group[0])}\n\n" + markdown_table(header, rows))
+    parts.append("## Findings\n\n" + "\n".join(f"- {f}" for f in findings(training, runs)))
+    for experiment in experiments:
+        parts.append(f"## Experiment: {experiment.title}\n\n" + markdown_table(*experiment_table(experiment)))
+    write_text(path, "\n\n".join(parts) + "\n")
