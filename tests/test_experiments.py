@@ -118,16 +118,17 @@ def test_every_variant_builds_under_10m_parameters_and_trains_a_step(run) -> Non
     is a < 10M-parameter two-stem system and takes one optimisation step."""
     flags = train.build_parser().parse_args(experiments.EXPERIMENT_SETS[run[0]][run[1]])
     config = train.new_model_config(flags.model, flags.hidden_size, flags.nb_layers, not flags.no_mask,
-                                    not flags.unidirectional, flags.bandwidth)
+                                    not flags.unidirectional, flags.bandwidth, flags.mask_activation,
+                                    flags.input_transform)
     torch.manual_seed(0)
     model = build_model(config)
     assert count_parameters(model) < 10_000_000
-    mixture_mag = torch.rand(2, 2, 2049, 6)
-    target_mag = torch.rand(2, 2, 2, 2049, 6)
+    stems = 0.1 * torch.randn(2, 4, 2, 5 * 1024)  # batch, sources, channels, samples: 6 frames
+    mixture_mag, targets = train.batch_targets(stems, True, torch.device("cpu"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = train.separation_loss(model, mixture_mag, target_mag)
+    loss = train.separation_loss(model, mixture_mag, targets, flags.loss)
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert train.separation_loss(model, mixture_mag, target_mag).item() != loss.item()
+    assert train.separation_loss(model, mixture_mag, targets, flags.loss).item() != loss.item()

@@ -13,10 +13,10 @@ from pipeline_helpers import TINY_TRAIN
 
 
 def watch_dtypes(monkeypatch) -> dict[str, list]:
-    """Hooks on every nn.LSTM and nn.Linear of the model train.py builds, and on its loss:
-    what dtypes each saw, per phase ("train" or "valid")."""
-    seen: dict[str, list] = {"lstm_in": [], "lstm_out": [], "lstm_autocast": [], "linear_out": [], "loss": []}
-    real_build, real_loss = train.build_model, train.separation_loss
+    """Hooks on every nn.LSTM and nn.Linear of the model train.py builds, and on the
+    estimates its losses are computed from: what dtypes each saw, per phase ("train" or "valid")."""
+    seen: dict[str, list] = {"lstm_in": [], "lstm_out": [], "lstm_autocast": [], "linear_out": [], "estimate": []}
+    real_build, real_estimate = train.build_model, train.estimate_stems
 
     def lstm_pre_hook(module, inputs):
         seen["lstm_in"].append(inputs[0].dtype)
@@ -32,13 +32,13 @@ def watch_dtypes(monkeypatch) -> dict[str, list]:
                 module.register_forward_hook(lambda m, i, out: seen["linear_out"].append(out.dtype))
         return model
 
-    def separation_loss(model, *args):
-        loss = real_loss(model, *args)
-        seen["loss"].append(("train" if model.training else "valid", loss.dtype))
-        return loss
+    def estimate_stems(model, *args):
+        estimate = real_estimate(model, *args)
+        seen["estimate"].append(("train" if model.training else "valid", estimate.dtype))
+        return estimate
 
     monkeypatch.setattr(train, "build_model", build_model)
-    monkeypatch.setattr(train, "separation_loss", separation_loss)
+    monkeypatch.setattr(train, "estimate_stems", estimate_stems)
     return seen
 
 
@@ -57,8 +57,8 @@ def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, h
     # The control: the linear layers around the LSTMs did run in bf16 under --precision bf16
     # (CPU autocast would run the LSTMs in bf16 too, were float32_lstm not there).
     assert seen["linear_out"] and set(seen["linear_out"]) == {linear_dtype}
-    assert {phase for phase, _ in seen["loss"]} == {"train", "valid"}
-    assert {dtype for _, dtype in seen["loss"]} == {torch.float32}
+    assert {phase for phase, _ in seen["estimate"]} == {"train", "valid"}
+    assert {dtype for _, dtype in seen["estimate"]} == {torch.float32}  # so the losses are float32
     state = utils.load_checkpoint(tmp_path / "last.pt")
     assert state["train_args"]["precision"] == recorded
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in state["history"])
