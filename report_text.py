@@ -11,8 +11,10 @@ import numpy as np
 
 from data import AUGMENTATION_DESCRIPTIONS, parse_augmentations
 from model import STEMS
+from losses import LOSSES
 from phase import PHASE_METHODS
 from report_runs import METRICS, Experiment, Run, Training, checkpoint_order, groups, phase_order
+from schedules import LR_SCHEDULES
 from utils import write_text
 
 REQUIRED_EPOCHS = (25, 50, 150)
@@ -100,22 +102,35 @@ def findings(training: Training, runs: list[Run]) -> list[str]:
     where = evaluation_label(main[0])
     primary = "mixture" if any(r.phase == "mixture" for r in main) else main[0].phase
     return ([training_finding(training)] + progression_findings(main, primary, where)
-            + best_findings(main, primary, training.best_epoch)
+            + best_findings(main, primary, training.best_epoch, best_basis(training))
             + phase_findings(main, primary, training.best_epoch) + spread_findings(main, primary))
+
+
+def best_basis(training: Training) -> str:
+    """What chose best.pt: train.best_epoch ranks by validation SDR, which checkpoints
+    from before it was recorded lack (they were chosen on the validation loss)."""
+    return "highest validation SDR" if "valid_sdr_vocals" in training.history[0] else "lowest validation loss"
+
+
+def validation_figures(row: dict) -> str:
+    """One history row's validation figures: SDR (vocals / accompaniment) where recorded, and the loss."""
+    sdr = (f"SDR {row['valid_sdr_vocals']:.2f} / {row['valid_sdr_accompaniment']:.2f} dB, "
+           if "valid_sdr_vocals" in row else "")
+    return f"{sdr}loss {row['valid_loss']:.4g}"
 
 
 def training_finding(training: Training) -> str:
     history = training.history
-    best, last = min(history, key=lambda h: h["valid_loss"]), history[-1]
-    text = (f"Training ran {last['epoch']} epochs in {duration(sum(h['seconds'] for h in history))}; validation "
-            f"loss was lowest at epoch {best['epoch']} ({best['valid_loss']:.4g})")
+    best, last = next(h for h in history if h["epoch"] == training.best_epoch), history[-1]
+    text = (f"Training ran {last['epoch']} epochs in {duration(sum(h['seconds'] for h in history))}; best.pt "
+            f"({best_basis(training)}) is epoch {best['epoch']} ({validation_figures(best)})")
     if last["epoch"] > best["epoch"]:
         since = last["epoch"] - best["epoch"]
-        text += (f" and did not improve in the last {f'{since} epochs' if since > 1 else 'epoch'} "
-                 f"({last['valid_loss']:.4g} at the end)")
+        text += (f" and the validation did not improve in the last {f'{since} epochs' if since > 1 else 'epoch'} "
+                 f"({validation_figures(last)} at the end)")
     text += f"; final training loss {last['train_loss']:.4g}."
     drops = sum(b["lr"] < a["lr"] for a, b in zip(history, history[1:]))
-    if drops:
+    if drops and training.train_args.get("lr_schedule", "plateau") == "plateau":
         text += f" The learning rate was lowered {drops} time(s), to {last['lr']:.3g}."
     return text
 
@@ -143,18 +158,18 @@ def progression_findings(runs: list[Run], phase: str, where: str) -> list[str]:
     return out
 
 
-def best_findings(runs: list[Run], phase: str, best_epoch: int) -> list[str]:
-    """Does the lowest validation loss also give the highest SDR?"""
+def best_findings(runs: list[Run], phase: str, best_epoch: int, basis: str) -> list[str]:
+    """Does best.pt's epoch (chosen on `basis`) also give the highest SDR?"""
     candidates = [r for r in runs if r.phase == phase]
     tops = {stem: max(candidates, key=lambda r: r.median[stem]) for stem in STEMS}
     parts = "; ".join(f"{stem} {top.median[stem]:.2f} dB ({top.checkpoint}, epoch {top.epoch})"
                       for stem, top in tops.items())
     if best_epoch not in {r.epoch for r in candidates}:
-        verdict = f"the epoch of lowest validation loss ({best_epoch}) was not scored"
+        verdict = f"the epoch of {basis} ({best_epoch}) was not scored"
     elif all(top.epoch == best_epoch for top in tops.values()):
-        verdict = f"both at the epoch of lowest validation loss ({best_epoch})"
+        verdict = f"both at the epoch of {basis} ({best_epoch})"
     else:
-        verdict = f"so the lowest validation loss (epoch {best_epoch}) does not give the highest SDR for both stems"
+        verdict = f"so the {basis} (epoch {best_epoch}) does not give the highest SDR for both stems"
     return [f"Highest median SDR with the {phase_label(phase)}: {parts}; {verdict}."]
 
 
@@ -166,7 +181,7 @@ def phase_findings(runs: list[Run], primary: str, best_epoch: int) -> list[str]:
         both = [r.checkpoint for r in runs if r.phase == phase and (r.checkpoint, primary) in by_key]
         if not both:
             continue
-        # The checkpoint of lowest validation loss is the one the comparison is asked for.
+        # best.pt's epoch is the one the comparison is asked for.
         ckpt = min(both, key=lambda c: (by_key[(c, phase)].epoch != best_epoch, c != "best", checkpoint_order(c)))
         other, base = by_key[(ckpt, phase)], by_key[(ckpt, primary)]
         parts = [f"{stem} {other.median[stem]:.2f} vs {base.median[stem]:.2f} dB "
@@ -272,8 +287,9 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
         "Training": [
             f"{args['epochs']} epochs, batch {args['batch_size']}, Adam lr {args['lr']:g}, "
             f"weight decay {args['weight_decay']:g}, seed {args['seed']}",
-            f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {args['lr_decay_patience']} epochs",
-            "loss: MSE of the magnitude estimates; best.pt = lowest validation loss",
+            (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {args['lr_decay_patience']} epochs"
+             if args.get("lr_schedule", "plateau") == "plateau" else f"lr schedule: {LR_SCHEDULES[args['lr_schedule']]}"),
+            f"loss: {LOSSES[args.get('loss', 'mse')].description}; best.pt = {best_basis(training)}",
         ],
         "Evaluation": [
             "museval BSSEval v4 on 1 s frames: median over frames per track, then median over tracks",
@@ -287,7 +303,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
 def write_markdown(path: Path, training: Training, runs: list[Run], experiments: list[Experiment]) -> None:
     best = next(h for h in training.history if h["epoch"] == training.best_epoch)
     parts = [f"# Results\n\nModel: {training.parameters:,} parameters; {len(training.history)} epochs; best "
-             f"epoch {training.best_epoch} (validation loss {best['valid_loss']:.4g}). SDR in dB: median over "
+             f"epoch {training.best_epoch} ({best_basis(training)}: {validation_figures(best)}). SDR in dB: median over "
              "tracks of the per-track median over 1 s frames (museval BSSEval v4)."]
     for group in groups(runs):
         parts.append(f"## Results on the {evaluation_label(group[0])}\n\n" + markdown_table(*results_table(group)))

@@ -33,20 +33,12 @@ from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, augment
 from losses import LOSSES, Targets, loss_help, mixture_phase_audio
 from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
                    transform_input)
+from schedules import LR_SCHEDULES, make_scheduler
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
                    remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 PRECISIONS = ("auto", "fp32", "bf16")
-# Share of all steps spent warming the cosine schedule up from 0: the first Adam steps,
-# taken before its moment estimates settle, are then small.
-WARMUP_FRACTION = 0.02
-LR_SCHEDULES = {
-    "plateau": "--lr until the validation loss stops falling for --lr-decay-patience epochs, then x "
-               "--lr-decay-gamma (Open-Unmix's schedule)",
-    "cosine": f"a linear warm-up over {WARMUP_FRACTION:.0%}% of all steps, then half a cosine from --lr to 0 at the "
-              "last step of --epochs (resume with the same --epochs to continue the same curve)",
-}
 
 
 def model_default(model: str, parameter: str):
@@ -88,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay")
     g.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="plateau",
-                   help="; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()))
+                   help="; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()).replace("%", "%%"))  # argparse
     g.add_argument("--lr-decay-patience", type=int, default=80, help="plateau: ReduceLROnPlateau patience (epochs)")
     g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="plateau: ReduceLROnPlateau factor")
     g.add_argument("--loss", choices=list(LOSSES), default="mse", help=loss_help())
@@ -187,20 +179,6 @@ def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, targets: 
                     precision: str = "auto") -> torch.Tensor:
     """The --loss between the model's estimates of both stems and the targets, in float32."""
     return LOSSES[loss].function(estimate_stems(model, mixture_mag, precision), targets)
-
-
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, patience: int, gamma: float):
-    """The --lr-schedule's scheduler. "cosine" steps after every batch, "plateau" once per
-    epoch on the validation loss (train.run does both calls)."""
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience)
-    warmup = max(1, round(WARMUP_FRACTION * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,

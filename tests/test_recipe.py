@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import schedules
 import train
 import utils
 from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr
@@ -30,8 +31,8 @@ def _lrs(scheduler, optimizer, steps: int) -> list[float]:
 
 def test_cosine_warms_up_then_decays_to_zero():
     optimizer = _optimizer()
-    lrs = _lrs(train.make_scheduler("cosine", optimizer, 200, 80, 0.3), optimizer, 200)
-    warmup = round(train.WARMUP_FRACTION * 200)
+    lrs = _lrs(schedules.make_scheduler("cosine", optimizer, 200, 80, 0.3), optimizer, 200)
+    warmup = round(schedules.WARMUP_FRACTION * 200)
     assert lrs[:warmup] == sorted(lrs[:warmup]) and lrs[0] < 1e-3 / 2
     assert max(lrs) == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # never rises after the warm-up
@@ -41,13 +42,13 @@ def test_cosine_warms_up_then_decays_to_zero():
 
 def test_cosine_resumes_on_the_same_curve():
     optimizer = _optimizer()
-    straight = _lrs(train.make_scheduler("cosine", optimizer, 100, 80, 0.3), optimizer, 100)
+    straight = _lrs(schedules.make_scheduler("cosine", optimizer, 100, 80, 0.3), optimizer, 100)
     optimizer = _optimizer()
-    scheduler = train.make_scheduler("cosine", optimizer, 100, 80, 0.3)
+    scheduler = schedules.make_scheduler("cosine", optimizer, 100, 80, 0.3)
     first = _lrs(scheduler, optimizer, 40)
     saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     optimizer = _optimizer()  # train.run's order: a new scheduler, then both states
-    scheduler = train.make_scheduler("cosine", optimizer, 100, 80, 0.3)
+    scheduler = schedules.make_scheduler("cosine", optimizer, 100, 80, 0.3)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     assert first + _lrs(scheduler, optimizer, 60) == pytest.approx(straight)
