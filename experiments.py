@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
+import checkpoint
 from data import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
@@ -158,7 +158,7 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
     if missing:
         _script("inference.py", ["--checkpoint", str(final), "--out", str(directory / "eval"), "--samples", "0",
                                  "--phase", *missing, *score_args], log, threads)
-    state = torch.load(final, map_location="cpu", weights_only=False)
+    state = checkpoint.load(final)
     scores = {phase: json.loads(path.read_text()) for phase, path in summaries.items()}
     main = scores[phases[0]]
     return {

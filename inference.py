@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from checkpoint import load_separator, load_vocoder
 from data import check_track, open_musdb, select_tracks
 from model import STEMS
 from phase import PHASE_METHODS, WIENER_EPS
 from utils import (HOP, OUTPUT_FORMATS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, audio_info,
-                   load_separator, load_vocoder, read_audio_any, resample, resolve_device, run_cli, save_audio, stft,
-                   write_text)
+                   read_audio_any, resample, resolve_device, run_cli, save_audio, stft, write_text)
 
 SAMPLE_SECONDS = 30.0
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+import checkpoint
 from model import STEMS
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 SAMPLE_FILES = ("mixture", "reference_vocals", "reference_accompaniment", "vocals", "accompaniment")
@@ -29,6 +30,7 @@ class Training:
     stft: dict
     parameters: int
     saved_epochs: list[int]
+    machine: str  # what trained it ("" in checkpoints that predate the key)
 
 
 @dataclass
@@ -94,10 +96,10 @@ def load_training(checkpoint_dir: Path) -> Training:
     # last.pt holds the whole history; without it the latest epoch file holds the most.
     source = (files.get("last") or (files[f"epoch_{saved[-1]:03d}"] if saved else None) or files.get("best")
               or sorted(files.values())[0])
-    state = load_checkpoint(source)
+    state = checkpoint.load(source)
     try:
         return Training(source, state["history"], state["best_epoch"], state["train_args"], state["model_config"],
-                        state["stft"], state["parameters"], saved)
+                        state["stft"], state["parameters"], saved, state.get("machine", ""))
     except KeyError as err:
         raise UserError(f"checkpoint {source} has no {err} entry (written by an older train.py?)") from err
 

@@ -286,7 +286,8 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
         ],
         "Training": [
             f"{args['epochs']} epochs, batch {args['batch_size']}, Adam lr {args['lr']:g}, "
-            f"weight decay {args['weight_decay']:g}, seed {args['seed']}",
+            f"weight decay {args['weight_decay']:g}, seed {args['seed']}"
+            + (f"; trained on {training.machine}" if training.machine else ""),
             (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {args['lr_decay_patience']} epochs"
              if args.get("lr_schedule", "plateau") == "plateau" else f"lr schedule: {LR_SCHEDULES[args['lr_schedule']]}"),
             f"loss: {LOSSES[args.get('loss', 'mse')].description}; best.pt = {best_basis(training)}",

@@ -28,14 +28,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import checkpoint
 from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, augment_help, input_statistics,
                   mixture_and_targets, parse_augmentations)
 from losses import LOSSES, Targets, loss_help, mixture_phase_audio
 from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
                    transform_input)
 from schedules import LR_SCHEDULES, make_scheduler
-from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, load_checkpoint, nb_frames,
-                   remove_stale_parts, resolve_device, run_cli, save_checkpoint, stft, write_text)
+from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, nb_frames, remove_stale_parts,
+                   resolve_device, run_cli, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -353,18 +354,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         remove_stale_parts(ckpt_dir)
     torch.manual_seed(args.seed)
 
-    resume_state = load_checkpoint(ckpt_dir / "last.pt") if args.resume else None
-    if resume_state is not None:
-        try:
-            model = build_model(resume_state["model_config"])
-            model.load_state_dict(resume_state["model_state"])
-            stats = resume_state["input_stats"]
-            missing = [k for k in ("optimizer_state", "scheduler_state", "history", "epoch") if k not in resume_state]
-            if missing:
-                raise KeyError(", ".join(missing))
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise UserError(f"{ckpt_dir / 'last.pt'} cannot be resumed (not a last.pt of this model: "
-                            f"{type(err).__name__}: {err})".splitlines()[0]) from err
+    resume_state = None
+    if args.resume:
+        model, resume_state = checkpoint.load_for_resume(ckpt_dir / "last.pt")
+        stats = resume_state["input_stats"]
         resumed_schedule = resume_state.get("train_args", {}).get("lr_schedule", "plateau")
         if resumed_schedule != args.lr_schedule:
             raise UserError(f"{ckpt_dir / 'last.pt'} was trained with --lr-schedule {resumed_schedule}: "
@@ -424,18 +417,14 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         best = best_epoch(history)
         if not is_main:
             continue
-        state = {
-            "model_state": model.state_dict(), "model_config": model.config, "input_stats": stats,
-            "stft": {"n_fft": N_FFT, "hop": HOP, "sample_rate": SAMPLE_RATE},
-            "epoch": epoch, "history": history, "best_epoch": best["epoch"], "train_args": train_args,
-            "parameters": count_parameters(model), "machine": machine_description(device),
-        }
+        facts = {"input_stats": stats, "epoch": epoch, "history": history, "best_epoch": best["epoch"],
+                 "train_args": train_args, "machine": machine_description(device)}
         if best["epoch"] == epoch:
-            save_checkpoint(ckpt_dir / "best.pt", state)
+            checkpoint.save(ckpt_dir / "best.pt", checkpoint.separator_state(model, **facts))
         if epoch in save_epochs:
-            save_checkpoint(ckpt_dir / f"epoch_{epoch:03d}.pt", state)
-        save_checkpoint(ckpt_dir / "last.pt", {**state, "optimizer_state": optimizer.state_dict(),
-                                               "scheduler_state": scheduler.state_dict()})
+            checkpoint.save(ckpt_dir / f"epoch_{epoch:03d}.pt", checkpoint.separator_state(model, **facts))
+        checkpoint.save(ckpt_dir / "last.pt", checkpoint.separator_state(
+            model, **facts, optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict()))
         write_log(ckpt_dir / "log.csv", history)
         print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  SDR "
               f"{' / '.join(f'{sdr:.2f}' for sdr in validation.sdr.values())} dB  best epoch {best['epoch']}  "

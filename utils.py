@@ -20,7 +20,6 @@ import torch
 SAMPLE_RATE = 44100
 N_FFT = 4096
 HOP = 1024
-CHECKPOINT_VERSION = 1
 
 
 class UserError(Exception):
@@ -234,69 +233,6 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     import soxr
 
     return soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), from_rate, to_rate, quality="VHQ")
-
-
-# ----------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """torch.save through `atomic_path`: a checkpoint file is complete or absent."""
-    with atomic_path(path) as tmp:
-        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint`, or raise a UserError saying why not."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__})") from err
-    if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise UserError(f"{path} is not a checkpoint of this project (or of another version)")
-    return state
-
-
-def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the trained separator from a checkpoint alone; returns (model, checkpoint)."""
-    from model import build_model  # model.py holds only modules, so it never imports utils
-
-    state = load_checkpoint(path, device)
-    stft_config = state.get("stft") or {}
-    trained = (stft_config.get("n_fft", N_FFT), stft_config.get("hop", HOP), stft_config.get("sample_rate", SAMPLE_RATE))
-    if trained != (N_FFT, HOP, SAMPLE_RATE):
-        raise UserError(f"{path} was trained with n_fft={trained[0]} hop={trained[1]} at {trained[2]} Hz; this code "
-                        f"uses n_fft={N_FFT} hop={HOP} at {SAMPLE_RATE} Hz")
-    try:
-        model = build_model(state["model_config"])
-        model.load_state_dict(state["model_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path} does not match this project's model: {err}".splitlines()[0]) from err
-    return model.to(device).eval(), state
-
-
-def load_vocoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the mel vocoder vocoder.py trained from its checkpoint; returns (model,
-    checkpoint). Any other file, a separator checkpoint included, is a UserError."""
-    from model import Vocoder
-
-    state = load_checkpoint(path, device)
-    if "vocoder_config" not in state:
-        raise UserError(f"{path} is not a vocoder checkpoint (vocoder.py writes them; this one holds "
-                        f"{'a separator' if 'model_config' in state else 'no vocoder'})")
-    stft_config, mel_config = state.get("stft") or {}, state.get("mel") or {}
-    trained = (stft_config.get("n_fft"), stft_config.get("hop"), stft_config.get("sample_rate"), mel_config.get("fmax"))
-    if trained != (N_FFT, HOP, SAMPLE_RATE, MEL_FMAX):
-        raise UserError(f"{path} was trained on mels of n_fft={trained[0]} hop={trained[1]} at {trained[2]} Hz "
-                        f"up to {trained[3]} Hz; this code uses n_fft={N_FFT} hop={HOP} at {SAMPLE_RATE} Hz "
-                        f"up to {MEL_FMAX} Hz")
-    try:
-        model = Vocoder(**state["vocoder_config"])
-        model.load_state_dict(state["model_state"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise UserError(f"{path} does not match this project's vocoder: {err}".splitlines()[0]) from err
-    return model.to(device).eval(), state
 
 
 # ---------------------------------------------------------------------- device

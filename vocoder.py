@@ -36,11 +36,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import checkpoint
 from data import StemCache, VocoderChunks
 from model import Vocoder, count_parameters
 from phase import vocode
 from utils import (HOP, MEL_FLOOR, MEL_FMAX, N_FFT, N_MELS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag,
-                   load_checkpoint, log_mel, resolve_device, run_cli, save_checkpoint, stft)
+                   log_mel, resolve_device, run_cli, stft)
 
 # (n_fft, hop, mel bands) of the mel loss terms: the separator's own resolution and three
 # shorter windows that see the onsets a 93 ms window smears. Fewer bands at the short
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stale.unlink(missing_ok=True)
     torch.manual_seed(args.seed)
 
-    state = load_checkpoint(out) if args.resume else None
+    state = checkpoint.load(out) if args.resume else None
     if state is not None:
         try:
             vocoder = Vocoder(**state["vocoder_config"])
@@ -177,14 +178,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     seconds_before = state.get("seconds", 0.0) if state is not None else 0.0
 
     def save(step: int) -> None:
-        save_checkpoint(out, {
-            "model_state": vocoder.state_dict(), "vocoder_config": vocoder.config,
-            "mel": {"n_mels": vocoder.n_mels, "fmax": MEL_FMAX, "floor": MEL_FLOOR},
-            "stft": {"n_fft": N_FFT, "hop": HOP, "sample_rate": SAMPLE_RATE},
-            "loss_resolutions": LOSS_RESOLUTIONS, "step": step, "history": history, "train_args": train_args,
-            "parameters": count_parameters(vocoder), "optimizer_state": optimizer.state_dict(),
-            "seconds": seconds_before + time.perf_counter() - started,
-        })
+        checkpoint.save(out, checkpoint.vocoder_state(
+            vocoder, mel={"n_mels": vocoder.n_mels, "fmax": MEL_FMAX, "floor": MEL_FLOOR},
+            loss_resolutions=LOSS_RESOLUTIONS, step=step, history=history, train_args=train_args,
+            optimizer_state=optimizer.state_dict(), seconds=seconds_before + time.perf_counter() - started))
 
     train_steps(vocoder, loader, optimizer, device, start_step, args.steps, args.lr, args.complex_weight,
                 history, save, args.save_every)

@@ -36,7 +36,8 @@ import inference  # noqa: E402
 import phase_speed  # noqa: E402
 from data import open_musdb  # noqa: E402
 from model import STEMS, Separator  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio, save_checkpoint  # noqa: E402
+import checkpoint  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio  # noqa: E402
 
 
 def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> float:
@@ -81,8 +82,8 @@ def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: l
     count's. On a machine others load, the CPU seconds show whether the pool added work."""
     torch.manual_seed(0)
     model = Separator()
-    checkpoint = folder / "random.pt"
-    save_checkpoint(checkpoint, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    checkpoint_path = folder / "random.pt"
+    checkpoint.save(checkpoint_path, checkpoint.separator_state(model))
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     inputs = []
@@ -95,7 +96,7 @@ def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: l
         out = folder / f"workers{count}"
         started, cpu = time.perf_counter(), cpu_seconds()
         with contextlib.redirect_stdout(io.StringIO()):  # the stem paths
-            inference.separate_files(inputs, checkpoint, out, [phase], "wav", "cpu", count, gl_iters=gl_iters,
+            inference.separate_files(inputs, checkpoint_path, out, [phase], "wav", "cpu", count, gl_iters=gl_iters,
                                      gl_momentum=0.99, gl_backend="librosa", wiener_iters=1, seed=0)
         wall[count] = time.perf_counter() - started, cpu_seconds() - cpu  # the pool has ended: its CPU counts
         written[count] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.wav"))}

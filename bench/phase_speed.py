@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from model import STEMS  # noqa: E402
 from phase import PHASE_METHODS  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, UserError, load_vocoder, resolve_device, run_cli, stft  # noqa: E402
+import checkpoint  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft  # noqa: E402
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
 RUNS = (
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, wiener_iters=args.wiener_iters, seed=0)
     runs = RUNS
     if args.vocoder:
-        options["vocoder"] = load_vocoder(args.vocoder, device)[0]
+        options["vocoder"] = checkpoint.load_vocoder(args.vocoder, device)[0]
         runs = RUNS + (("vocoder", "vocoder", {}),)
 
     track = load_track(args.root, args.track) if args.track else None

@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from data import StemCache, mixture_and_targets  # noqa: E402
 from phase import PHASE_METHODS  # noqa: E402
-from utils import HelpFormatter, UserError, load_vocoder, log_mel, run_cli, stft  # noqa: E402
+import checkpoint  # noqa: E402
+from utils import HelpFormatter, UserError, log_mel, run_cli, stft  # noqa: E402
 
 MEASURES = ("SDR", "SI-SDR", "energy", "log-mel L1", "spec. conv.")
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     names = cache.names("valid")[:args.tracks]
     if not names:
         raise UserError(f"the cache {args.cache} holds no validation tracks")
-    vocoders = {path: load_vocoder(path)[0] for path in args.vocoder}
+    vocoders = {path: checkpoint.load_vocoder(path)[0] for path in args.vocoder}
     results: dict[str, list[np.ndarray]] = {}
     for name in names:
         targets = mixture_and_targets(torch.from_numpy(np.array(cache.stems(name))))[1:]  # vocals, accompaniment

@@ -19,7 +19,7 @@ import soundfile as sf
 import stempeg
 import torch
 
-import utils
+import checkpoint
 from model import Separator
 from pipeline_helpers import REPO_ROOT, run_script
 
@@ -271,7 +271,7 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid checkpoint of an untrained tiny separator, for the errors that come after loading one."""
     path = tmp_path_factory.mktemp("untrained") / "tiny.pt"
     model = Separator(hidden_size=16, nb_layers=1)
-    utils.save_checkpoint(path, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    checkpoint.save(path, checkpoint.separator_state(model))
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import inference
 import report_text
 import train
@@ -167,7 +168,7 @@ def bsrnn_run(tmp_path_factory, hq_cache):
 
 
 def test_train_bsrnn_end_to_end(bsrnn_run):
-    last = torch.load(bsrnn_run / "last.pt", map_location="cpu", weights_only=False)
+    last = checkpoint.load(bsrnn_run / "last.pt")
     assert [h["epoch"] for h in last["history"]] == [1, 2]
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["valid_loss"]) for h in last["history"])
     assert last["model_config"]["model"] == "bsrnn"
@@ -178,7 +179,7 @@ def test_train_bsrnn_end_to_end(bsrnn_run):
 
 
 def test_best_checkpoint_loads_and_separates(bsrnn_run):
-    model, state = utils.load_separator(bsrnn_run / "best.pt")
+    model, state = checkpoint.load_separator(bsrnn_run / "best.pt")
     assert type(model) is BandSplitRNN and not model.training
     for key, tensor in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], tensor), key
@@ -191,7 +192,7 @@ def test_best_checkpoint_loads_and_separates(bsrnn_run):
 
 
 def test_report_describes_bsrnn(bsrnn_run):
-    cfg = torch.load(bsrnn_run / "best.pt", map_location="cpu", weights_only=False)["model_config"]
+    cfg = checkpoint.load(bsrnn_run / "best.pt")["model_config"]
     assert report_text.architecture(cfg) == f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs)"
     lines = report_text.model_lines(cfg, 44100, 4096)
     assert re.search(rf"all 2049 bins in {len(cfg['band_widths'])} bands", lines[2])

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+import checkpoint
 from data import EpochSampler
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, script_env
-from utils import load_checkpoint
 
 
 def test_epoch_sampler_shards_are_disjoint_and_equal():
@@ -32,7 +32,7 @@ def test_torchrun_two_processes_train(hq_cache, tmp_path):
     result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, env=script_env(), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("model:") == 1  # only rank 0 prints
-    state = load_checkpoint(ckpt / "epoch_002.pt")
+    state = checkpoint.load(ckpt / "epoch_002.pt")
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     assert not any(k.startswith("module.") for k in state["model_state"])  # saved unwrapped
     with open(ckpt / "log.csv") as f:

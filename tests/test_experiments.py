@@ -10,12 +10,13 @@ import math
 import pytest
 import torch
 
+import checkpoint
 import experiments
 import report_runs
 import train
 from model import build_model, count_parameters
 from pipeline_helpers import assert_one_error_line, run_script
-from utils import load_separator
+from checkpoint import load_separator
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
                "--train-args", "--hidden-size 16 --workers 0"]
@@ -91,9 +92,9 @@ def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> No
     result = run_script("experiments.py", *two_epochs)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in (run / "log.txt").read_text()
-    history = torch.load(run / "epoch_002.pt", weights_only=False)["history"]
+    history = checkpoint.load(run / "epoch_002.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
-    assert history[0] == torch.load(one_epoch / "last.pt", weights_only=False)["history"][0]
+    assert history[0] == checkpoint.load(one_epoch / "last.pt")["history"][0]
 
 
 def test_bad_requests_are_one_line_errors(tmp_path, hq_cache) -> None:

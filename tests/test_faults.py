@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import data
 import inference
 import preprocess
@@ -119,7 +120,7 @@ def run_killer(mode: str, at: int, script: str, *args) -> subprocess.CompletedPr
 
 
 def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint.load(path)
 
 
 def history(state: dict) -> list[tuple[int, float, float]]:
@@ -128,9 +129,9 @@ def history(state: dict) -> list[tuple[int, float, float]]:
 
 def assert_every_checkpoint_loads(directory: Path) -> None:
     for path in directory.glob("*.pt"):
-        state = utils.load_checkpoint(path)  # raises on a truncated file
+        state = checkpoint.load(path)  # raises on a truncated file
         assert all(torch.isfinite(v).all() for v in state["model_state"].values() if v.is_floating_point()), path
-        utils.load_separator(path)
+        checkpoint.load_separator(path)
 
 
 def assert_error_after_progress(result_or_stderr, returncode: int | None = None, mentions: str = "") -> str:
@@ -378,11 +379,11 @@ def test_train_resume_from_a_bad_last_checkpoint(case, tmp_path, capsys):
     if case == "random_bytes":
         (ckpt / "last.pt").write_bytes(np.random.default_rng(0).bytes(2000))
     elif case == "other_config":
-        utils.save_checkpoint(ckpt / "last.pt", {**good, "model_config": {**model.config, "hidden_size": 32}})
+        checkpoint.save(ckpt / "last.pt", {**good, "model_config": {**model.config, "hidden_size": 32}})
     elif case == "no_optimizer":  # e.g. best.pt copied over last.pt
-        utils.save_checkpoint(ckpt / "last.pt", {k: v for k, v in good.items() if k != "optimizer_state"})
+        checkpoint.save(ckpt / "last.pt", {k: v for k, v in good.items() if k != "optimizer_state"})
     else:
-        utils.save_checkpoint(ckpt / "last.pt", good)
+        checkpoint.save(ckpt / "last.pt", good)
     before = (ckpt / "last.pt").read_bytes()
     code, err = run_in_process(train.main, ["--cache", cache, "--checkpoint-dir", ckpt, *TINY_TRAIN,
                                             "--epochs", "2", "--resume"], capsys)

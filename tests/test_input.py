@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import checkpoint
 import inference
 import utils
 from model import Separator
@@ -34,11 +35,9 @@ WRITE_ERROR = 2e-4
 
 def save_like_train(path, model: Separator, **extra) -> None:
     """A checkpoint with the keys train.py writes (inference needs only some of them)."""
-    utils.save_checkpoint(path, {
-        "model_state": model.state_dict(), "model_config": model.config,
-        "input_stats": {"mean": [0.0] * model.nb_bins, "std": [1.0] * model.nb_bins},
-        "stft": {"n_fft": utils.N_FFT, "hop": utils.HOP, "sample_rate": utils.SAMPLE_RATE},
-        "epoch": 1, "history": [], "best_epoch": 1, "train_args": {}, "parameters": 0, "machine": "test", **extra})
+    checkpoint.save(path, {**checkpoint.separator_state(
+        model, input_stats={"mean": [0.0] * model.nb_bins, "std": [1.0] * model.nb_bins}, epoch=1, machine="test"),
+        **extra})
 
 
 def complementary_model() -> Separator:
@@ -224,28 +223,28 @@ def test_input_bad_file_errors_before_writing(case, files, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["several", "not_a_checkpoint", "other_config", "other_stft", "cuda"])
 def test_input_checkpoint_and_device_errors(case, files, tmp_path, capsys):
-    checkpoint = [files["random"]]
+    checkpoints = [files["random"]]
     device = "cpu"
     if case == "several":
-        checkpoint = [files["random"], files["complementary"]]
+        checkpoints = [files["random"], files["complementary"]]
     elif case == "not_a_checkpoint":
-        checkpoint = [tmp_path / "weights.pt"]
-        torch.save({"weights": torch.zeros(3)}, checkpoint[0])
+        checkpoints = [tmp_path / "weights.pt"]
+        torch.save({"weights": torch.zeros(3)}, checkpoints[0])
     elif case == "other_config":
-        checkpoint = [tmp_path / "other.pt"]
+        checkpoints = [tmp_path / "other.pt"]
         model = Separator(hidden_size=16, nb_layers=1)
-        utils.save_checkpoint(checkpoint[0], {"model_state": model.state_dict(),
-                                              "model_config": {**model.config, "hidden_size": 32}})
+        checkpoint.save(checkpoints[0], {**checkpoint.separator_state(model),
+                                          "model_config": {**model.config, "hidden_size": 32}})
     elif case == "other_stft":
-        checkpoint = [tmp_path / "stft.pt"]
-        save_like_train(checkpoint[0], Separator(hidden_size=16, nb_layers=1),
+        checkpoints = [tmp_path / "stft.pt"]
+        save_like_train(checkpoints[0], Separator(hidden_size=16, nb_layers=1),
                         stft={"n_fft": 2048, "hop": 512, "sample_rate": 44100})
     elif case == "cuda":
         if torch.cuda.is_available():
             pytest.skip("checks a machine without CUDA")
         device = "cuda"
     out = tmp_path / "out"
-    code, _, err = run(["--input", files["stereo_flac"], "--checkpoint", *checkpoint, "--out", out,
+    code, _, err = run(["--input", files["stereo_flac"], "--checkpoint", *checkpoints, "--out", out,
                         "--device", device], capsys)
     line = assert_one_error_line(err, code)
     assert {"several": "--checkpoint", "not_a_checkpoint": "weights.pt", "other_config": "other.pt",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import checkpoint
 from model import STEMS, Separator, bandwidth_bins, build_model, count_parameters
 
 
@@ -112,15 +113,13 @@ def test_build_model_rejects_unknown_name():
 
 def test_checkpoint_without_model_key_loads_as_umx(tmp_path):
     """Checkpoints written before the model choice have no "model" in model_config."""
-    import utils
-
     torch.manual_seed(3)
     model = Separator(hidden_size=16, nb_layers=1, max_bin=100).eval()
     old_config = {k: v for k, v in model.config.items() if k != "model"}
     assert build_model(old_config).config == model.config
-    utils.save_checkpoint(tmp_path / "old.pt", {"model_state": model.state_dict(), "model_config": old_config,
+    checkpoint.save(tmp_path / "old.pt", {"model_state": model.state_dict(), "model_config": old_config,
                                                 "epoch": 1})
-    loaded, state = utils.load_separator(tmp_path / "old.pt")
+    loaded, state = checkpoint.load_separator(tmp_path / "old.pt")
     assert type(loaded) is Separator and "model" not in state["model_config"]
     x = torch.rand(1, 2, 2049, 6)
     with torch.no_grad():

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import checkpoint
 import data
 import inference
 import train
@@ -28,7 +29,7 @@ CHECKPOINT_KEYS = {"model_state", "model_config", "input_stats", "epoch", "histo
 
 
 def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint.load(path)
 
 
 def losses(history: list[dict]) -> list[tuple[int, float, float]]:
@@ -83,7 +84,7 @@ def test_log_csv_has_one_row_per_epoch(loss_run):
 
 
 def test_train_prints_parameter_count(resume_runs):
-    model, state = utils.load_separator(resume_runs["b"] / "last.pt")
+    model, state = checkpoint.load_separator(resume_runs["b"] / "last.pt")
     count = count_parameters(model)
     match = re.search(r"([\d,]+) parameters", resume_runs["b_stdout"])
     assert match, resume_runs["b_stdout"]
@@ -149,7 +150,7 @@ def test_checkpoint_contents(loss_run, hq_cache):
 
 
 def test_load_separator_rebuilds_trained_model(loss_run):
-    model, state = utils.load_separator(loss_run / "last.pt")
+    model, state = checkpoint.load_separator(loss_run / "last.pt")
     assert not model.training
     for key, tensor in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], tensor), key
@@ -160,7 +161,7 @@ def test_load_separator_rebuilds_trained_model(loss_run):
     with torch.no_grad():
         out = model(x)
         torch.testing.assert_close(out, reference(x), rtol=0, atol=0)
-        earlier, _ = utils.load_separator(loss_run / "epoch_002.pt")
+        earlier, _ = checkpoint.load_separator(loss_run / "epoch_002.pt")
         assert not torch.allclose(out, earlier(x))  # training did change the weights
 
 

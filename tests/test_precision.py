@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import checkpoint
 import train
-import utils
 from pipeline_helpers import TINY_TRAIN
 
 
@@ -59,7 +59,7 @@ def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, h
     assert seen["linear_out"] and set(seen["linear_out"]) == {linear_dtype}
     assert {phase for phase, _ in seen["estimate"]} == {"train", "valid"}
     assert {dtype for _, dtype in seen["estimate"]} == {torch.float32}  # so the losses are float32
-    state = utils.load_checkpoint(tmp_path / "last.pt")
+    state = checkpoint.load(tmp_path / "last.pt")
     assert state["train_args"]["precision"] == recorded
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in state["history"])
 
@@ -67,11 +67,11 @@ def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, h
 def test_resume_a_last_pt_from_before_the_flag(hq_cache, tmp_path):
     argv = ["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), *TINY_TRAIN, "--precision", "bf16"]
     train.main([*argv, "--epochs", "1"])
-    state = utils.load_checkpoint(tmp_path / "last.pt")
+    state = checkpoint.load(tmp_path / "last.pt")
     del state["train_args"]["precision"]
-    utils.save_checkpoint(tmp_path / "last.pt", state)
+    checkpoint.save(tmp_path / "last.pt", state)
     train.main([*argv, "--epochs", "2", "--resume"])
-    resumed = utils.load_checkpoint(tmp_path / "last.pt")
+    resumed = checkpoint.load(tmp_path / "last.pt")
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["train_args"]["precision"] == "bf16"
 

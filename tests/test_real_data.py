@@ -9,8 +9,8 @@ import math
 import musdb
 import numpy as np
 import pytest
-import torch
 
+import checkpoint
 import inference
 import preprocess
 import train
@@ -59,7 +59,7 @@ def test_real_data_smoke(real_cache, real_root, tmp_path):
     """preprocess -> one tiny epoch -> inference on the validation clip: finite SDRs."""
     ckpt = tmp_path / "ck"
     train.main(["--cache", str(real_cache), "--checkpoint-dir", str(ckpt), *TINY_TRAIN, "--epochs", "1"])
-    history = torch.load(ckpt / "last.pt", weights_only=False)["history"]
+    history = checkpoint.load(ckpt / "last.pt")["history"]
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"]) and math.isfinite(history[0]["valid_loss"])
     inference.main(["--root", str(real_root), "--subset", "train", "--split", "valid", "--tracks", VALID_CLIP,
                     "--checkpoint", str(ckpt / "best.pt"), "--phase", "mixture", "--samples", "0",

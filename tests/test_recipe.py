@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import checkpoint
 import schedules
 import train
 import utils
@@ -185,8 +186,8 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, hq_cach
                                             "--lr-schedule", "plateau"], capsys)
     assert_one_error_line(err, code, mentions="--lr-schedule cosine")
     train.main([*flags, "--checkpoint-dir", str(tmp_path / "b"), "--resume"])
-    straight = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    straight = checkpoint.load(tmp_path / "a" / "last.pt")
+    resumed = checkpoint.load(tmp_path / "b" / "last.pt")
     assert [h["lr"] for h in resumed["history"]] == pytest.approx([h["lr"] for h in straight["history"]])
     assert straight["history"][1]["lr"] < straight["history"][0]["lr"] < 1e-3
     assert [h["valid_loss"] for h in resumed["history"]] == pytest.approx(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import inference
 from conftest import SYNTH_TRACKS
 import utils
@@ -158,7 +159,7 @@ def test_parallel_evaluation_equals_serial(tmp_path, hq_root):
     the pool, which also writes the estimates and samples)."""
     ckpt = tmp_path / "tiny.pt"
     model = _model(1)
-    utils.save_checkpoint(ckpt, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 0})
+    checkpoint.save(ckpt, checkpoint.separator_state(model))
     names = sorted(n for n, _ in SYNTH_TRACKS["test"])[:2]
     summaries = {}
     for workers in (0, 2):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import utils
 from model import Separator
 from utils import HOP, N_FFT, UserError
@@ -101,10 +102,10 @@ def test_checkpoint_round_trip_and_load_separator(tmp_path):
     torch.manual_seed(0)
     model = Separator(hidden_size=16, nb_layers=1, max_bin=100).eval()
     path = tmp_path / "ck.pt"
-    utils.save_checkpoint(path, {"model_state": model.state_dict(), "model_config": model.config, "epoch": 3})
-    state = utils.load_checkpoint(path)
-    assert state["epoch"] == 3 and state["checkpoint_version"] == utils.CHECKPOINT_VERSION
-    rebuilt, _ = utils.load_separator(path)
+    checkpoint.save(path, checkpoint.separator_state(model, epoch=3))
+    state = checkpoint.load(path)
+    assert state["epoch"] == 3 and state["checkpoint_version"] == checkpoint.CHECKPOINT_VERSION
+    rebuilt, _ = checkpoint.load_separator(path)
     assert not rebuilt.training
     x = torch.rand(1, 2, 2049, 5)
     with torch.no_grad():
@@ -122,15 +123,15 @@ def test_load_checkpoint_rejects_non_checkpoints(tmp_path, content):
     if content is not None:
         content(path)
     with pytest.raises(UserError):
-        utils.load_checkpoint(path)
+        checkpoint.load(path)
 
 
 def test_load_separator_rejects_mismatched_weights(tmp_path):
     model = Separator(hidden_size=16, nb_layers=1, max_bin=100)
     config = {**model.config, "hidden_size": 32}
-    utils.save_checkpoint(tmp_path / "ck.pt", {"model_state": model.state_dict(), "model_config": config})
+    checkpoint.save(tmp_path / "ck.pt", {**checkpoint.separator_state(model), "model_config": config})
     with pytest.raises(UserError):
-        utils.load_separator(tmp_path / "ck.pt")
+        checkpoint.load_separator(tmp_path / "ck.pt")
 
 
 # ------------------------------------------------------------- device/CLI

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import checkpoint
 import inference
 import utils
 import vocoder as vocoder_script
@@ -130,7 +131,7 @@ def trained(hq_cache, tmp_path_factory):
 
 def test_vocoder_script_writes_a_checkpoint(trained):
     out, stdout = trained
-    model, state = utils.load_vocoder(out)
+    model, state = checkpoint.load_vocoder(out)
     assert state["step"] == 6 and [h["step"] for h in state["history"]] == list(range(1, 7))
     assert all(np.isfinite(h["loss"]) for h in state["history"])
     assert state["stft"] == {"n_fft": utils.N_FFT, "hop": utils.HOP, "sample_rate": utils.SAMPLE_RATE}
@@ -193,10 +194,10 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, hq_ca
 
     monkeypatch.setattr(vocoder_script, "vocoder_loss", interrupted_at_step_5)
     assert utils.run_cli(vocoder_script.main, argv) == 130
-    assert torch.load(resumed, weights_only=False)["step"] == 3  # the last save before the interruption
+    assert checkpoint.load(resumed)["step"] == 3  # the last save before the interruption
     monkeypatch.setattr(vocoder_script, "vocoder_loss", real_loss)
     assert utils.run_cli(vocoder_script.main, argv + ["--resume"]) == 0
-    a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
+    a, b = (checkpoint.load(p) for p in (straight, resumed))
     assert [h["step"] for h in b["history"]] == list(range(1, 7))  # steps 4-5 of the interrupted run are gone
     np.testing.assert_allclose([h["loss"] for h in b["history"]], [h["loss"] for h in a["history"]], rtol=1e-5)
     for key, tensor in a["model_state"].items():
@@ -225,7 +226,7 @@ def test_inference_input_with_the_trained_vocoder(trained, separator_checkpoint,
     sf.write(songs[0], tones(48000, 1.5, 2), 48000)
     sf.write(songs[1], tones(44100, 0.7, 1), 44100)
     loads = []
-    monkeypatch.setattr(inference, "load_vocoder", lambda *a: loads.append(a) or utils.load_vocoder(*a))
+    monkeypatch.setattr(inference, "load_vocoder", lambda *a: loads.append(a) or checkpoint.load_vocoder(*a))
     code = utils.run_cli(inference.main, [str(a) for a in [
         "--input", *songs, "--checkpoint", separator_checkpoint, "--phase", "mixture", "vocoder",
         "--vocoder", trained[0], "--out", tmp_path / "out", "--device", "cpu"]])
