@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
@@ -82,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes that run museval, the phase methods that are slow on a CPU (griffinlim, "
-                        "griffinlim-mixinit, misi; griffinlim's librosa backend on any device) and the writing "
-                        "of --input's stems, several tracks or files at once, while the model separates the next "
-                        "ones in the main process (0 or 1: all in the main process, one after another)")
+                   help="processes that separate several tracks or files at once. On the CPU each one runs a "
+                        "whole track (file): the model, the phase methods, museval and the writing of estimates, "
+                        "samples or --input's stems, with its own copy of the models and cores / N threads. On a "
+                        "GPU the model runs in the main process and they run museval, the writing and the phase "
+                        "methods that are slow on a CPU (griffinlim's librosa backend) meanwhile. 0 or 1: all in "
+                        "the main process, one after another")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="results go to <out>/<checkpoint name>-<phase>/ (default results); with --input, "
@@ -240,7 +243,8 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
 
 
 def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **phase_options) -> list[str]:
-    """The phases that `workers` > 1 processes run (PHASE_METHODS' cpu_bound ones); the
+    """With the model in the main process (see models_in_workers), the phases that a pool
+    of `workers` > 1 processes runs as PhaseJobs (PHASE_METHODS' cpu_bound ones); the
     others take seconds and run where the model does, on `device`."""
     if workers <= 1:
         return []
@@ -261,33 +265,101 @@ def evaluate_track(track, estimates: dict[str, np.ndarray], output_dir: str | Pa
     return {stem: float(sdr[stem]) for stem in STEMS}
 
 
-def _limit_threads() -> None:
-    """Pool initializer: one BLAS/torch thread per worker process (the pool's processes
-    share the cores; museval's least squares gain nothing from threads on its small systems,
-    and the phase methods' FFTs are split across tracks instead)."""
-    torch.set_num_threads(1)
+def models_in_workers(device: torch.device, workers: int) -> bool:
+    """Whether the pool's processes run the model too, each separating whole tracks (files)
+    with its own copy of it: on a CPU-only run with a pool, where the model's CPU time would
+    otherwise run track after track in the main process while the pool waits for it. On a
+    GPU the model stays in the main process, on the one device, and the pool runs museval
+    and the phase methods that are slow on a CPU (pooled_phases)."""
+    return device.type == "cpu" and workers > 1
+
+
+def worker_threads(workers: int) -> int:
+    """torch/BLAS threads of each of `workers` pool processes: the cores shared among them,
+    and never more than this process uses (so OMP_NUM_THREADS or torch.set_num_threads
+    here bound the pool too)."""
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // workers))
+
+
+def _limit_threads(threads: int) -> None:
+    """`threads` torch and BLAS threads in this process: the pool's processes share the
+    cores (museval's least squares gain nothing from threads on its small systems, and the
+    model's and phase methods' work is split across tracks instead)."""
+    torch.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
+        threadpool_limits(threads)
     except ImportError:
         pass
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The checkpoints a run separates with, as files from which each pool process loads its
+    own copies (models_in_workers): separators by name, and the vocoder of --phase vocoder."""
+    separators: dict[str, str]
+    vocoder: str | None = None
+
+
+# A pool process's own models (see Workers), loaded once by its initializer: the separators
+# by name, and the phase options that are models ({"vocoder": ...} when there is one).
+_worker_separators: dict[str, torch.nn.Module] = {}
+_worker_phase_models: dict[str, torch.nn.Module] = {}
+
+
+def _start_worker(threads: int, models: ModelFiles | None) -> None:
+    """Pool initializer: `threads` threads and, when given, the models (on the CPU)."""
+    _limit_threads(threads)
+    if models is not None:
+        cpu = torch.device("cpu")
+        _worker_separators.update({name: load_separator(path, cpu)[0] for name, path in models.separators.items()})
+        if models.vocoder is not None:
+            _worker_phase_models["vocoder"] = load_vocoder(models.vocoder, cpu)[0]
+
+
+# separate_work(pool, separators, phases, device, defer, *args, **phase_options) separates one
+# track or file and submits the jobs that finish it to `pool` (see Workers.separate).
+SeparateWork = Callable[..., None]
+
+
+def _separate_in_worker(separate_work: SeparateWork, phases: Sequence[str], args: tuple,
+                        phase_options: dict) -> dict[Hashable, Any]:
+    """A Workers job (models_in_workers): separate_work for one whole track or file in this
+    pool process, with its own models on its CPU, every phase method run here (nothing
+    deferred) and the finishing jobs run here, one after another; their results by key."""
+    with Workers(1) as here:
+        separate_work(here, _worker_separators, phases, torch.device("cpu"), (), *args,
+                      **phase_options, **_worker_phase_models)
+        return here.results()
+
+
+# The key of a job that returns several keyed results (_separate_in_worker's), merged into results().
+_SEVERAL = object()
 
 
 class Workers:
     """Runs fn(*args) jobs (museval, phase methods that are slow on a CPU, writing files)
     in the calling process (workers 0 or 1) or in a pool of `workers` processes, so that
     --workers means one thing. submit() blocks while `max_pending` jobs are in flight
-    (default 2 x workers), so the estimates and magnitudes they hold stay bounded in
-    memory. Use as a context manager; results() waits for all and returns {key: fn's result}."""
+    (default 2 x workers), so the estimates, magnitudes or tracks they hold stay bounded in
+    memory. Use as a context manager; results() waits for all and returns {key: fn's result}.
 
-    def __init__(self, workers: int, max_pending: int | None = None) -> None:
+    separate() hands over a whole track or file. Given the run's `models` on a CPU-only run
+    (models_in_workers), each pool process loads its own copy of them once and separates
+    whole tracks itself; otherwise the model runs in the calling process on `device`."""
+
+    def __init__(self, workers: int, max_pending: int | None = None, device: torch.device = torch.device("cpu"),
+                 models: ModelFiles | None = None) -> None:
         self.workers = max(1, workers)
         self.max_pending = max_pending or 2 * self.workers
+        self.device = device
+        self.models = models if models is not None and models_in_workers(device, self.workers) else None
         self.pool = None
         if self.workers > 1:
             # spawn: the main process has torch's thread pools running, which fork does not copy safely
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_limit_threads)
+                                            initializer=_start_worker,
+                                            initargs=(worker_threads(self.workers), self.models))
         self.pending: dict[Future, Hashable] = {}
         self.done: dict[Hashable, Any] = {}
 
@@ -299,10 +371,28 @@ class Workers:
             self._collect(FIRST_COMPLETED)
         self.pending[self.pool.submit(fn, *args)] = key
 
+    def separate(self, separate_work: SeparateWork, separators: dict[str, torch.nn.Module], phases: Sequence[str],
+                 *args, **phase_options) -> None:
+        """One whole track or file through `separators` and `phases` (see SeparateWork):
+        with the models in the pool processes, one job there whose finishing jobs' results
+        join results(); else here on `device`, the phase methods that are slow on a CPU
+        (pooled_phases) deferred to the pool as PhaseJobs."""
+        if self.models is None:
+            defer = pooled_phases(phases, self.device, self.workers, **phase_options)
+            separate_work(self, separators, phases, self.device, defer, *args, **phase_options)
+            return
+        # The pool process has its own copies of the models (the vocoder among the options).
+        plain = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
+        self.submit(_SEVERAL, _separate_in_worker, separate_work, phases, args, plain)
+
     def _collect(self, how: str) -> None:
         finished, _ = wait(list(self.pending), return_when=how)
         for future in finished:
-            self.done[self.pending.pop(future)] = future.result()
+            key = self.pending.pop(future)
+            if key is _SEVERAL:
+                self.done |= future.result()
+            else:
+                self.done[key] = future.result()
 
     def results(self) -> dict[Hashable, Any]:
         if self.pending:
@@ -317,20 +407,36 @@ class Workers:
             self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
 
 
-def finish_run(track, estimates: dict[str, np.ndarray] | PhaseJob, output_dir: Path, save_estimates: bool,
-               sample_dir: Path | None) -> tuple[dict[str, float], float | None]:
-    """A Workers job: one track's estimates of one run (made first when a PhaseJob), written
-    where asked (estimates, a listening sample in sample_dir) and scored (evaluate_track).
-    Returns (scores, the PhaseJob's phase seconds, or None)."""
-    seconds = None
+def submit_track(pool: Workers, separators: dict[str, torch.nn.Module], phases: Sequence[str], device: torch.device,
+                 defer: Sequence[str], track, out: Path, save_estimates: bool, samples_dir: Path | None,
+                 **phase_options) -> None:
+    """SeparateWork of evaluation: one track separated by every checkpoint's model with
+    every phase method on `device` (those in `defer` as PhaseJobs), each run's estimates
+    handed to `pool` as a finish_run job keyed (run, track name); listening samples go
+    under samples_dir when given."""
+    mixture = track_mixture(track)
+    for name, model in separators.items():
+        timings: dict[str, float] = {}  # each phase method run here records its own seconds
+        separated = separate(model, mixture, phases, device, timings=timings, defer=defer, **phase_options)
+        for phase, estimates in separated.items():
+            run = f"{name}-{phase}"
+            pool.submit((run, track.name), finish_run, track, estimates, timings.get(phase), out / run, save_estimates,
+                        None if samples_dir is None else samples_dir / run / track.name)
+
+
+def finish_run(track, estimates: dict[str, np.ndarray] | PhaseJob, phase_seconds: float | None, output_dir: Path,
+               save_estimates: bool, sample_dir: Path | None) -> tuple[dict[str, float], float]:
+    """A Workers job: one track's estimates of one run (made first when a PhaseJob, which
+    times its phase method itself), written where asked (estimates, a listening sample in
+    sample_dir) and scored (evaluate_track). Returns (scores, the phase method's seconds)."""
     if isinstance(estimates, PhaseJob):
-        estimates, seconds = estimates.run()
+        estimates, phase_seconds = estimates.run()
     if save_estimates:
         for stem, audio in estimates.items():
             save_audio(output_dir / "estimates" / track.name / f"{stem}.wav", audio)
     if sample_dir is not None:
         write_sample(sample_dir, track, estimates)
-    return evaluate_track(track, estimates, output_dir), seconds
+    return evaluate_track(track, estimates, output_dir), phase_seconds
 
 
 def median_over_tracks(per_track: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -400,11 +506,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.vocoder is None:
             raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")
         phase_options["vocoder"] = load_vocoder(args.vocoder, resolve_device(args.device))[0]
+    vocoder_file = args.vocoder if "vocoder" in args.phase else None  # what a pool process loads its copy from
     if args.input:
         if len(args.checkpoint) != 1:
             raise UserError("--input separates with one checkpoint: give a single --checkpoint")
         return separate_files(args.input, args.checkpoint[0], Path(args.out or "separated"), args.phase,
-                              args.format, args.device, args.workers, **phase_options)
+                              args.format, args.device, args.workers, vocoder_file, **phase_options)
     args.out = args.out or "results"
     if args.split and args.subset != "train":
         raise UserError("--split needs --subset train")
@@ -419,34 +526,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     tracks = sorted(tracks, key=lambda t: t.name)
     check_tracks(tracks)
 
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    seconds: dict[str, dict[str, float | None]] = {}
-    # The model runs in this process (on --device), and so do the phase methods that are fast
-    # there; the pool runs museval and the phase methods that are slow on a CPU.
-    pooled = pooled_phases(args.phase, device, args.workers, **phase_options)
-    with Workers(args.workers) as workers:
+    # The model runs in this process (on --device), or on a CPU-only run in each pool process
+    # with its own copy, whole tracks at a time (see Workers.separate).
+    separators = {name: model for name, (path, model, state) in models.items()}
+    files = ModelFiles({name: str(path) for name, (path, model, state) in models.items()}, vocoder_file)
+    with Workers(args.workers, device=device, models=files) as workers:
         for index, track in enumerate(tqdm(tracks, desc="tracks")):
-            mixture = track_mixture(track)
-            for name, (path, model, state) in models.items():
-                timings: dict[str, float] = {}  # each phase method run here records its own seconds
-                separated = separate(model, mixture, args.phase, device, timings=timings, defer=pooled,
-                                     **phase_options)
-                for phase, estimates in separated.items():
-                    run = f"{name}-{phase}"
-                    sample_dir = Path(args.samples_dir) / run / track.name if index < args.samples else None
-                    workers.submit((run, track.name), finish_run, track, estimates, Path(args.out) / run,
-                                   args.save_estimates, sample_dir)
-                    seconds.setdefault(run, {})[track.name] = timings.get(phase)  # None: timed by the job
+            workers.separate(submit_track, separators, args.phase, track, Path(args.out), args.save_estimates,
+                             Path(args.samples_dir) if index < args.samples else None, **phase_options)
         finished = workers.results()
-    for run, track_seconds in seconds.items():  # in track order, whichever finished first
-        results[run] = {}
-        for track, phase_s in track_seconds.items():
-            results[run][track], job_s = finished[(run, track)]
-            track_seconds[track] = phase_s if job_s is None else job_s
 
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    seconds: dict[str, dict[str, float]] = {}
     for name, (path, model, state) in models.items():
         for phase in args.phase:
             run = f"{name}-{phase}"
+            per_track = {track.name: finished[(run, track.name)] for track in tracks}  # in track order
+            results[run] = {track: scores for track, (scores, _) in per_track.items()}
+            seconds[run] = {track: phase_s for track, (_, phase_s) in per_track.items()}
             summary = {
                 "checkpoint": str(path), "epoch": state.get("epoch"), "phase": phase,
                 "subset": args.subset, "split": args.split, "n_tracks": len(results[run]),
@@ -483,13 +580,16 @@ def track_mixture(track) -> np.ndarray:
 # ------------------------------------------------------------ --input: any file
 
 def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str],
-                   audio_format: str, device_name: str, workers: int = 1, **phase_options) -> None:
+                   audio_format: str, device_name: str, workers: int = 1, vocoder_file: str | None = None,
+                   **phase_options) -> None:
     """inference.py --input: separate audio files that are not in MUSDB18 and write their
     stems to out/<file stem>/ (out/<file stem>/<phase>/ with several phases); nothing is
     scored (there is no reference). Every input is checked (exists, is audio, mono or
-    stereo) before any model runs, and every file is written atomically. The model runs
-    here, file after file; with `workers` > 1 a pool of processes runs the phase methods
-    that are slow on a CPU and writes the stems, several files at once. The stem paths
+    stereo) before any model runs, and every file is written atomically. With `workers` > 1
+    several files are separated at once (see Workers.separate: on a CPU each pool process
+    reads, separates and writes whole files; on a GPU the model runs here and the pool runs
+    the phase methods that are slow on a CPU and writes the stems); vocoder_file is the
+    checkpoint of phase_options' vocoder, for the pool processes to load. The stem paths
     are printed once all are written, in input order."""
     inputs = [Path(p) for p in files]
     for path in inputs:
@@ -501,20 +601,29 @@ def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Pat
     if clashes:
         raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
     device = resolve_device(device_name)
-    model, _ = load_separator(checkpoint, device)
-    pooled = pooled_phases(phases, device, workers, **phase_options)
-    with Workers(workers) as pool:
-        for path, name in zip(inputs, stems_of):
-            mixture, rate, shape = read_input(path)
-            separated = separate(model, mixture, phases, device, defer=pooled, **phase_options)
-            for phase, estimates in separated.items():
-                folder = out / name / phase if len(phases) > 1 else out / name
-                pool.submit((name, phase), write_stems, estimates, folder, audio_format, rate, shape)
+    model_name = Path(checkpoint).stem
+    separators = {model_name: load_separator(checkpoint, device)[0]}
+    with Workers(workers, device=device, models=ModelFiles({model_name: str(checkpoint)}, vocoder_file)) as pool:
+        for path in inputs:
+            pool.separate(submit_file, separators, phases, path, out, audio_format, **phase_options)
         written = pool.results()
     for name in stems_of:
         for phase in phases:
             for target in written[(name, phase)]:
                 print(target)
+
+
+def submit_file(pool: Workers, separators: dict[str, torch.nn.Module], phases: Sequence[str], device: torch.device,
+                defer: Sequence[str], path: Path, out: Path, audio_format: str, **phase_options) -> None:
+    """SeparateWork of --input: one file read and separated by the one model on `device`
+    with every phase method (those in `defer` as PhaseJobs), each phase's stems handed to
+    `pool` as a write_stems job keyed (file stem, phase)."""
+    mixture, rate, shape = read_input(path)
+    (model,) = separators.values()
+    separated = separate(model, mixture, phases, device, defer=defer, **phase_options)
+    for phase, estimates in separated.items():
+        folder = out / path.stem / phase if len(phases) > 1 else out / path.stem
+        pool.submit((path.stem, phase), write_stems, estimates, folder, audio_format, rate, shape)
 
 
 def read_input(path: str | Path) -> tuple[np.ndarray, int, tuple[int, int]]:

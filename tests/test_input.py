@@ -149,20 +149,33 @@ def test_input_several_phases_and_flac(files, tmp_path, capsys):
     assert len(out.splitlines()) == 4
 
 
-def test_input_in_parallel_equals_serial(files, tmp_path, capsys):
-    """--workers 2 runs Griffin-Lim and the writing of each file's stems in the pool:
-    the same files, byte for byte, and the same lines, in input order."""
+def _model_must_not_run_here(*_, **__):
+    raise AssertionError("the model ran in the main process")
+
+
+def test_input_in_parallel_equals_serial(files, tmp_path, capsys, monkeypatch):
+    """--workers 2 on the CPU separates whole files in the pool, the model included (here it
+    is made to fail in this process); with the model kept here, as on a GPU, the pool runs
+    Griffin-Lim and writes the stems. Both write the serial run's files, byte for byte, and
+    its lines, in input order."""
     inputs = [files["stereo_flac"], files["mono_mp3"]]
     lines = {}
-    for workers in (0, 2):
-        code, out, err = run(["--input", *inputs, "--checkpoint", files["random"], "--out", tmp_path / str(workers),
-                              "--device", "cpu", "--phase", "griffinlim", "--gl-iters", "2", "--workers", workers],
-                             capsys)
+    for mode, workers in (("serial", 0), ("pool", 2), ("model here", 2)):
+        with monkeypatch.context() as patch:
+            if mode == "pool":
+                patch.setattr(inference, "separate_magnitudes", _model_must_not_run_here)
+            if mode == "model here":
+                patch.setattr(inference, "models_in_workers", lambda device, workers: False)
+            code, out, err = run(["--input", *inputs, "--checkpoint", files["random"], "--out", tmp_path / mode,
+                                  "--device", "cpu", "--phase", "griffinlim", "--gl-iters", "2",
+                                  "--workers", workers], capsys)
         assert code == 0, err
-        lines[workers] = [line.replace(str(tmp_path / str(workers)), "OUT") for line in out.splitlines()]
-    assert lines[0] == lines[2] and len(lines[0]) == 4
-    for line in lines[0]:
-        assert (tmp_path / "0" / line[4:]).read_bytes() == (tmp_path / "2" / line[4:]).read_bytes(), line
+        lines[mode] = [line.replace(str(tmp_path / mode), "OUT") for line in out.splitlines()]
+    assert lines["serial"] == lines["pool"] == lines["model here"] and len(lines["serial"]) == 4
+    for line in lines["serial"]:
+        expected = (tmp_path / "serial" / line[4:]).read_bytes()
+        for mode in ("pool", "model here"):
+            assert (tmp_path / mode / line[4:]).read_bytes() == expected, (mode, line)
 
 
 def test_phase_default_depends_on_the_mode(capsys):

@@ -3,10 +3,13 @@
 process pool (inference.py --workers).
 
 The pool's results are compared bit for bit: here the main process runs one torch thread
-(single_torch_thread, script_env) as the workers do, so both do the same arithmetic. A
-main process with more threads may split torch's reductions differently, which moves
-the torch-backend phase methods' output by float32 rounding (measured: 1.5e-7 on
-signals of peak ~0.5); librosa's numpy Griffin-Lim does not depend on it."""
+(single_torch_thread, script_env) as the workers do, so both do the same arithmetic. With
+another thread count torch splits its element-wise kernels differently, and the elements
+at the split go through the scalar rather than the vectorised code: transcendental
+functions (the mixture phase's angle and polar, the torch backends' rsqrt) then move by
+float32 rounding (measured: 3e-8 on the mixture phase's output, 1.5e-7 on the torch
+Griffin-Lim's, signals of peak ~0.5). The model's magnitudes and librosa's numpy
+Griffin-Lim were measured not to depend on it."""
 
 from __future__ import annotations
 
@@ -153,10 +156,23 @@ def test_pooled_phases_follow_the_registry():
     assert inference.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
 
 
+def test_models_run_in_the_pool_on_a_cpu_only():
+    """On the CPU every pool process separates whole tracks with its own models; on a GPU
+    the model stays in the main process and the pool gets the phase jobs (pooled_phases)."""
+    cuda, files = torch.device("cuda"), inference.ModelFiles({"best": "best.pt"})
+    assert inference.models_in_workers(CPU, 2) and not inference.models_in_workers(CPU, 1)
+    assert not inference.models_in_workers(cuda, 2)
+    for workers, device, models in ((0, CPU, None), (2, CPU, files), (2, cuda, None)):
+        with inference.Workers(workers, device=device, models=files) as pool:  # no job: no process starts
+            assert pool.models == models and (pool.pool is None) == (workers == 0)
+
+
 @pytest.mark.slow  # two inference.py subprocesses on two tracks (~40 s; ~80 s on 2 busy cores)
 def test_parallel_evaluation_equals_serial(tmp_path, hq_root):
-    """Serial and pooled evaluation agree to the last digit, Griffin-Lim included (run in
-    the pool, which also writes the estimates and samples)."""
+    """Serial and pooled evaluation agree to the last digit, Griffin-Lim included: on the
+    CPU each pool process separates whole tracks (the model, both phase methods, museval,
+    the estimates and samples written). tests/test_input.py also runs the pool with the
+    model kept in the main process, as on a GPU."""
     ckpt = tmp_path / "tiny.pt"
     model = _model(1)
     checkpoint.save(ckpt, checkpoint.separator_state(model))
