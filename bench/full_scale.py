@@ -13,9 +13,11 @@ train's input statistics; (3) the training loader's excerpts/s at each --workers
 --contexts start method, with the process tree's peak memory; (4) one training step on
 the device; (5) train.validate over the valid tracks, once; (6) inference.separate
 (mixture phase) and inference.evaluate_track (museval) on one test track, and each of
---phases on it, timed per process as inference.py runs it (the slow ones on one thread,
-as in its pool). Then one epoch and 150 epochs at full scale, and the test set's
-evaluation with --phases on --cores cores, are projected, a table printed and
+--phases on it, timed per process as inference.py with a pool runs it (on a CPU all on
+one thread, as in a pool process that separates whole tracks; on a GPU the model on the
+device and the pooled phase methods and museval on one thread). Then one epoch and 150
+epochs at full scale, and the test set's evaluation with --phases on --cores cores, are
+projected, a table printed and
 DIR/full_scale.json written. A rerun keeps the figures of --skip'ed phases from the
 earlier full_scale.json with the same build and settings, and reuses the cache (preprocess
 figures too, when nothing was left to cache)."""
@@ -23,7 +25,9 @@ figures too, when nothing was left to cache)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import heapq
 import json
 import math
 import os
@@ -94,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phase methods timed on the test track (inference.py's defaults: 32 Griffin-Lim iterations, "
                         "librosa backend) and projected for the test set; the default is Task 2's")
     g.add_argument("--cores", type=int, default=16,
-                   help="cores of the machine the test set's evaluation is projected for: inference.py's pool of "
-                        "--cores workers runs museval and the phase methods slow on a CPU beside the model")
+                   help="cores of the machine the test set's evaluation is projected for, with inference.py's "
+                        "pool of --cores workers: on a CPU each separates whole tracks (model, phase methods, "
+                        "museval); on a GPU they run museval and the phase methods slow on a CPU beside the model")
     g.add_argument("--skip", nargs="+", default=[], choices=PHASES,
                    help="keep these phases' figures from the earlier DIR/full_scale.json (same build and settings)")
     add_debug_flag(p)
@@ -329,28 +334,35 @@ def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.d
 def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, phases: Sequence[str]) -> dict:
     """On the first test track, in seconds per minute of audio: inference.separate (mixture
     phase: the model, the STFTs and that phase), inference.evaluate_track (museval), and
-    each of `phases` by itself, as inference.py with a pool runs it: in this process, or
-    for those it pools (inference.pooled_phases), a PhaseJob on one thread as in a worker."""
+    each of `phases` by itself, as inference.py with a pool of one process per core runs
+    them: on a CPU all in a pool process on one thread (inference.models_in_workers); on a
+    GPU the model and the phases it keeps in this process, and those it pools
+    (inference.pooled_phases) as a PhaseJob on one thread, as in a pool process. museval
+    runs on one thread either way."""
     import museval  # noqa: F401  (imported here so that its import is not timed)
 
     track = sorted(open_musdb(str(out), True, "test").tracks, key=lambda t: t.name)[0]
     mixture = inference.track_mixture(track)
     minutes = mixture.shape[0] / SAMPLE_RATE / 60
+    in_workers = inference.models_in_workers(device, 2)  # as with any pool (--workers above 1)
+    where_the_model_runs = one_thread if in_workers else contextlib.nullcontext
     model.eval()
-    inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
-    started = time.perf_counter()
-    estimates = inference.separate(model, mixture, ["mixture"], device)["mixture"]
-    separate_s = time.perf_counter() - started
+    with where_the_model_runs():
+        inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+        started = time.perf_counter()
+        estimates = inference.separate(model, mixture, ["mixture"], device)["mixture"]
+        separate_s = time.perf_counter() - started
     print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
-    with one_thread():  # as in a worker
+    with one_thread():  # as in a pool process
         started = time.perf_counter()
         inference.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
         museval_s = time.perf_counter() - started
     defaults = inference.build_parser().parse_args([])
     options = {k: getattr(defaults, k) for k in ("gl_iters", "gl_momentum", "gl_backend", "wiener_iters", "seed")}
-    pooled = inference.pooled_phases(phases, device, 2, **options)  # as with any pool (--workers above 1)
+    pooled = [] if in_workers else inference.pooled_phases(phases, device, 2, **options)
     timings: dict[str, float] = {}
-    separated = inference.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
+    with where_the_model_runs():
+        separated = inference.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
     for phase in pooled:
         print(f"{phase} on one thread ...", flush=True)
         with one_thread():
@@ -359,23 +371,40 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
     print("phase methods, s per audio minute: " + ", ".join(f"{p} {s:.1f}" for p, s in phase_s.items()), flush=True)
     return {"separate_s_per_audio_minute": separate_s / minutes, "museval_s_per_audio_minute": museval_s / minutes,
             "separation_track": track.name, "separation_audio_minutes": minutes, "phase_s_per_audio_minute": phase_s,
-            "phase_pooled": pooled}
+            "phase_pooled": pooled, "separation_threads": 1 if in_workers else torch.get_num_threads()}
 
 
 def project_test_evaluation(results: dict, cores: int) -> dict:
-    """inference.py on the FULL_TEST_TRACKS of MEAN_TRACK_SECONDS with the measured phases on
-    `cores` cores: the main process runs the model (separation less its mixture phase) and
-    the phases it keeps; the pool of `cores` workers runs the pooled phases and museval
-    once per phase, shared among them. The two overlap, so their sum is an upper bound."""
-    minutes = FULL_TEST_TRACKS * MEAN_TRACK_SECONDS / 60
+    """inference.py --workers `cores` on `cores` cores, with the measured phases, on the
+    FULL_TEST_TRACKS of the full-size build (its drawn lengths, whatever --tracks and
+    --minutes built). On a CPU (inference.models_in_workers) each pool process separates
+    whole tracks on one thread: the model, every phase method and museval once per phase;
+    the tracks go, in name order, each to the first process that is free (as
+    ProcessPoolExecutor hands them out), and the projection is when the last one finishes
+    (the pool's start, seconds, left out). On a GPU the main process runs the model
+    (separation less its mixture phase) and the phases it keeps, and the pool the pooled
+    phases and museval, shared among `cores`; the two overlap, so their sum is an upper
+    bound."""
+    lengths = [n / SAMPLE_RATE / 60 for n in track_lengths("test", FULL_TEST_TRACKS, None)]
+    minutes = sum(lengths)
     phase_s = results["phase_s_per_audio_minute"]
-    pooled = results["phase_pooled"]
     model_s = results["separate_s_per_audio_minute"] - phase_s.get("mixture", 0.0)
-    main_s = model_s + sum(s for p, s in phase_s.items() if p not in pooled)
-    pool_s = (sum(phase_s[p] for p in pooled) + len(phase_s) * results["museval_s_per_audio_minute"]) / cores
-    return {"projected_test_eval_h": minutes * (main_s + pool_s) / 3600,
-            "test_eval_projection": {"phases": list(phase_s), "cores": cores, "audio_minutes": minutes,
-                                     "main_h": minutes * main_s / 3600, "pool_h": minutes * pool_s / 3600}}
+    museval_s = len(phase_s) * results["museval_s_per_audio_minute"]
+    projection = {"phases": list(phase_s), "cores": cores, "audio_minutes": minutes}
+    if inference.models_in_workers(torch.device(results["machine"]["device"]), cores):
+        track_s = model_s + sum(phase_s.values()) + museval_s  # per audio minute, in one pool process
+        finish = [0.0] * cores  # a min-heap of the processes' busy-until times
+        for length in lengths:
+            heapq.heapreplace(finish, finish[0] + length * track_s)
+        hours = max(finish) / 3600
+        projection |= {"whole_tracks": True, "process_s_per_audio_minute": track_s,
+                       "evenly_spread_h": minutes * track_s / cores / 3600}
+    else:
+        main_s = model_s + sum(s for p, s in phase_s.items() if p not in results["phase_pooled"])
+        pool_s = (sum(phase_s[p] for p in results["phase_pooled"]) + museval_s) / cores
+        hours = minutes * (main_s + pool_s) / 3600
+        projection |= {"whole_tracks": False, "main_h": minutes * main_s / 3600, "pool_h": minutes * pool_s / 3600}
+    return {"projected_test_eval_h": hours, "test_eval_projection": projection}
 
 
 def project(results: dict, args: argparse.Namespace) -> dict:
@@ -401,7 +430,8 @@ def project(results: dict, args: argparse.Namespace) -> dict:
 PHASE_KEYS = {"loader": ("loader",), "step": ("step_s",),
               "validation": ("valid_s_per_epoch", "valid_audio_s", "valid_s_per_audio_s"),
               "separation": ("separate_s_per_audio_minute", "museval_s_per_audio_minute", "separation_track",
-                             "separation_audio_minutes", "phase_s_per_audio_minute", "phase_pooled")}
+                             "separation_audio_minutes", "phase_s_per_audio_minute", "phase_pooled",
+                             "separation_threads")}
 
 
 def settings(config: dict) -> dict:
@@ -412,14 +442,15 @@ def settings(config: dict) -> dict:
 
 
 def previous_results(path: Path, config: dict, skip: Sequence[str]) -> dict:
-    """The earlier run's results when it had the same settings (else none); every
-    --skip'ed phase must be in them."""
+    """The earlier run's results when it had the same settings (else none); every figure
+    of every --skip'ed phase must be in them (a run from before a figure existed measured
+    the phase otherwise)."""
     previous = {}
     if path.is_file():
         earlier = json.loads(path.read_text())
         if settings(earlier.get("config", {})) == settings(config):
             previous = earlier
-    missing = [phase for phase in skip if PHASE_KEYS[phase][0] not in previous]
+    missing = [phase for phase in skip if any(key not in previous for key in PHASE_KEYS[phase])]
     if "separation" in skip and not set(config["phases"]) <= set(previous.get("phase_s_per_audio_minute", {})):
         missing.append("separation (for every --phases method)")
     if missing:
@@ -439,18 +470,24 @@ def print_table(results: dict) -> None:
     p = results["projection"]
     rows += [("training step", f"{results['step_s']:.3f} s"),
              ("validation", f"{results['valid_s_per_epoch']:.1f} s for {results['valid_audio_s']:.0f} s of audio"),
-             ("separation", f"{results['separate_s_per_audio_minute']:.2f} s per audio minute"),
+             ("separation", f"{results['separate_s_per_audio_minute']:.2f} s per audio minute, "
+                            f"{results['separation_threads']} threads"),
              ("museval", f"{results['museval_s_per_audio_minute']:.2f} s per audio minute")]
     rows += [(f"phase {phase}{' (pool)' if phase in results['phase_pooled'] else ''}", f"{s:.2f} s per audio minute")
              for phase, s in results["phase_s_per_audio_minute"].items()]
     t = results["test_eval_projection"]
+    if t["whole_tracks"]:
+        test_set = (f"{results['projected_test_eval_h'] * 60:.1f} min ({t['cores']} processes of whole tracks, "
+                    f"{t['process_s_per_audio_minute']:.1f} s per audio minute each; evenly spread "
+                    f"{t['evenly_spread_h'] * 60:.1f})")
+    else:
+        test_set = (f"{results['projected_test_eval_h'] * 60:.1f} min (main process {t['main_h'] * 60:.1f}, "
+                    f"pool {t['pool_h'] * 60:.1f})")
     rows += [
              ("projected epoch", f"{results['projected_epoch_s']:.0f} s ({p['steps_per_epoch']} steps "
                                  f"{p['steps_s']:.0f} s, loading {p['loading_s']:.0f} s, validation {p['valid_s']:.0f} s)"),
              ("projected 150 epochs", f"{results['projected_150_epochs_h']:.1f} h"),
-             (f"projected test set, {' '.join(t['phases'])}, {t['cores']} cores",
-              f"{results['projected_test_eval_h'] * 60:.1f} min (main process {t['main_h'] * 60:.1f}, "
-              f"pool {t['pool_h'] * 60:.1f})")]
+             (f"projected test set, {' '.join(t['phases'])}, {t['cores']} cores", test_set)]
     width = max(len(label) for label, _ in rows)
     print("\n".join(f"{label:<{width}}  {value}" for label, value in rows))
 

@@ -3,13 +3,14 @@ requested tracks and lengths, and full_scale.json every figure, finite and posit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
 import pytest
 import soundfile as sf
 
-from pipeline_helpers import assert_one_error_line, run_script
+from pipeline_helpers import REPO_ROOT, assert_one_error_line, run_script
 
 TRACKS, MINUTES = 3, 0.2
 # The smallest measurements that still run every phase: tiny model, batches and excerpts.
@@ -33,14 +34,17 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     assert figures["machine"]["description"] and figures["config"]["tracks"] == TRACKS
     phase_s = figures["phase_s_per_audio_minute"]
     assert list(phase_s) == ["mixture", "griffinlim"] and all(math.isfinite(s) and s > 0 for s in phase_s.values())
-    assert figures["phase_pooled"] == ["griffinlim"]
-    # the projection adds up: model and mixture phase in the main process, Griffin-Lim and museval in the pool
+    # on the CPU everything runs in the pool processes (whole tracks), so all is timed on one thread
+    assert figures["phase_pooled"] == [] and figures["separation_threads"] == 1
     projection = figures["test_eval_projection"]
     assert projection["cores"] == 16 and projection["phases"] == ["mixture", "griffinlim"]
-    minutes = 50 * 240 / 60
-    pool = (phase_s["griffinlim"] + 2 * figures["museval_s_per_audio_minute"]) / 16
-    assert math.isclose(projection["pool_h"], minutes * pool / 3600)
-    assert math.isclose(figures["projected_test_eval_h"], projection["main_h"] + projection["pool_h"])
+    assert projection["whole_tracks"]
+    track_s = figures["separate_s_per_audio_minute"] + phase_s["griffinlim"] + 2 * figures["museval_s_per_audio_minute"]
+    assert math.isclose(projection["process_s_per_audio_minute"], track_s)
+    evenly = projection["audio_minutes"] * track_s / 16 / 3600
+    assert math.isclose(projection["evenly_spread_h"], evenly)
+    # whole tracks do not spread evenly: the last one ends later, by less than the longest track takes
+    assert evenly <= figures["projected_test_eval_h"] < evenly + 5 * track_s / 3600
 
     length = round(MINUTES * 60 * 44100)
     folders = {subset: sorted(p for p in (out / subset).iterdir() if p.is_dir()) for subset in ("train", "test")}
@@ -59,6 +63,40 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     rerun = json.loads((out / "full_scale.json").read_text())
     assert all(rerun[key] == figures[key] for key in FIGURES if key != "cache_bytes")
     assert rerun["phase_s_per_audio_minute"] == figures["phase_s_per_audio_minute"]
+
+
+def _full_scale_module():
+    spec = importlib.util.spec_from_file_location("full_scale", REPO_ROOT / "bench" / "full_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_test_set_projection(device):
+    """The test set's evaluation on 16 cores from per-process figures: on a CPU 16 pool
+    processes separate whole tracks, each track going to the first free one; on a GPU the
+    model runs in the main process beside a pool of Griffin-Lim and museval (their sum)."""
+    full_scale = _full_scale_module()
+    figures = {"machine": {"device": device}, "separate_s_per_audio_minute": 3.0, "museval_s_per_audio_minute": 15.0,
+               "phase_s_per_audio_minute": {"mixture": 1.0, "griffinlim": 35.0}, "phase_pooled": ["griffinlim"]}
+    got = full_scale.project_test_evaluation(figures, 16)
+    projection = got["test_eval_projection"]
+    lengths = [n / 44100 / 60 for n in full_scale.track_lengths("test", 50, None)]
+    assert len(lengths) == 50 and all(3 <= m <= 5 for m in lengths)
+    assert math.isclose(projection["audio_minutes"], sum(lengths))
+    if device == "cpu":
+        track_s = 3.0 + 35.0 + 2 * 15.0
+        finish = [0.0] * 16
+        for minutes in lengths:  # each track to the process that is free first
+            finish[finish.index(min(finish))] += minutes * track_s
+        assert math.isclose(got["projected_test_eval_h"], max(finish) / 3600)
+        assert math.isclose(projection["evenly_spread_h"], sum(lengths) * track_s / 16 / 3600)
+    else:
+        main, pool = 3.0, (35.0 + 2 * 15.0) / 16
+        assert math.isclose(projection["main_h"], sum(lengths) * main / 3600)
+        assert math.isclose(projection["pool_h"], sum(lengths) * pool / 3600)
+        assert math.isclose(got["projected_test_eval_h"], projection["main_h"] + projection["pool_h"])
 
 
 def test_other_build_refused(real_root, tmp_path):
