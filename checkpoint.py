@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from model import Vocoder, build_model, count_parameters
 from utils import HOP, MEL_FMAX, N_FFT, SAMPLE_RATE, UserError, atomic_path
 
 CHECKPOINT_VERSION = 1
@@ -47,7 +48,7 @@ def separator_state(model: torch.nn.Module, *, input_stats: dict | None = None, 
         "model_state": model.state_dict(), "model_config": model.config, "input_stats": input_stats,
         "stft": stft_settings(), "epoch": epoch, "history": history or [],
         "best_epoch": epoch if best_epoch is None else best_epoch, "train_args": train_args or {},
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad), "machine": machine, **resume,
+        "parameters": count_parameters(model), "machine": machine, **resume,
     }
 
 
@@ -81,8 +82,6 @@ def _check_stft(path: Path, state: dict) -> None:
 
 def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the trained separator from a checkpoint alone; returns (model in eval mode, checkpoint)."""
-    from model import build_model
-
     state = load(path, device)
     _check_stft(Path(path), state)
     try:
@@ -99,8 +98,6 @@ def load_for_resume(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     state = load(path)
     try:
-        from model import build_model
-
         model = build_model(state["model_config"])
         model.load_state_dict(state["model_state"])
         missing = [k for k in RESUME_KEYS if k not in state]
@@ -118,7 +115,7 @@ def vocoder_state(vocoder: torch.nn.Module, *, mel: dict, loss_resolutions, step
     return {
         "model_state": vocoder.state_dict(), "vocoder_config": vocoder.config, "mel": mel, "stft": stft_settings(),
         "loss_resolutions": loss_resolutions, "step": step, "history": history, "train_args": train_args,
-        "parameters": sum(p.numel() for p in vocoder.parameters() if p.requires_grad),
+        "parameters": count_parameters(vocoder),
         "optimizer_state": optimizer_state, "seconds": seconds,
     }
 
@@ -126,8 +123,6 @@ def vocoder_state(vocoder: torch.nn.Module, *, mel: dict, loss_resolutions, step
 def load_vocoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the mel vocoder vocoder.py trained from its checkpoint; returns (model,
     checkpoint). Any other file, a separator checkpoint included, is a UserError."""
-    from model import Vocoder
-
     state = load(path, device)
     if "vocoder_config" not in state:
         raise UserError(f"{path} is not a vocoder checkpoint (vocoder.py writes them; this one holds "
