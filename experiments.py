@@ -29,6 +29,7 @@ from typing import Sequence
 
 
 import checkpoint
+import summary
 from data import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
@@ -56,7 +57,8 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
     "models": {
         "umx (default)": [],
         "bsrnn": ["--model", "bsrnn"],
-    },    # The recipe at equal budgets (docs/experiments.md): each candidate differs from the
+    },
+    # The recipe at equal budgets (docs/experiments.md): each candidate differs from the
     # default in one flag; the seeds say how far a score moves by chance alone.
     "recipe": {
         "default (seed 42)": [],
@@ -153,18 +155,18 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
         resume = ["--resume"] if (directory / "last.pt").is_file() else []
         _script("train.py", [*train_args, "--checkpoint-dir", str(directory), "--save-epochs", str(epochs), *resume],
                 log, threads)
-    summaries = {phase: directory / "eval" / f"{final.stem}-{phase}" / "summary.json" for phase in phases}
+    summaries = {phase: directory / "eval" / f"{final.stem}-{phase}" / summary.FILE_NAME for phase in phases}
     missing = [phase for phase, path in summaries.items() if not path.is_file()]
     if missing:
         _script("inference.py", ["--checkpoint", str(final), "--out", str(directory / "eval"), "--samples", "0",
                                  "--phase", *missing, *score_args], log, threads)
     state = checkpoint.load(final)
-    scores = {phase: json.loads(path.read_text()) for phase, path in summaries.items()}
+    scores = {phase: summary.read(path) for phase, path in summaries.items()}
     main = scores[phases[0]]
     return {
-        "vocals": main["median_sdr"]["vocals"], "accompaniment": main["median_sdr"]["accompaniment"],
-        "by_phase": {phase: score["median_sdr"] for phase, score in scores.items()},
-        "tracks": main["n_tracks"], "parameters": state["parameters"],
+        "vocals": main.median_sdr["vocals"], "accompaniment": main.median_sdr["accompaniment"],
+        "by_phase": {phase: score.median_sdr for phase, score in scores.items()},
+        "tracks": len(main.tracks), "parameters": state["parameters"],
         "valid_loss": state["history"][-1]["valid_loss"],
         "train_minutes": sum(h["seconds"] for h in state["history"]) / 60,
     }

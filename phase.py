@@ -9,7 +9,7 @@ name, so a caller that runs several methods on one model output can time each, a
 whether it is slow on a CPU (PhaseMethod.cpu_bound), so that a caller can run it in a
 pool of processes.
 
-Segments of a long track (inference.separate) are joined by a crossfade, which only
+Segments of a long track (separation.separate) are joined by a crossfade, which only
 works if both sides of it are nearly the same signal. Every entry therefore also accepts
 `lead_in` (stems, channels, samples) float32: the method's own output, from the previous
 segment, over the first `samples` of this one (None for a first or only segment). The

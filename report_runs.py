@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import checkpoint
+import summary
 from model import STEMS
 from utils import UserError
 
@@ -107,26 +108,20 @@ def load_training(checkpoint_dir: Path) -> Training:
 def load_runs(results_dir: Path) -> list[Run]:
     if not results_dir.is_dir():
         raise UserError(f"--results-dir {results_dir} does not exist: score checkpoints first (inference.py)")
-    runs = [load_run(path) for path in sorted(results_dir.glob("*/summary.json"))]
+    runs = [load_run(path) for path in sorted(results_dir.glob(f"*/{summary.FILE_NAME}"))]
     if not runs:
-        raise UserError(f"no results in {results_dir} (expected <checkpoint>-<phase>/summary.json): "
+        raise UserError(f"no results in {results_dir} (expected <checkpoint>-<phase>/{summary.FILE_NAME}): "
                         "score checkpoints first (inference.py)")
     return sorted(runs, key=lambda r: (checkpoint_order(r.checkpoint), phase_order(r.phase)))
 
 
 def load_run(summary_path: Path) -> Run:
     folder = summary_path.parent
-    try:
-        s = json.loads(summary_path.read_text())
-        tracks = {t: {stem: float(v[stem]) for stem in STEMS} for t, v in s["tracks"].items()}
-        seconds = list(s.get("phase_seconds", {}).values())  # summaries of older inference.py lack it
-        run = Run(folder.name, Path(s["checkpoint"]).stem, s["epoch"], s["phase"], s["subset"], s["split"],
-                  {stem: float(s["median_sdr"][stem]) for stem in STEMS}, tracks, {},
-                  float(np.median(seconds)) if seconds else None)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{summary_path} is not a summary written by inference.py "
-                        f"({type(err).__name__}: {err})") from err
-    run.metrics = museval_metrics(folder / run.subset, list(tracks))
+    s = summary.read(summary_path)
+    seconds = list(s.phase_seconds.values())  # summaries of older inference.py lack them
+    run = Run(folder.name, Path(s.checkpoint).stem, s.epoch, s.phase, s.subset, s.split, s.median_sdr, s.tracks,
+              {}, float(np.median(seconds)) if seconds else None)
+    run.metrics = museval_metrics(folder / run.subset, list(s.tracks))
     return run
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks; a benchmark run as a script has bench/ on sys.path."""
+"""Helpers shared by the benchmarks (run from the repository root as python -m bench.<name>)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """One torch and BLAS thread meanwhile, as in a process of inference.py's pool
-    (inference._limit_threads); the counts are restored afterwards."""
+    (parallel._limit_threads); the counts are restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,7 +1,7 @@
 """Time one training epoch's data loading from each cache format, side by side.
 
-    python bench/data_loading.py --cache cache --batches 40
-    python bench/data_loading.py --cache cache --data stems --workers 0 2 --start-method spawn
+    python -m bench.data_loading --cache cache --batches 40
+    python -m bench.data_loading --cache cache --data stems --workers 0 2 --start-method spawn
 
 `stems` delivers raw audio excerpts (all augmentations); the STFT then runs on the
 training device, so its cost is printed separately for this machine's CPU.
@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from common import PeakTreeMemory, batches_forever  # noqa: E402
-from data import AUGMENTATIONS, StemCache  # noqa: E402
-from train import batch_targets, make_loader  # noqa: E402
-from utils import HelpFormatter, run_cli  # noqa: E402
+from bench.common import PeakTreeMemory, batches_forever
+from data import AUGMENTATIONS, StemCache
+from train import batch_targets, make_loader
+from utils import HelpFormatter, run_cli
 
 
 def time_loader(cache: StemCache, kind: str, batches: int, workers: int, args) -> tuple[float, float, int, int]:

@@ -2,17 +2,17 @@
 clips (each clip tiled to a real track's length), then measure on this machine what a
 full training run costs and project it.
 
-    python bench/full_scale.py --out /data/fullscale                    # 86 + 14 + 50 tracks, ~32 GB WAV
-    python bench/full_scale.py --out /tmp/fs --tracks 6 --minutes 1     # a medium-size rehearsal
-    python bench/full_scale.py --out /data/fullscale --skip separation  # rerun: the build is reused
+    python -m bench.full_scale --out /data/fullscale                    # 86 + 14 + 50 tracks, ~32 GB WAV
+    python -m bench.full_scale --out /tmp/fs --tracks 6 --minutes 1     # a medium-size rehearsal
+    python -m bench.full_scale --out /data/fullscale --skip separation  # rerun: the build is reused
 
 Phases: (1) build DIR/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav (16-bit,
 tracks already complete are kept; every file is written atomically); (2) preprocess the
 train and valid splits into DIR/cache with data.preprocess, as preprocess.py does, and
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
 --contexts start method, with the process tree's peak memory; (4) one training step on
-the device; (5) train.validate over the valid tracks, once; (6) inference.separate
-(mixture phase) and inference.evaluate_track (museval) on one test track, and each of
+the device; (5) train.validate over the valid tracks, once; (6) separation.separate
+(mixture phase) and evaluation.evaluate_track (museval) on one test track, and each of
 --phases on it, timed per process as inference.py with a pool runs it (on a CPU all on
 one thread, as in a pool process that separates whole tracks; on a GPU the model on the
 device and the pooled phase methods and museval on one thread). Then one epoch and 150
@@ -32,27 +32,27 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import inference  # noqa: E402
-from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
-from model import MODELS, STEMS, build_model  # noqa: E402
-from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate  # noqa: E402
-from common import PeakTreeMemory, batches_forever, one_thread  # noqa: E402
-from train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,  # noqa: E402
+import evaluation
+import inference
+import parallel
+import separation
+from bench.common import PeakTreeMemory, batches_forever, one_thread
+from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,
                               synchronize)
-from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,  # noqa: E402
+from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess
+from model import MODELS, STEMS, build_model
+from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate
+from phase import PHASE_METHODS
+from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,
                    resolve_device, run_cli, write_text)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of the training step and validation, as train.py's: auto is bf16 on CUDA, fp32 on CPU")
-    g.add_argument("--phases", nargs="+", default=["mixture", "griffinlim"], choices=list(inference.PHASE_METHODS),
+    g.add_argument("--phases", nargs="+", default=["mixture", "griffinlim"], choices=list(PHASE_METHODS),
                    help="phase methods timed on the test track (inference.py's defaults: 32 Griffin-Lim iterations, "
                         "librosa backend) and projected for the test set; the default is Task 2's")
     g.add_argument("--cores", type=int, default=16,
@@ -332,37 +332,37 @@ def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.d
 
 
 def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, phases: Sequence[str]) -> dict:
-    """On the first test track, in seconds per minute of audio: inference.separate (mixture
-    phase: the model, the STFTs and that phase), inference.evaluate_track (museval), and
+    """On the first test track, in seconds per minute of audio: separation.separate (mixture
+    phase: the model, the STFTs and that phase), evaluation.evaluate_track (museval), and
     each of `phases` by itself, as inference.py with a pool of one process per core runs
-    them: on a CPU all in a pool process on one thread (inference.models_in_workers); on a
+    them: on a CPU all in a pool process on one thread (parallel.models_in_workers); on a
     GPU the model and the phases it keeps in this process, and those it pools
-    (inference.pooled_phases) as a PhaseJob on one thread, as in a pool process. museval
+    (parallel.pooled_phases) as a PhaseJob on one thread, as in a pool process. museval
     runs on one thread either way."""
     import museval  # noqa: F401  (imported here so that its import is not timed)
 
     track = sorted(open_musdb(str(out), True, "test").tracks, key=lambda t: t.name)[0]
-    mixture = inference.track_mixture(track)
+    mixture = evaluation.track_mixture(track)
     minutes = mixture.shape[0] / SAMPLE_RATE / 60
-    in_workers = inference.models_in_workers(device, 2)  # as with any pool (--workers above 1)
+    in_workers = parallel.models_in_workers(device, 2)  # as with any pool (--workers above 1)
     where_the_model_runs = one_thread if in_workers else contextlib.nullcontext
     model.eval()
     with where_the_model_runs():
-        inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+        separation.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
         started = time.perf_counter()
-        estimates = inference.separate(model, mixture, ["mixture"], device)["mixture"]
+        estimates = separation.separate(model, mixture, ["mixture"], device)["mixture"]
         separate_s = time.perf_counter() - started
     print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
     with one_thread():  # as in a pool process
         started = time.perf_counter()
-        inference.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
+        evaluation.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
         museval_s = time.perf_counter() - started
     defaults = inference.build_parser().parse_args([])
     options = {k: getattr(defaults, k) for k in ("gl_iters", "gl_momentum", "gl_backend", "wiener_iters", "seed")}
-    pooled = [] if in_workers else inference.pooled_phases(phases, device, 2, **options)
+    pooled = [] if in_workers else parallel.pooled_phases(phases, device, 2, **options)
     timings: dict[str, float] = {}
     with where_the_model_runs():
-        separated = inference.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
+        separated = separation.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
     for phase in pooled:
         print(f"{phase} on one thread ...", flush=True)
         with one_thread():
@@ -377,7 +377,7 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
 def project_test_evaluation(results: dict, cores: int) -> dict:
     """inference.py --workers `cores` on `cores` cores, with the measured phases, on the
     FULL_TEST_TRACKS of the full-size build (its drawn lengths, whatever --tracks and
-    --minutes built). On a CPU (inference.models_in_workers) each pool process separates
+    --minutes built). On a CPU (parallel.models_in_workers) each pool process separates
     whole tracks on one thread: the model, every phase method and museval once per phase;
     the tracks go, in name order, each to the first process that is free (as
     ProcessPoolExecutor hands them out), and the projection is when the last one finishes
@@ -391,7 +391,7 @@ def project_test_evaluation(results: dict, cores: int) -> dict:
     model_s = results["separate_s_per_audio_minute"] - phase_s.get("mixture", 0.0)
     museval_s = len(phase_s) * results["museval_s_per_audio_minute"]
     projection = {"phases": list(phase_s), "cores": cores, "audio_minutes": minutes}
-    if inference.models_in_workers(torch.device(results["machine"]["device"]), cores):
+    if parallel.models_in_workers(torch.device(results["machine"]["device"]), cores):
         track_s = model_s + sum(phase_s.values()) + museval_s  # per audio minute, in one pool process
         finish = [0.0] * cores  # a min-heap of the processes' busy-until times
         for length in lengths:

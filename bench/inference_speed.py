@@ -1,17 +1,17 @@
 """Inference speed, side by side in one run:
 
-1. separation real-time factor of inference.separate (default-size model, random weights,
+1. separation real-time factor of separation.separate (default-size model, random weights,
    mixture phase) on the CPU, and on CUDA when available;
-2. museval (inference.evaluate_track) over the same tracks and the same estimates, serial
+2. museval (evaluation.evaluate_track) over the same tracks and the same estimates, serial
    and in inference.py's process pool (--workers), checking that the scores are equal;
 3. Griffin-Lim: librosa.griffinlim against the torch backend (bench/phase_speed.py's rows);
 4. inference.py --input on several files (default-size model, random weights) with one
    phase method, in one process and with --workers, checking that the files written are
    the same bytes.
 
-    python bench/inference_speed.py --root /path/to/musdb18 --subset train --split valid
-    python bench/inference_speed.py --root R --seconds 60 --workers 2 --gl-seconds 30
-    python bench/inference_speed.py --skip separation museval griffinlim --files 4 --file-seconds 40
+    python -m bench.inference_speed --root /path/to/musdb18 --subset train --split valid
+    python -m bench.inference_speed --root R --seconds 60 --workers 2 --gl-seconds 30
+    python -m bench.inference_speed --skip separation museval griffinlim --files 4 --file-seconds 40
 """
 
 from __future__ import annotations
@@ -21,23 +21,23 @@ import contextlib
 import io
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import inference  # noqa: E402
-import phase_speed  # noqa: E402
-from data import open_musdb  # noqa: E402
-from model import STEMS, Separator  # noqa: E402
-import checkpoint  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio  # noqa: E402
+import checkpoint
+import evaluation
+import file_separation
+import parallel
+import separation
+from bench import phase_speed
+from data import open_musdb
+from model import STEMS, Separator
+from phase import PHASE_METHODS
+from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio
 
 
 def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> float:
@@ -45,21 +45,21 @@ def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> 
     torch.manual_seed(0)
     model = Separator().to(device).eval()
     mixture = (0.1 * np.random.default_rng(0).standard_normal((int(seconds * SAMPLE_RATE), 2))).astype(np.float32)
-    inference.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+    separation.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
     started = time.perf_counter()
     for _ in range(repeats):
-        inference.separate(model, mixture, ["mixture"], device)
+        separation.separate(model, mixture, ["mixture"], device)
     return repeats * seconds / (time.perf_counter() - started)
 
 
 def museval_speed(tracks, workers: int) -> tuple[float, dict]:
     """Wall seconds of evaluate_track over `tracks` with fixed estimates (a half of the
-    mixture per stem) through inference.Workers(workers); also the scores."""
+    mixture per stem) through parallel.Workers(workers); also the scores."""
     started = time.perf_counter()
-    with inference.Workers(workers) as pool:
+    with parallel.Workers(workers) as pool:
         for track in tracks:
             half = (track.audio * 0.5).astype(np.float32)
-            pool.submit(track.name, inference.evaluate_track, track, {stem: half for stem in STEMS})
+            pool.submit(track.name, evaluation.evaluate_track, track, {stem: half for stem in STEMS})
         scores = pool.results()
     return time.perf_counter() - started, scores
 
@@ -76,7 +76,7 @@ def cpu_seconds() -> float:
 
 def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: list[int],
                 gl_iters: int) -> dict[int, tuple[float, float]]:
-    """(wall seconds, CPU seconds of this process and the pool's) of inference.separate_files
+    """(wall seconds, CPU seconds of this process and the pool's) of file_separation.separate_files
     on `files` stereo WAVs of `seconds` (noise under a slow tremolo) with a default-size
     random Separator, per worker count; raises if the stems written differ from the first
     count's. On a machine others load, the CPU seconds show whether the pool added work."""
@@ -96,7 +96,7 @@ def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: l
         out = folder / f"workers{count}"
         started, cpu = time.perf_counter(), cpu_seconds()
         with contextlib.redirect_stdout(io.StringIO()):  # the stem paths
-            inference.separate_files(inputs, checkpoint_path, out, [phase], "wav", "cpu", count, gl_iters=gl_iters,
+            file_separation.separate_files(inputs, checkpoint_path, out, [phase], "wav", "cpu", count, gl_iters=gl_iters,
                                      gl_momentum=0.99, gl_backend="librosa", wiener_iters=1, seed=0)
         wall[count] = time.perf_counter() - started, cpu_seconds() - cpu  # the pool has ended: its CPU counts
         written[count] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.wav"))}
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--files", type=int, default=4, help="inputs of the --input timing")
     p.add_argument("--file-seconds", type=float, default=40.0, help="length of each input of the --input timing")
-    p.add_argument("--file-phase", default="griffinlim", choices=list(inference.PHASE_METHODS),
+    p.add_argument("--file-phase", default="griffinlim", choices=list(PHASE_METHODS),
                    help="phase method of the --input timing (librosa backend for griffinlim)")
     p.add_argument("--skip", nargs="*", default=[], choices=("separation", "museval", "griffinlim", "input"),
                    help="parts to leave out")

@@ -7,10 +7,10 @@ to --seconds. With --sdr (needs --root/--track) every method is also scored with
 museval on the untiled clip from its true magnitudes (oracle SDR), or with --irm from
 its ideal ratio masks (the best a masking model such as this project's can output).
 
-    python bench/phase_speed.py                                   # 180 s of noise stems
-    python bench/phase_speed.py --seconds 30 --device cuda
-    python bench/phase_speed.py --root /path/to/musdb18-7 --track 'Music Delta - 80s Rock' --sdr
-    python bench/phase_speed.py ... --vocoder checkpoints/vocoder.pt      # adds the mel vocoder's row
+    python -m bench.phase_speed                                   # 180 s of noise stems
+    python -m bench.phase_speed --seconds 30 --device cuda
+    python -m bench.phase_speed --root /path/to/musdb18-7 --track 'Music Delta - 80s Rock' --sdr
+    python -m bench.phase_speed ... --vocoder checkpoints/vocoder.pt      # adds the mel vocoder's row
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from model import STEMS  # noqa: E402
-from phase import PHASE_METHODS  # noqa: E402
-import checkpoint  # noqa: E402
-from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft  # noqa: E402
+import checkpoint
+from model import STEMS
+from phase import PHASE_METHODS
+from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
 RUNS = (
@@ -115,7 +112,7 @@ def speed_table(runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
 
 
 def sdr_table(track, runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
-    from inference import evaluate_track
+    from evaluation import evaluate_track
 
     lines = [f"{'method':<22} {'vocals':>8} {'accomp.':>8} {'seconds':>8}", "-" * 49]
     for label, (seconds, _, signals) in runs.items():

@@ -1,11 +1,11 @@
-"""Peak memory of inference.separate on a 1-minute and a 10-minute input, each case in a
+"""Peak memory of separation.separate on a 1-minute and a 10-minute input, each case in a
 fresh subprocess (peak RSS = the child's VmHWM / ru_maxrss), with the default-size model
 (random weights: memory does not depend on them).
 
-    python bench/separation_memory.py                       # 1 and 10 minutes, segmented and whole
-    python bench/separation_memory.py --minutes 1 10 --phase griffinlim --gl-backend torch
+    python -m bench.separation_memory                       # 1 and 10 minutes, segmented and whole
+    python -m bench.separation_memory --minutes 1 10 --phase griffinlim --gl-backend torch
 
-'segmented' is inference.separate as it runs (60-second segments); 'whole' passes one
+'segmented' is separation.separate as it runs (60-second segments); 'whole' passes one
 segment as long as the track, i.e. the separation before segmenting. The input (float32)
 and the output arrays necessarily grow with the track; the table shows their size and the
 peak above the process's RSS once the input exists."""
@@ -20,9 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils import HelpFormatter, SAMPLE_RATE  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter
 
 
 def vm_hwm_mb() -> float:
@@ -48,7 +46,8 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     import numpy as np
     import torch
 
-    import inference
+
+    import separation
     from model import Separator
 
     if threads:
@@ -61,8 +60,8 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     started = time.perf_counter()
     # 'whole': one segment holding the track; at least SEGMENT_SAMPLES, as segments must
     # be longer than their overlap, which an input of a few seconds is not.
-    segment = max(samples + 1, inference.SEGMENT_SAMPLES) if whole else inference.SEGMENT_SAMPLES
-    out = inference.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
+    segment = max(samples + 1, separation.SEGMENT_SAMPLES) if whole else separation.SEGMENT_SAMPLES
+    out = separation.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
                              gl_iters=8)
     seconds = time.perf_counter() - started
     output_mb = sum(a.nbytes for a in out[phase].values()) / 2**20
@@ -87,7 +86,7 @@ def main() -> None:
     print(f"{'case':<22} {'peak RSS MB':>12} {'RSS before':>11} {'peak - before':>14} {'in+out MB':>10} {'seconds':>8}")
     rows = {}
     for minutes, mode in cases:
-        command = [sys.executable, __file__, "--child", str(minutes), mode, "--phase", args.phase,
+        command = [sys.executable, "-m", __spec__.name, "--child", str(minutes), mode, "--phase", args.phase,
                    "--gl-backend", args.gl_backend] + (["--threads", str(args.threads)] if args.threads else [])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:

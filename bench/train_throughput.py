@@ -4,10 +4,10 @@ formats, side by side in one run. (c) / (b) near 1 means the device never waits 
 Then (d) the per-epoch validation pass (train.validate over the cache's validation
 tracks) in seconds per second of audio, with a full-scale epoch projected from it and (c).
 
-    python bench/train_throughput.py --cache cache --steps 10
-    python bench/train_throughput.py --cache cache --device cuda --steps 50
-    python bench/train_throughput.py --cache cache --model bsrnn --steps 4
-    python bench/train_throughput.py --cache cache --device cuda --precision fp32
+    python -m bench.train_throughput --cache cache --steps 10
+    python -m bench.train_throughput --cache cache --device cuda --steps 50
+    python -m bench.train_throughput --cache cache --model bsrnn --steps 4
+    python -m bench.train_throughput --cache cache --device cuda --precision fp32
 
 A cache smaller than the measurements need is read again, epoch after epoch.
 """
@@ -15,20 +15,16 @@ A cache smaller than the measurements need is read again, epoch after epoch.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from common import batches_forever  # noqa: E402
-from data import AUGMENTATIONS, StemCache  # noqa: E402
-from model import MODELS, build_model, count_parameters  # noqa: E402
-from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,  # noqa: E402
+from bench.common import batches_forever
+from data import AUGMENTATIONS, StemCache
+from model import MODELS, build_model, count_parameters
+from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,
                    set_up_precision, validate)
-from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli  # noqa: E402
+from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
 # is assumed to be MUSDB18's mean (150 tracks, about 10 hours: ~240 s each).

@@ -12,24 +12,20 @@ Per track, stem and channel over the whole clip, then the median over tracks:
 - energy |y|^2 / |s|^2, and the log-mel L1 distance and spectral convergence
   | |STFT y| - |STFT s| | / |STFT s| of the output against the reference
 
-    python bench/vocoder_oracle.py --cache cache --vocoder checkpoints/vocoder.pt
+    python -m bench.vocoder_oracle --cache cache --vocoder checkpoints/vocoder.pt
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data import StemCache, mixture_and_targets  # noqa: E402
-from phase import PHASE_METHODS  # noqa: E402
-import checkpoint  # noqa: E402
-from utils import HelpFormatter, UserError, log_mel, run_cli, stft  # noqa: E402
+import checkpoint
+from data import StemCache, mixture_and_targets
+from phase import PHASE_METHODS
+from utils import HelpFormatter, UserError, log_mel, run_cli, stft
 
 MEASURES = ("SDR", "SI-SDR", "energy", "log-mel L1", "spec. conv.")
 

@@ -56,7 +56,7 @@ BENCHMARKS = {
 
 def test_every_benchmark_is_covered():
     # full_scale.py builds its own data from the shared clips: tests/test_full_scale.py runs it.
-    scripts = {path.name for path in (REPO_ROOT / "bench").glob("*.py")} - {"common.py", "full_scale.py"}
+    scripts = {path.name for path in (REPO_ROOT / "bench").glob("*.py")} - {"__init__.py", "common.py", "full_scale.py"}
     assert scripts == set(BENCHMARKS), "add the new benchmark's small-data run to BENCHMARKS"
 
 
@@ -64,7 +64,7 @@ def test_every_benchmark_is_covered():
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs_on_small_data(script, data):
     arguments, figures = BENCHMARKS[script]
-    result = run_script(f"bench/{script}", *arguments(data))
+    result = run_script("-m", f"bench.{Path(script).stem}", *arguments(data))
     assert result.returncode == 0, result.stderr[-3000:]
     for pattern in figures:
         assert re.search(pattern, result.stdout), f"{pattern!r} not in:\n{result.stdout}"

@@ -1,7 +1,7 @@
-"""inference.evaluate_track / median_over_tracks agree with museval used directly.
+"""evaluation.evaluate_track / median_over_tracks agree with museval used directly.
 
 Ideal-ratio-mask estimates (good, but not perfect, separations) of a real MUSDB18 clip
-and of a generated track go through inference.evaluate_track and through museval's
+and of a generated track go through evaluation.evaluate_track and through museval's
 official aggregation (eval_mus_track -> EvalStore: median over frames, then over
 tracks), and through museval.evaluate's frame SDRs with np.nanmedian."""
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import inference
+import evaluation
 import utils
 from model import STEMS
 
@@ -61,7 +61,7 @@ def scored(tracks, tmp_path_factory):
     for name, track in tracks.items():
         estimates = irm_estimates(track)
         directory = tmp_path_factory.mktemp("eval")
-        ours = inference.evaluate_track(track, estimates, directory)
+        ours = evaluation.evaluate_track(track, estimates, directory)
         official = museval.eval_mus_track(track, estimates)
         out[name] = (ours, official, estimates, directory)
     return out
@@ -96,7 +96,7 @@ def test_median_over_tracks_is_museval_median_of_medians(scored):
     for _, official, _, _ in scored.values():
         store.add_track(official)
     official = store.agg_frames_tracks_scores()
-    ours = inference.median_over_tracks({name: s[0] for name, s in scored.items()})
+    ours = evaluation.median_over_tracks({name: s[0] for name, s in scored.items()})
     for stem in STEMS:
         assert ours[stem] == pytest.approx(official[(stem, "SDR")], abs=TOL_DB)
 
@@ -104,7 +104,7 @@ def test_median_over_tracks_is_museval_median_of_medians(scored):
 def test_median_over_tracks_values():
     per_track = {"a": {"vocals": 1.0, "accompaniment": 9.0}, "b": {"vocals": 5.0, "accompaniment": float("nan")},
                  "c": {"vocals": 2.0, "accompaniment": 3.0}, "d": {"vocals": 10.0, "accompaniment": 4.0}}
-    result = inference.median_over_tracks(per_track)
+    result = evaluation.median_over_tracks(per_track)
     assert result["vocals"] == pytest.approx(3.5)  # median of 1, 2, 5, 10
     assert result["accompaniment"] == pytest.approx(4.0)  # NaN track skipped: median of 3, 4, 9
-    assert all(math.isnan(v) for v in inference.median_over_tracks({}).values())
+    assert all(math.isnan(v) for v in evaluation.median_over_tracks({}).values())

@@ -3,14 +3,14 @@ requested tracks and lengths, and full_scale.json every figure, finite and posit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 import soundfile as sf
 
-from pipeline_helpers import REPO_ROOT, assert_one_error_line, run_script
+from bench import full_scale
+from pipeline_helpers import assert_one_error_line, run_script
 
 TRACKS, MINUTES = 3, 0.2
 # The smallest measurements that still run every phase: tiny model, batches and excerpts.
@@ -24,7 +24,7 @@ FIGURES = ("cache_bytes", "preprocess_s", "loader_excerpts_per_s", "valid_s_per_
 @pytest.mark.slow
 def test_tiny_full_scale_run(real_root, tmp_path):
     out = tmp_path / "fs"
-    result = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", out,
+    result = run_script("-m", "bench.full_scale", "--clips", real_root / "train", "--out", out,
                         "--tracks", TRACKS, "--minutes", MINUTES, *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((out / "full_scale.json").read_text())
@@ -56,7 +56,7 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     assert sum(f.name == "ANiMAL - Rockshow" for f in folders["train"]) == 1  # a valid name musdb knows
 
     # A rerun reuses the build and the cache, and keeps the skipped phases' figures.
-    again = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", out, "--tracks", TRACKS,
+    again = run_script("-m", "bench.full_scale", "--clips", real_root / "train", "--out", out, "--tracks", TRACKS,
                        "--minutes", MINUTES, *TINY, "--skip", "loader", "step", "validation", "separation")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 written" in again.stdout and "cache complete" in again.stdout
@@ -65,19 +65,11 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     assert rerun["phase_s_per_audio_minute"] == figures["phase_s_per_audio_minute"]
 
 
-def _full_scale_module():
-    spec = importlib.util.spec_from_file_location("full_scale", REPO_ROOT / "bench" / "full_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_test_set_projection(device):
     """The test set's evaluation on 16 cores from per-process figures: on a CPU 16 pool
     processes separate whole tracks, each track going to the first free one; on a GPU the
     model runs in the main process beside a pool of Griffin-Lim and museval (their sum)."""
-    full_scale = _full_scale_module()
     figures = {"machine": {"device": device}, "separate_s_per_audio_minute": 3.0, "museval_s_per_audio_minute": 15.0,
                "phase_s_per_audio_minute": {"mixture": 1.0, "griffinlim": 35.0}, "phase_pooled": ["griffinlim"]}
     got = full_scale.project_test_evaluation(figures, 16)
@@ -102,6 +94,6 @@ def test_test_set_projection(device):
 def test_other_build_refused(real_root, tmp_path):
     """Folders the plan does not hold (a larger earlier build) would leak into training: one error line."""
     (tmp_path / "train" / "Someone Else - Song").mkdir(parents=True)
-    result = run_script("bench/full_scale.py", "--clips", real_root / "train", "--out", tmp_path,
+    result = run_script("-m", "bench.full_scale", "--clips", real_root / "train", "--out", tmp_path,
                         "--tracks", 1, "--minutes", 0.1, *TINY)
     assert_one_error_line(result, mentions="does not plan")

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import phase
-from inference import build_parser, evaluate_track, format_table, separate
+from evaluation import RunScores, evaluate_track, format_table
+from inference import build_parser
+from separation import separate
 from model import STEMS, Vocoder
 from phase import PHASE_METHODS
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
@@ -180,7 +182,7 @@ def test_an_option_a_method_does_not_take_is_an_error(capsys):
 
 def test_select_takes_a_methods_share_of_every_methods_options():
     """inference.py holds one set of options for every --phase; each method gets its own,
-    and a name no method takes is refused there too, also through inference.separate."""
+    and a name no method takes is refused there too, also through separation.separate."""
     options = dict(gl_iters=2, gl_backend="torch", wiener_iters=2, seed=1)
     assert PHASE_METHODS["misi"].select(options) == {"gl_iters": 2}
     assert PHASE_METHODS["wiener"].select(options) == {"wiener_iters": 2}
@@ -286,8 +288,7 @@ def test_inference_takes_every_method_and_its_options():
 
 
 def test_table_has_a_seconds_column():
-    results = {f"best-{m}": {"a": {"vocals": 1.0, "accompaniment": 2.0}} for m in ("mixture", "misi")}
-    seconds = {"best-mixture": {"a": 0.25}, "best-misi": {"a": 3.5}}
-    table = format_table(results, seconds)
+    sdr = {"a": {"vocals": 1.0, "accompaniment": 2.0}}
+    table = format_table({"best-mixture": RunScores(sdr, {"a": 0.25}), "best-misi": RunScores(sdr, {"a": 3.5})})
     assert "s/track" in table
     assert table.splitlines()[-1].split() == ["median", "|", "1.00", "2.00", "0.25", "|", "1.00", "2.00", "3.50"]

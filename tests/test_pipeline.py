@@ -18,6 +18,8 @@ import torch
 import checkpoint
 import data
 import inference
+import evaluation
+import separation
 import train
 import utils
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
@@ -255,8 +257,8 @@ def test_inference_listening_samples(inference_run, hq_root):
 
 
 def test_excerpt_bounds_caps_at_thirty_seconds():
-    assert inference.excerpt_bounds(1000) == (0, 1000)
-    lo, hi = inference.excerpt_bounds(100 * 44100)
+    assert evaluation.excerpt_bounds(1000) == (0, 1000)
+    lo, hi = evaluation.excerpt_bounds(100 * 44100)
     assert hi - lo == 30 * 44100 and lo == (100 * 44100 - 30 * 44100) // 2
 
 
@@ -312,7 +314,7 @@ class _Oracle(torch.nn.Module):
 
 def test_separate_with_mixture_phase_reconstructs_mixture():
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, size=(30001, 2)).astype(np.float32)
-    out = inference.separate(_Oracle(), audio, ["mixture"], torch.device("cpu"))
+    out = separation.separate(_Oracle(), audio, ["mixture"], torch.device("cpu"))
     assert set(out["mixture"]) == set(STEMS)
     assert out["mixture"]["vocals"].shape == audio.shape
     np.testing.assert_allclose(out["mixture"]["vocals"], audio, atol=1e-5)
@@ -324,9 +326,9 @@ def test_separate_magnitudes_chunks_stitch_exactly():
     torch.manual_seed(0)
     model = Separator(hidden_size=16, nb_layers=0, max_bin=200).eval()
     spec = utils.stft(torch.rand(2, 50 * 1024) - 0.5)
-    whole = inference.separate_magnitudes(model, spec)
+    whole = separation.separate_magnitudes(model, spec)
     with torch.no_grad():
         torch.testing.assert_close(whole, model(spec.abs()[None])[0], rtol=1e-5, atol=1e-5)
     for chunk, context in ((7, 3), (16, 0), (20, 40)):
-        torch.testing.assert_close(inference.separate_magnitudes(model, spec, chunk, context), whole,
+        torch.testing.assert_close(separation.separate_magnitudes(model, spec, chunk, context), whole,
                                    rtol=1e-5, atol=1e-5)

@@ -1,5 +1,5 @@
 """Speed features that must not change results: segment-wise separation of long tracks
-(inference.separate), and museval and the phase methods that are slow on a CPU in a
+(separation.separate), and museval and the phase methods that are slow on a CPU in a
 process pool (inference.py --workers).
 
 The pool's results are compared bit for bit: here the main process runs one torch thread
@@ -21,9 +21,12 @@ import torch
 
 import checkpoint
 import inference
-from conftest import SYNTH_TRACKS
+import parallel
+import separation
 import utils
+from conftest import SYNTH_TRACKS
 from model import STEMS, Separator, Vocoder
+from phase import PHASE_METHODS
 from pipeline_helpers import assert_one_error_line, run_script
 from utils import HOP, N_FFT, SAMPLE_RATE
 
@@ -52,28 +55,28 @@ def _music(seconds: float, seed: int = 0) -> np.ndarray:
 
 def test_segment_bounds_cover_the_track_and_weights_sum_to_one():
     for length in (1, SEGMENT - 1, SEGMENT, SEGMENT + 1, SEGMENT + OVERLAP, 5 * SEGMENT + 12345):
-        bounds = inference.segment_bounds(length, SEGMENT, OVERLAP)
+        bounds = separation.segment_bounds(length, SEGMENT, OVERLAP)
         assert bounds[0][0] == 0 and bounds[-1][1] == length
         assert all(start % HOP == 0 for start, _ in bounds)  # on the whole track's frame grid
         assert all(stop - start > OVERLAP for start, stop in bounds[1:])
         total = np.zeros(length)
         for start, stop in bounds:
-            total[start:stop] += inference.crossfade_weights(start, stop, length, OVERLAP)
+            total[start:stop] += separation.crossfade_weights(start, stop, length, OVERLAP)
         np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    assert inference.segment_bounds(inference.SEGMENT_SAMPLES) == [(0, inference.SEGMENT_SAMPLES)]
+    assert separation.segment_bounds(separation.SEGMENT_SAMPLES) == [(0, separation.SEGMENT_SAMPLES)]
 
 
-@pytest.mark.parametrize("phase", list(inference.PHASE_METHODS))
+@pytest.mark.parametrize("phase", list(PHASE_METHODS))
 def test_short_track_is_separated_whole_exactly(phase):
     """A track within one segment goes through the model and the phase method exactly as
     before segmenting existed: one STFT of the whole track, no lead-in (librosa.griffinlim
     itself for griffinlim)."""
     model, mixture = _model(1), _music(1.5)
     options = dict(gl_iters=2, seed=1, vocoder=Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval())
-    got = inference.separate(model, mixture, [phase], CPU, **options)[phase]
+    got = separation.separate(model, mixture, [phase], CPU, **options)[phase]
     spec = utils.stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
-    mag = inference.separate_magnitudes(model, spec)
-    method = inference.PHASE_METHODS[phase]
+    mag = separation.separate_magnitudes(model, spec)
+    method = PHASE_METHODS[phase]
     expected = method(mag, spec, mixture.shape[0], **method.select(options))
     for i, stem in enumerate(STEMS):
         assert np.array_equal(got[stem], expected[i].T)
@@ -87,10 +90,10 @@ def test_segmented_separation_matches_whole_track():
     model, mixture = _model(0), _music(7.0)
     length = mixture.shape[0]
     timings: dict[str, float] = {}
-    chunked = inference.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    chunked = separation.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                  timings=timings)["mixture"]
-    whole = inference.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
-    bounds = inference.segment_bounds(length, SEGMENT, OVERLAP)
+    whole = separation.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    bounds = separation.segment_bounds(length, SEGMENT, OVERLAP)
     assert len(bounds) >= 4 and timings["mixture"] > 0
     interior = np.ones(length, bool)  # farther than one FFT frame from any segment edge
     for start, stop in bounds:
@@ -114,8 +117,8 @@ def test_segmented_lstm_separation_has_no_seams():
     must still have the right shape and stay close to the whole-track one everywhere."""
     model, mixture = _model(1), _music(5.0, seed=1)
     length = mixture.shape[0]
-    chunked = inference.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
-    whole = inference.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    chunked = separation.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
+    whole = separation.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
     for stem in STEMS:
         assert chunked[stem].shape == (length, 2)
         peak = np.abs(whole[stem]).max()
@@ -131,13 +134,13 @@ def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
     deferred are separate()'s own."""
     model, mixture = _model(1), _music(4.0)
     options = dict(gl_iters=2, seed=3, gl_backend=backend, gl_momentum=0.99)
-    serial = inference.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
-    deferred = inference.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    serial = separation.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
+    deferred = separation.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                   defer=[phase], **options)
-    assert isinstance(deferred[phase], inference.PhaseJob) and len(deferred[phase].segments) >= 4
-    with inference.Workers(2) as pool:
+    assert isinstance(deferred[phase], separation.PhaseJob) and len(deferred[phase].segments) >= 4
+    with parallel.Workers(2) as pool:
         for key in range(2):
-            pool.submit(key, inference.PhaseJob.run, deferred[phase])
+            pool.submit(key, separation.PhaseJob.run, deferred[phase])
         results = pool.results()
     for estimates, seconds in results.values():
         assert seconds > 0
@@ -148,22 +151,22 @@ def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
 
 def test_pooled_phases_follow_the_registry():
     cuda, options = torch.device("cuda"), dict(gl_backend="librosa", gl_iters=2)
-    every = list(inference.PHASE_METHODS)
-    assert inference.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
-    assert inference.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
+    every = list(PHASE_METHODS)
+    assert parallel.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
+    assert parallel.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
     # on a GPU only librosa's Griffin-Lim stays on the CPU; the torch backend is the fast path there
-    assert inference.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
-    assert inference.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
+    assert parallel.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
+    assert parallel.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
 
 
 def test_models_run_in_the_pool_on_a_cpu_only():
     """On the CPU every pool process separates whole tracks with its own models; on a GPU
     the model stays in the main process and the pool gets the phase jobs (pooled_phases)."""
-    cuda, files = torch.device("cuda"), inference.ModelFiles({"best": "best.pt"})
-    assert inference.models_in_workers(CPU, 2) and not inference.models_in_workers(CPU, 1)
-    assert not inference.models_in_workers(cuda, 2)
+    cuda, files = torch.device("cuda"), parallel.ModelFiles({"best": "best.pt"})
+    assert parallel.models_in_workers(CPU, 2) and not parallel.models_in_workers(CPU, 1)
+    assert not parallel.models_in_workers(cuda, 2)
     for workers, device, models in ((0, CPU, None), (2, CPU, files), (2, cuda, None)):
-        with inference.Workers(workers, device=device, models=files) as pool:  # no job: no process starts
+        with parallel.Workers(workers, device=device, models=files) as pool:  # no job: no process starts
             assert pool.models == models and (pool.pool is None) == (workers == 0)
 
 

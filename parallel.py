@@ -1,0 +1,167 @@
+"""Separation and scoring spread over processes: `Workers`, the pool behind inference.py's
+--workers. On a CPU-only run each pool process loads its own copy of the models and
+separates whole tracks or files; on a GPU the model runs in the main process and the pool
+runs museval, the writing of files and the phase methods that are slow on a CPU."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+import torch
+
+from checkpoint import load_separator, load_vocoder
+from phase import PHASE_METHODS
+
+
+def models_in_workers(device: torch.device, workers: int) -> bool:
+    """Whether the pool's processes run the model too, each separating whole tracks (files)
+    with its own copy of it: on a CPU-only run with a pool, where the model's CPU time would
+    otherwise run track after track in the main process while the pool waits for it. On a
+    GPU the model stays in the main process, on the one device, and the pool runs museval
+    and the phase methods that are slow on a CPU (pooled_phases)."""
+    return device.type == "cpu" and workers > 1
+
+
+def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **phase_options) -> list[str]:
+    """With the model in the main process (see models_in_workers), the phases that a pool
+    of `workers` > 1 processes runs as PhaseJobs (PHASE_METHODS' cpu_bound ones); the
+    others take seconds and run where the model does, on `device`."""
+    if workers <= 1:
+        return []
+    return [phase for phase in phases if PHASE_METHODS[phase].cpu_bound(device, **phase_options)]
+
+def worker_threads(workers: int) -> int:
+    """torch/BLAS threads of each of `workers` pool processes: the cores shared among them,
+    and never more than this process uses (so OMP_NUM_THREADS or torch.set_num_threads
+    here bound the pool too)."""
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // workers))
+
+
+def _limit_threads(threads: int) -> None:
+    """`threads` torch and BLAS threads in this process: the pool's processes share the
+    cores (museval's least squares gain nothing from threads on its small systems, and the
+    model's and phase methods' work is split across tracks instead)."""
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The checkpoints a run separates with, as files from which each pool process loads its
+    own copies (models_in_workers): separators by name, and the vocoder of --phase vocoder."""
+    separators: dict[str, str]
+    vocoder: str | None = None
+
+
+# A pool process's own models (see Workers), loaded once by its initializer: the separators
+# by name, and the phase options that are models ({"vocoder": ...} when there is one).
+_worker_separators: dict[str, torch.nn.Module] = {}
+_worker_phase_models: dict[str, torch.nn.Module] = {}
+
+
+def _start_worker(threads: int, models: ModelFiles | None) -> None:
+    """Pool initializer: `threads` threads and, when given, the models (on the CPU)."""
+    _limit_threads(threads)
+    if models is not None:
+        cpu = torch.device("cpu")
+        _worker_separators.update({name: load_separator(path, cpu)[0] for name, path in models.separators.items()})
+        if models.vocoder is not None:
+            _worker_phase_models["vocoder"] = load_vocoder(models.vocoder, cpu)[0]
+
+
+# separate_work(pool, separators, phases, device, defer, *args, **phase_options) separates one
+# track or file and submits the jobs that finish it to `pool` (see Workers.separate).
+SeparateWork = Callable[..., None]
+
+
+def _separate_in_worker(separate_work: SeparateWork, phases: Sequence[str], args: tuple,
+                        phase_options: dict) -> dict[Hashable, Any]:
+    """A Workers job (models_in_workers): separate_work for one whole track or file in this
+    pool process, with its own models on its CPU, every phase method run here (nothing
+    deferred) and the finishing jobs run here, one after another; their results by key."""
+    with Workers(1) as here:
+        separate_work(here, _worker_separators, phases, torch.device("cpu"), (), *args,
+                      **phase_options, **_worker_phase_models)
+        return here.results()
+
+
+# The key of a job that returns several keyed results (_separate_in_worker's), merged into results().
+_SEVERAL = object()
+
+
+class Workers:
+    """Runs fn(*args) jobs (museval, phase methods that are slow on a CPU, writing files)
+    in the calling process (workers 0 or 1) or in a pool of `workers` processes, so that
+    --workers means one thing. submit() blocks while `max_pending` jobs are in flight
+    (default 2 x workers), so the estimates, magnitudes or tracks they hold stay bounded in
+    memory. Use as a context manager; results() waits for all and returns {key: fn's result}.
+
+    separate() hands over a whole track or file. Given the run's `models` on a CPU-only run
+    (models_in_workers), each pool process loads its own copy of them once and separates
+    whole tracks itself; otherwise the model runs in the calling process on `device`."""
+
+    def __init__(self, workers: int, max_pending: int | None = None, device: torch.device = torch.device("cpu"),
+                 models: ModelFiles | None = None) -> None:
+        self.workers = max(1, workers)
+        self.max_pending = max_pending or 2 * self.workers
+        self.device = device
+        self.models = models if models is not None and models_in_workers(device, self.workers) else None
+        self.pool = None
+        if self.workers > 1:
+            # spawn: the main process has torch's thread pools running, which fork does not copy safely
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker,
+                                            initargs=(worker_threads(self.workers), self.models))
+        self.pending: dict[Future, Hashable] = {}
+        self.done: dict[Hashable, Any] = {}
+
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args) -> None:
+        if self.pool is None:
+            self.done[key] = fn(*args)
+            return
+        while len(self.pending) >= self.max_pending:
+            self._collect(FIRST_COMPLETED)
+        self.pending[self.pool.submit(fn, *args)] = key
+
+    def separate(self, separate_work: SeparateWork, separators: dict[str, torch.nn.Module], phases: Sequence[str],
+                 *args, **phase_options) -> None:
+        """One whole track or file through `separators` and `phases` (see SeparateWork):
+        with the models in the pool processes, one job there whose finishing jobs' results
+        join results(); else here on `device`, the phase methods that are slow on a CPU
+        (pooled_phases) deferred to the pool as PhaseJobs."""
+        if self.models is None:
+            defer = pooled_phases(phases, self.device, self.workers, **phase_options)
+            separate_work(self, separators, phases, self.device, defer, *args, **phase_options)
+            return
+        # The pool process has its own copies of the models (the vocoder among the options).
+        plain = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
+        self.submit(_SEVERAL, _separate_in_worker, separate_work, phases, args, plain)
+
+    def _collect(self, how: str) -> None:
+        finished, _ = wait(list(self.pending), return_when=how)
+        for future in finished:
+            key = self.pending.pop(future)
+            if key is _SEVERAL:
+                self.done |= future.result()
+            else:
+                self.done[key] = future.result()
+
+    def results(self) -> dict[Hashable, Any]:
+        if self.pending:
+            self._collect("ALL_COMPLETED")
+        return self.done
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)

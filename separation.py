@@ -1,0 +1,157 @@
+"""Separating one signal with a trained model: the model's magnitudes, segment by segment
+for long tracks, turned into waveforms by the phase methods of phase.py and joined with a
+crossfade. This is the library behind inference.py (which scores MUSDB18 tracks through
+evaluation.py and separates any audio file through file_separation.py).
+
+    estimates = separate(model, mixture, ["wiener"], device)["wiener"]   # {stem: (samples, channels)}
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from model import STEMS
+from phase import PHASE_METHODS
+from utils import HOP, SAMPLE_RATE, stft
+
+
+@torch.no_grad()
+def separate_magnitudes(model: torch.nn.Module, mixture_spec: torch.Tensor,
+                        chunk_frames: int = 2048, context_frames: int = 128) -> torch.Tensor:
+    """mixture_spec (channels, bins, frames) complex -> magnitudes (stems, channels, bins, frames).
+
+    Long tracks go through the model in chunks with `context_frames` of overlap on each
+    side that are computed and dropped, so the LSTM sees context at chunk edges while
+    memory stays bounded."""
+    mixture_mag = mixture_spec.abs()
+    frames = mixture_mag.shape[-1]
+    out = []
+    for start in range(0, frames, chunk_frames):
+        lo, hi = max(0, start - context_frames), min(frames, start + chunk_frames + context_frames)
+        estimate = model(mixture_mag[None, ..., lo:hi])[0].float()
+        out.append(estimate[..., start - lo: start - lo + min(chunk_frames, frames - start)])
+    return torch.cat(out, dim=-1)
+
+
+# Long tracks are separated in time segments so that peak memory (the STFTs, the model's
+# activations, the phase methods' working copies) does not grow with track length. Both
+# sizes are multiples of HOP, so every segment's STFT frames fall on the whole track's frame
+# grid; neighbouring segments overlap by SEGMENT_OVERLAP samples, joined by a linear crossfade.
+SEGMENT_SAMPLES = round(60 * SAMPLE_RATE / HOP) * HOP       # ~60 s
+SEGMENT_OVERLAP = round(4 * SAMPLE_RATE / HOP) * HOP        # ~4 s
+
+
+def segment_bounds(length: int, segment: int = SEGMENT_SAMPLES,
+                   overlap: int = SEGMENT_OVERLAP) -> list[tuple[int, int]]:
+    """[(start, stop)] of the segments covering `length` samples: each `segment` long
+    (the last one shorter, but longer than `overlap`), starting every segment - overlap
+    samples. One segment, (0, length), when the track fits in one."""
+    if not 0 <= overlap < segment:
+        raise ValueError("need 0 <= overlap < segment")
+    step = segment - overlap
+    bounds = [(0, min(segment, length))]
+    while bounds[-1][1] < length:
+        start = bounds[-1][0] + step
+        bounds.append((start, min(start + segment, length)))
+    return bounds
+
+
+def crossfade_weights(start: int, stop: int, length: int, overlap: int = SEGMENT_OVERLAP) -> np.ndarray:
+    """Linear fade-in over the first `overlap` samples (unless the segment starts the track)
+    and fade-out over the last `overlap` (unless it ends it); the weights of overlapping
+    segments sum to one, sample by sample. float32 (stop - start,)."""
+    weights = np.ones(stop - start, dtype=np.float32)
+    ramp = ((np.arange(overlap) + 0.5) / overlap).astype(np.float32)
+    if start > 0:
+        weights[:overlap] = ramp
+    if stop < length:
+        weights[-overlap:] = 1 - ramp
+    return weights
+
+
+class _Joined:
+    """One phase method's output over a whole signal, built segment by segment in order:
+    each segment continues the previous one's output over the overlap (its lead-in, see
+    phase.py) and is crossfaded in. float32 (stems, channels, length)."""
+
+    def __init__(self, phase: str, length: int, channels: int, overlap: int, options: dict) -> None:
+        self.phase, self.length, self.overlap = phase, length, overlap
+        self.options = PHASE_METHODS[phase].select(options)  # the flags of every --phase: take this one's
+        self.signal = np.zeros((len(STEMS), channels, length), dtype=np.float32)
+        self.lead_in: np.ndarray | None = None  # only the last overlap of the output is kept
+        self.seconds = 0.0
+
+    def add(self, start: int, stop: int, estimate_mag: torch.Tensor, mixture_spec: torch.Tensor) -> None:
+        """estimate_mag (stems, channels, bins, frames), mixture_spec (channels, bins, frames)
+        of samples start:stop."""
+        timings: dict[str, float] = {}
+        piece = PHASE_METHODS[self.phase](estimate_mag, mixture_spec, stop - start, timings=timings,
+                                          lead_in=self.lead_in, **self.options)
+        self.seconds += timings[self.phase]
+        # A track within one segment gets weights of one: exactly the method's own output.
+        self.signal[..., start:stop] += piece * crossfade_weights(start, stop, self.length, self.overlap)
+        self.lead_in = np.ascontiguousarray(piece[..., piece.shape[-1] - self.overlap:])
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        """{stem: (samples, channels)}."""
+        return {stem: self.signal[i].T for i, stem in enumerate(STEMS)}
+
+
+def _mixture_spec(mixture: np.ndarray, device: torch.device) -> torch.Tensor:
+    """mixture (samples, channels) -> its STFT (channels, bins, frames) on `device`."""
+    return stft(torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32)).to(device))
+
+
+class PhaseJob:
+    """A phase method deferred by separate(): the model's magnitudes of every segment of
+    one signal, kept on the CPU, to be turned into waveforms by run(), in this process or
+    in a worker (it pickles). run() goes through the segments in order, as separate()
+    does, so its result is separate()'s for the same method and options. Holds the
+    mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track."""
+
+    def __init__(self, phase: str, mixture: np.ndarray, overlap: int, options: dict) -> None:
+        self.phase, self.mixture, self.overlap, self.options = phase, mixture, overlap, options
+        self.segments: list[tuple[int, int, torch.Tensor]] = []  # (start, stop, magnitudes)
+
+    def run(self) -> tuple[dict[str, np.ndarray], float]:
+        """({stem: (samples, channels)}, seconds the phase method took)."""
+        joined = _Joined(self.phase, *self.mixture.shape, self.overlap, self.options)
+        for start, stop, estimate_mag in self.segments:
+            joined.add(start, stop, estimate_mag, _mixture_spec(self.mixture[start:stop], estimate_mag.device))
+        return joined.estimates(), joined.seconds
+
+
+def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
+             segment: int = SEGMENT_SAMPLES, overlap: int = SEGMENT_OVERLAP, timings: dict[str, float] | None = None,
+             defer: Sequence[str] = (), **phase_options) -> dict[str, dict[str, np.ndarray] | PhaseJob]:
+    """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}.
+
+    The model and every phase method run segment by segment (see SEGMENT_SAMPLES); a track
+    no longer than one segment is separated whole, exactly as without segmenting. Segments
+    run in order, and each phase method gets its previous segment's output over the overlap
+    as a lead-in to continue, so that the crossfade joins two versions of one signal rather
+    than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
+    seconds, summed over segments, go to timings[phase] when timings is given.
+
+    The phases in `defer` are not run: their entry is a PhaseJob holding the magnitudes,
+    whose run() gives the same estimates (and seconds) elsewhere (see workers.Workers)."""
+    length, channels = mixture.shape
+    joined = {phase: _Joined(phase, length, channels, overlap, phase_options) for phase in phases if phase not in defer}
+    # Models (the vocoder) stay in this process: no deferred method uses one.
+    job_options = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
+    job_mixture = np.asarray(mixture, dtype=np.float32)  # what _mixture_spec makes of it, in half musdb's float64
+    jobs = {phase: PhaseJob(phase, job_mixture, overlap, job_options) for phase in phases if phase in defer}
+    for start, stop in segment_bounds(length, segment, overlap):
+        mixture_spec = _mixture_spec(mixture[start:stop], device)
+        estimate_mag = separate_magnitudes(model, mixture_spec)
+        for method in joined.values():
+            method.add(start, stop, estimate_mag, mixture_spec)
+        for job in jobs.values():
+            job.segments.append((start, stop, estimate_mag.cpu()))
+    if timings is not None:
+        timings |= {phase: method.seconds for phase, method in joined.items()}
+    return {phase: jobs[phase] if phase in jobs else joined[phase].estimates() for phase in phases}
+
