@@ -29,7 +29,7 @@ from typing import Sequence
 
 
 import checkpoint
-from data import StemCache
+from cache import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
 REPO = Path(__file__).resolve().parent

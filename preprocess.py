@@ -14,7 +14,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from data import StemCache, open_musdb, preprocess
+from cache import StemCache
+from data import open_musdb, preprocess
 from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 
 

@@ -46,7 +46,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import inference  # noqa: E402
-from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
+from cache import SOURCES, StemCache  # noqa: E402
+from data import AUGMENTATIONS, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
 from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate  # noqa: E402
 from common import PeakTreeMemory, batches_forever, one_thread  # noqa: E402
@@ -62,7 +63,7 @@ FULL_TEST_TRACKS = 50
 LENGTH_SPREAD, LENGTH_SEED = 60.0, 18
 WAV_FILES = ("mixture",) + tuple(SOURCES)  # musdb's MUSDB18-HQ file names, without .wav
 WAV_BYTES_PER_SAMPLE = 2 * 2  # 16-bit stereo
-# int16 stems (data.StemCache, format 2): 4 sources x 2 channels x 2 bytes per sample.
+# int16 stems (cache.StemCache, format 2): 4 sources x 2 channels x 2 bytes per sample.
 CACHE_BYTES_PER_SAMPLE = len(SOURCES) * 2 * 2
 DISK_MARGIN = 1 << 30  # room for everything else that writes to the disk meanwhile
 RESULT_FILE = "full_scale.json"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data import StemCache, mixture_and_targets  # noqa: E402
+from cache import StemCache, mixture_and_targets  # noqa: E402
 from phase import PHASE_METHODS  # noqa: E402
 import checkpoint  # noqa: E402
 from utils import HelpFormatter, UserError, log_mel, run_cli, stft  # noqa: E402

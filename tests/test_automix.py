@@ -12,7 +12,8 @@ import torch
 import data
 import train
 import utils
-from data import SOURCES, MagnitudeChunks, StemCache, TrainChunks
+from cache import SOURCES, StemCache
+from data import MagnitudeChunks, TrainChunks
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from test_data import locate
 from utils import SAMPLE_RATE, UserError
