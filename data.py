@@ -1,5 +1,7 @@
 """MUSDB18 access, the train/valid/test splits, decoding tracks into the stem cache
-(cache.py), the training datasets and their augmentations."""
+(cache.py), the input statistics, the training datasets and their sampler. The cache's
+format is cache.py's, the augmentations are augment.py's, automix's beat analysis is
+rhythm.py's."""
 
 from __future__ import annotations
 
@@ -15,24 +17,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
 from cache import SOURCES, ScaledStems, StemCache
-from rhythm import automix_partners, track_rhythms
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, stft
-
-GAIN_RANGE = (0.25, 1.25)
-# --augment's names and what each does to a training excerpt: train.py's help and
-# report.py's methodology page read them here.
-AUGMENTATION_DESCRIPTIONS = {
-    "gain": f"random gain {GAIN_RANGE[0]:g}–{GAIN_RANGE[1]:g} per source",
-    "swap": "random left/right swap per source",
-    "chunk": "sources from independent positions of the track",
-    "remix": "sources drawn from different tracks",
-    "automix": "accompaniment from a track of compatible tempo, placed on the vocals track's beats",
-}
-OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
-# What --augment all means.
-AUGMENTATIONS = tuple(name for name in AUGMENTATION_DESCRIPTIONS if name not in OPT_IN_AUGMENTATIONS)
-
 
 # ------------------------------------------------------------------ MUSDB18
 
@@ -204,44 +191,6 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     return mean.float().numpy(), std.float().numpy()
 
 
-# ---------------------------------------------------------------- augmentations
-
-def parse_augmentations(spec: str) -> tuple[str, ...]:
-    """'all' (AUGMENTATIONS), 'none' or a comma list of AUGMENTATIONS and OPT_IN_AUGMENTATIONS."""
-    if spec == "all":
-        return AUGMENTATIONS
-    if spec == "none":
-        return ()
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    known = AUGMENTATIONS + OPT_IN_AUGMENTATIONS
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(known)}, all, none")
-    return names
-
-
-def augment_help() -> str:
-    """train.py's --augment help: every name and what it does."""
-    described = "; ".join(f"{name}: {text}" for name, text in AUGMENTATION_DESCRIPTIONS.items())
-    return (f"'all' ({','.join(AUGMENTATIONS)}), 'none' or a comma list of {','.join(AUGMENTATION_DESCRIPTIONS)} "
-            f"({described}; {', '.join(OPT_IN_AUGMENTATIONS)} only with --data stems)")
-
-
-def draw_gain(rng: np.random.Generator) -> float:
-    """One gain drawn uniformly from GAIN_RANGE."""
-    return float(rng.uniform(*GAIN_RANGE))
-
-
-def draw_swap(rng: np.random.Generator) -> bool:
-    """Whether to swap left and right: with probability 1/2."""
-    return bool(rng.random() < 0.5)
-
-
-def random_gain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Scale (channels, samples) by one gain from draw_gain."""
-    return audio * np.float32(draw_gain(rng))
-
-
 def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
     """array[start:start+length] along `axis` as float32, read from a memmap (or the cached
     stems' view, which converts just this window), zero-padded past the end."""
@@ -266,77 +215,31 @@ class TrainChunks(Dataset):
     each epoch draws new excerpts. Returns (sources, channels, samples) float32 stems;
     the mixture is their sum, formed on the training device.
 
-    With "automix" the vocals come from the item's track and the accompaniment stems from
-    a track of compatible tempo (`automix_partners`), placed so that a partner beat falls
-    on the vocals track's beat nearest the excerpt's centre. It takes over remix's and
-    chunk's choices: with "remix" each accompaniment stem has its own partner, with
-    "chunk" its own beat-aligned position, otherwise the three come from one partner at
-    one position. A track without beats or without a compatible partner gets random
-    partners at random positions, as remix does. The beat analysis runs here, once
-    (`track_rhythms`); workers only read its result."""
+    The dataset chooses the item's track and one start for all its sources; the
+    augmentations (augment.augment_item) then move, scale and swap each source's excerpt.
+    With automix the beat analysis runs here, once (augment.TrackPool.of)."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, samples_per_track: int,
                  augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42, progress=lambda x, **_: x) -> None:
         if not names:
             raise UserError("the cache holds no training tracks: run preprocess.py first")
-        self.cache, self.names, self.seq_len = cache, list(names), seq_len
-        self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
-        if "automix" in self.augmentations:
-            rhythms = track_rhythms(cache, self.names, progress)
-            self.beats = {name: np.asarray(r["beats"], dtype=np.int64) for name, r in rhythms.items()}
-            self.partners = automix_partners({name: r["tempo"] for name, r in rhythms.items()})
+        self.cache, self.seq_len, self.samples_per_track, self.seed = cache, seq_len, samples_per_track, seed
+        self.pool = TrackPool.of(cache, names, seq_len, augmentations, progress)
 
     def __len__(self) -> int:
-        return len(self.names) * self.samples_per_track
-
-    def _random_start(self, name: str, rng: np.random.Generator) -> int:
-        return int(rng.integers(0, max(1, self.cache.length(name) - self.seq_len + 1)))
-
-    def _remix_origin(self, track: str, aligned_start: int, rng: np.random.Generator) -> tuple[str, int]:
-        name = self.names[rng.integers(len(self.names))] if "remix" in self.augmentations else track
-        start = self._random_start(name, rng) if {"remix", "chunk"} & self.augmentations else aligned_start
-        return name, start
-
-    def _beat_aligned_start(self, name: str, anchor_offset: int, rng: np.random.Generator) -> int:
-        """A start in `name` that puts one of its beats `anchor_offset` samples into the
-        excerpt, preferring excerpts that end inside the track; random if none can."""
-        starts = self.beats[name] - anchor_offset
-        length = self.cache.length(name)
-        usable = starts[(starts >= 0) & (starts <= length - self.seq_len)]
-        if not len(usable):
-            usable = starts[(starts >= 0) & (starts < length)]
-        return int(usable[rng.integers(len(usable))]) if len(usable) else self._random_start(name, rng)
-
-    def _automix_origins(self, track: str, start: int, rng: np.random.Generator) -> list[tuple[str, int]]:
-        """(track, start) of each source: the vocals from `track` at `start`, the rest from partners."""
-        beats, anchor_offset = self.beats[track], None
-        if self.partners[track]:  # the vocals track's beat nearest the excerpt's centre, where drift is least
-            anchor_offset = int(beats[np.argmin(np.abs(beats - (start + self.seq_len // 2)))] - start)
-        pool = self.partners[track] or [name for name in self.names if name != track] or [track]
-        origins = [(track, start)]
-        for k in range(1, len(SOURCES)):
-            new_partner = k == 1 or "remix" in self.augmentations
-            if new_partner:
-                name = pool[rng.integers(len(pool))]
-            if new_partner or "chunk" in self.augmentations:
-                partner_start = (self._random_start(name, rng) if anchor_offset is None
-                                 else self._beat_aligned_start(name, anchor_offset, rng))
-            origins.append((name, partner_start))
-        return origins
+        return len(self.pool.names) * self.samples_per_track
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, index])
-        track = self.names[(index % len(self)) // self.samples_per_track]
-        aligned_start = self._random_start(track, rng)
-        automix = self._automix_origins(track, aligned_start, rng) if "automix" in self.augmentations else None
+        track = self.pool.names[(index % len(self)) // self.samples_per_track]
+        start = self.pool.random_start(track, rng)
+        excerpts = augment_item([Excerpt(track, start) for _ in SOURCES], self.pool, rng)
         out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
-        for k in range(len(SOURCES)):
-            name, start = automix[k] if automix else self._remix_origin(track, aligned_start, rng)
-            gain = draw_gain(rng) if "gain" in self.augmentations else 1.0
-            swap = "swap" in self.augmentations and draw_swap(rng)
+        for k, excerpt in enumerate(excerpts):
             # One pass from the int16 codes into the item (a swap writes the channels in reverse
             # order): a float copy per step would allocate and page-fault megabytes per stem.
-            self.cache.stems(name)[k, :, start:start + self.seq_len].read_into(out[k, ::-1] if swap else out[k], gain)
+            stem = self.cache.stems(excerpt.track)[k, :, excerpt.start:excerpt.start + self.seq_len]
+            stem.read_into(out[k, ::-1] if excerpt.swap else out[k], excerpt.gain)
         return torch.from_numpy(out)
 
 
@@ -377,7 +280,7 @@ class MagnitudeChunks(Dataset):
         chunk = crop(mags, start, self.nb_frames, axis=1)
         if "gain" in self.augmentations:
             chunk = random_gain(chunk, rng)
-        if "swap" in self.augmentations and rng.random() < 0.5:
+        if "swap" in self.augmentations and draw_swap(rng):
             chunk = np.ascontiguousarray(chunk[:, :, ::-1])
         return torch.from_numpy(chunk)
 
@@ -390,7 +293,7 @@ class VocoderChunks(Dataset):
 
     An excerpt quieter than `min_rms` is redrawn (up to `tries` times): vocals are silent
     for long stretches, and silence teaches the vocoder nothing about phase. A random
-    gain from GAIN_RANGE follows, so the vocoder sees the separator's range of levels.
+    gain from augment.GAIN_RANGE follows, so the vocoder sees the separator's range of levels.
     __len__ is `nb_items`; any index is valid. Returns (samples,) float32."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, nb_items: int, seed: int = 42,

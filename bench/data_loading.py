@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from common import PeakTreeMemory, batches_forever  # noqa: E402
+from augment import AUGMENTATIONS  # noqa: E402
 from cache import StemCache  # noqa: E402
-from data import AUGMENTATIONS  # noqa: E402
 from train import batch_targets, make_loader  # noqa: E402
 from utils import HelpFormatter, run_cli  # noqa: E402
 

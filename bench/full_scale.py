@@ -46,8 +46,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import inference  # noqa: E402
+from augment import AUGMENTATIONS  # noqa: E402
 from cache import SOURCES, StemCache  # noqa: E402
-from data import AUGMENTATIONS, check_track, input_statistics, open_musdb, preprocess  # noqa: E402
+from data import check_track, input_statistics, open_musdb, preprocess  # noqa: E402
 from model import MODELS, STEMS, build_model  # noqa: E402
 from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate  # noqa: E402
 from common import PeakTreeMemory, batches_forever, one_thread  # noqa: E402

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from common import batches_forever  # noqa: E402
+from augment import AUGMENTATIONS  # noqa: E402
 from cache import StemCache  # noqa: E402
-from data import AUGMENTATIONS  # noqa: E402
 from model import MODELS, build_model, count_parameters  # noqa: E402
 from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,  # noqa: E402
                    set_up_precision, validate)

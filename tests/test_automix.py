@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import data
 import rhythm
 import train
 import utils
+from augment import parse_augmentations
 from cache import SOURCES, StemCache
 from data import MagnitudeChunks, TrainChunks
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
@@ -201,7 +201,7 @@ def test_rhythm_file_is_reused_and_refreshed(tmp_path, monkeypatch):
     before = path.stat().st_mtime_ns
     again = TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
     assert analysed == [] and path.stat().st_mtime_ns == before
-    np.testing.assert_array_equal(again.beats["a120"], stored["a120"]["beats"])
+    np.testing.assert_array_equal(again.pool.beats["a120"], stored["a120"]["beats"])
 
     cache.add_track("d90", "train", click_stems("d90", 3 * SAMPLE_RATE), magnitudes=False)  # re-preprocessed
     TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
@@ -230,8 +230,8 @@ def test_unwritable_cache_still_gives_rhythms(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------ flags
 
 def test_automix_is_opt_in():
-    assert "automix" not in data.parse_augmentations("all")
-    assert data.parse_augmentations("gain,automix") == ("gain", "automix")
+    assert "automix" not in parse_augmentations("all")
+    assert parse_augmentations("gain,automix") == ("gain", "automix")
 
 
 def test_automix_on_magnitudes_is_a_user_error(click_cache, tmp_path, capsys):

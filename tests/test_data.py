@@ -1,5 +1,5 @@
-"""data.py: augmentations, training datasets, the sampler and the input statistics;
-the stem cache is tested in test_cache.py."""
+"""data.py: the training datasets and their augmented items, the sampler and the input
+statistics (the cache: test_cache.py; the augmentations by themselves: test_augment.py)."""
 
 from __future__ import annotations
 
@@ -15,53 +15,6 @@ import utils
 from cache import SOURCES, StemCache
 from data import EpochSampler, MagnitudeChunks, TrainChunks
 from utils import UserError
-
-
-# ------------------------------------------------------------ augmentations
-
-def test_random_gain_range_and_coverage():
-    rng = np.random.default_rng(0)
-    audio = np.ones((2, 8), dtype=np.float32)
-    gains = []
-    for _ in range(3000):
-        out = data.random_gain(audio, rng)
-        assert out.dtype == np.float32 and out.shape == audio.shape
-        assert np.all(out == out[0, 0])  # one gain for the whole excerpt
-        gains.append(float(out[0, 0]))
-    gains = np.array(gains)
-    low, high = data.GAIN_RANGE
-    assert (low, high) == (0.25, 1.25)
-    assert gains.min() >= low and gains.max() <= high
-    assert gains.min() < low + 0.01 and gains.max() > high - 0.01
-    assert abs(gains.mean() - (low + high) / 2) < 0.03  # uniform, not clustered at one end
-    assert np.all(audio == 1)  # input untouched
-
-
-def test_draw_swap_swaps_half_the_time():
-    rng = np.random.default_rng(1)
-    n = 4000
-    assert 0.45 < sum(data.draw_swap(rng) for _ in range(n)) / n < 0.55
-
-
-@pytest.mark.parametrize("spec, expected", [
-    ("all", set(data.AUGMENTATIONS)),
-    ("none", set()),
-    ("gain", {"gain"}),
-    ("gain,swap", {"gain", "swap"}),
-    (" remix , chunk ", {"remix", "chunk"}),
-])
-def test_parse_augmentations_accepts(spec, expected):
-    assert set(data.parse_augmentations(spec)) == expected
-
-
-def test_parse_augmentations_all_is_every_augmentation():
-    assert set(data.parse_augmentations("all")) == {"gain", "swap", "chunk", "remix"}
-
-
-@pytest.mark.parametrize("spec", ["bogus", "gain,bogus", "all,gain", "Gain"])
-def test_parse_augmentations_rejects_unknown(spec):
-    with pytest.raises(UserError):
-        data.parse_augmentations(spec)
 
 
 # ------------------------------------------------------------ datasets
