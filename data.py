@@ -1,7 +1,6 @@
-"""MUSDB18 access, the train/valid/test splits, decoding tracks into the stem cache
-(cache.py), the input statistics, the training datasets and their sampler. The cache's
-format is cache.py's, the augmentations are augment.py's, automix's beat analysis is
-rhythm.py's."""
+"""MUSDB18 access and the train/valid/test splits, decoding tracks into the stem cache,
+the input statistics, the training datasets and their sampler. The cache's format is
+cache.py's, the augmentations augment.py's, automix's beat analysis rhythm.py's."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
 from cache import SOURCES, ScaledStems, StemCache
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, stft
+
 
 # ------------------------------------------------------------------ MUSDB18
 
@@ -171,7 +171,8 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
 def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
                      transform=lambda mag: mag) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin mean and standard deviation of transform(mixture magnitude) (both channels)
-    over the whole of the given tracks, as Open-Unmix initialises its input scaler."""
+    over the whole of the given tracks, as Open-Unmix initialises its input scaler. (A
+    statistic of the training data, read through StemCache like the datasets read it.)"""
     total = total_sq = 0.0
     count = 0
     chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
@@ -191,6 +192,8 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     return mean.float().numpy(), std.float().numpy()
 
 
+# ------------------------------------------------------------------ datasets
+
 def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
     """array[start:start+length] along `axis` as float32, read from a memmap (or the cached
     stems' view, which converts just this window), zero-padded past the end."""
@@ -204,8 +207,6 @@ def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -
     out[tuple(window)] = piece
     return out
 
-
-# ------------------------------------------------------------------ datasets
 
 class TrainChunks(Dataset):
     """Random training excerpts from the stem cache, `samples_per_track` per track per epoch.
