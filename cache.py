@@ -68,8 +68,9 @@ class StemCache:
                  "sources": list(SOURCES), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
         return StemCache(cache_dir)
 
-    def names(self, split: str) -> list[str]:
-        return sorted(n for n, t in self.index["tracks"].items() if t["split"] == split)
+    def names(self, split: str | None = None) -> list[str]:
+        """The cached tracks of `split`, or of every split when None."""
+        return sorted(n for n, t in self.index["tracks"].items() if split is None or t["split"] == split)
 
     def length(self, name: str) -> int:
         return self.index["tracks"][name]["length"]

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks
         broken += preprocess(tracks, split, cache, args.magnitudes, progress=tqdm)
     if args.tracks:
-        unknown = set(args.tracks) - set(cache.index["tracks"]) - set(broken)
+        unknown = set(args.tracks) - set(cache.names()) - set(broken)
         if unknown:
             raise UserError(f"track(s) not found in the training set: {', '.join(sorted(unknown))}")
     counts = {split: len(cache.names(split)) for split in ("train", "valid")}

@@ -246,7 +246,7 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
     cache_dir = out / "cache"
     remove_stale_parts(cache_dir)
     cache = StemCache.create_or_open(cache_dir)
-    strangers = set(cache.index["tracks"]) - {e["name"] for e in plan}
+    strangers = set(cache.names()) - {e["name"] for e in plan}
     if strangers:  # training and validation would read them too
         raise UserError(f"{cache_dir} holds {len(strangers)} track(s) this build does not plan (e.g. "
                         f"{min(strangers)}): remove {cache_dir}")
