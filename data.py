@@ -1,10 +1,10 @@
-"""MUSDB18 access, the train/valid/test splits, the decoded-stem cache that training
-memory-maps, the training datasets and their augmentations."""
+"""MUSDB18 access and the train/valid/test splits, decoding tracks into the stem cache,
+the input statistics, the training datasets and their sampler. The cache's format is
+cache.py's, the augmentations augment.py's, automix's beat analysis rhythm.py's."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -16,30 +16,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
-
-SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
-CACHE_VERSION = 2  # 1: float32 stems; 2: int16 stems with a per-track scale
-STEM_DTYPE = "int16"
-GAIN_RANGE = (0.25, 1.25)
-# --augment's names and what each does to a training excerpt: train.py's help and
-# report.py's methodology page read them here.
-AUGMENTATION_DESCRIPTIONS = {
-    "gain": f"random gain {GAIN_RANGE[0]:g}–{GAIN_RANGE[1]:g} per source",
-    "swap": "random left/right swap per source",
-    "chunk": "sources from independent positions of the track",
-    "remix": "sources drawn from different tracks",
-    "automix": "accompaniment from a track of compatible tempo, placed on the vocals track's beats",
-}
-OPT_IN_AUGMENTATIONS = ("automix",)  # only when named
-# What --augment all means.
-AUGMENTATIONS = tuple(name for name in AUGMENTATION_DESCRIPTIONS if name not in OPT_IN_AUGMENTATIONS)
-RHYTHM_FILE = "rhythm.json"  # in the cache directory, written by the first automix run
-RHYTHM_VERSION = 1
-RHYTHM_RATE = 11025  # the beat tracker reads a mono mix at this rate ...
-RHYTHM_HOP = 128  # ... with onset frames 11.6 ms apart
-MIN_BEATS = 4  # a track with fewer tracked beats has no usable tempo
-TEMPO_TOLERANCE = 0.03  # automix partners: tempo ratio within 3% of 1, 2 or 1/2
+from augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
+from cache import SOURCES, ScaledStems, StemCache
+from utils import HOP, N_FFT, SAMPLE_RATE, UserError, stft
 
 
 # ------------------------------------------------------------------ MUSDB18
@@ -170,197 +149,11 @@ def decode_stems(track) -> np.ndarray:
     return np.ascontiguousarray(stems[order].transpose(0, 2, 1), dtype=np.float32)
 
 
-# -------------------------------------------------------------------- cache
-
-class StemCache:
-    """The cache written by preprocess.py: stems/<track>.npy (sources, channels, samples)
-    int16, read as float32 times the track's scale (see `stem_scale`), and optional
-    magnitudes/<track>.npy (3, frames, channels, bins) float32, described by index.json.
-    Arrays are memory-mapped, opened lazily per process: a pickled cache (a DataLoader
-    worker's copy) carries the path and the index, never the arrays.
-
-    Magnitudes stay float32: unlike the stems they have no fixed full scale to quantise
-    against (0 up to about n_fft/2 per bin), and float16's 11-bit precision is a change to
-    what --data magnitudes trains on that only a training comparison could justify."""
-
-    def __init__(self, cache_dir: str | os.PathLike) -> None:
-        self.root = Path(cache_dir)
-        index_path = self.root / "index.json"
-        if not index_path.is_file():
-            raise UserError(f"no cache at {self.root} (index.json missing): run preprocess.py --cache {self.root} first")
-        try:
-            self.index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{index_path} is not valid JSON ({err})") from err
-        version = self.index.get("format_version")
-        if version == 1:  # its float32 stems would be read as int16 codes: refuse rather than misread
-            raise UserError(f"cache {self.root} has format version 1 (float32 stems), this code reads version "
-                            f"{CACHE_VERSION} (int16 stems, half the size): rerun preprocess.py into a new --cache "
-                            "directory")
-        if version != CACHE_VERSION:
-            raise UserError(f"cache {self.root} has format version {version}, this code reads "
-                            f"{CACHE_VERSION}: rerun preprocess.py into a new --cache directory")
-        if self.index.get("sample_rate") != SAMPLE_RATE or self.index.get("sources") != list(SOURCES):
-            raise UserError(f"cache {self.root} holds {self.index.get('sources')} at {self.index.get('sample_rate')} Hz, "
-                            f"this code reads {list(SOURCES)} at {SAMPLE_RATE} Hz: rerun preprocess.py into a new "
-                            "--cache directory")
-        self._open: dict[tuple[str, str], np.ndarray] = {}
-
-    def __getstate__(self) -> dict:
-        # A pickled np.memmap carries its whole contents: a DataLoader worker started by
-        # spawn or forkserver would receive every track read so far. Workers reopen by path.
-        return {**self.__dict__, "_open": {}}
-
-    @staticmethod
-    def create_or_open(cache_dir: str | os.PathLike) -> "StemCache":
-        index_path = Path(cache_dir) / "index.json"
-        if not index_path.exists():
-            write_text(index_path, json.dumps(
-                {"format_version": CACHE_VERSION, "sample_rate": SAMPLE_RATE,
-                 "sources": list(SOURCES), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
-        return StemCache(cache_dir)
-
-    def names(self, split: str) -> list[str]:
-        return sorted(n for n, t in self.index["tracks"].items() if t["split"] == split)
-
-    def length(self, name: str) -> int:
-        return self.index["tracks"][name]["length"]
-
-    def has_magnitudes(self, names: Sequence[str]) -> bool:
-        return all(self.index["tracks"][n].get("magnitudes") for n in names)
-
-    def check_stft(self, n_fft: int, hop: int) -> None:
-        """Magnitudes cached with other STFT settings cannot be used: say so up front."""
-        cached = self.index.get("stft", {})
-        if (cached.get("n_fft"), cached.get("hop")) != (n_fft, hop):
-            raise UserError(f"cache {self.root} holds magnitudes for n_fft={cached.get('n_fft')} "
-                            f"hop={cached.get('hop')}, not n_fft={n_fft} hop={hop}: re-run preprocess.py")
-
-    def _array(self, kind: str, name: str) -> np.ndarray:
-        key = (kind, name)
-        if key not in self._open:
-            self._open[key] = np.load(self.root / kind / f"{name}.npy", mmap_mode="r")
-        return self._open[key]
-
-    def stems(self, name: str) -> "ScaledStems":
-        """The track's stems (sources, channels, samples): slice it, then np.asarray the
-        slice to get float32 audio; only the slice is read and converted."""
-        entry = self.index["tracks"][name]
-        codes = self._array("stems", name)
-        if entry.get("dtype") != STEM_DTYPE or codes.dtype != np.dtype(STEM_DTYPE):
-            raise UserError(f"cache {self.root}: track '{name}' is stored as {codes.dtype} (index: "
-                            f"{entry.get('dtype')}), expected {STEM_DTYPE}: rerun preprocess.py into a new --cache directory")
-        return ScaledStems(codes, entry["scale"])
-
-    def magnitudes(self, name: str) -> np.ndarray:
-        return self._array("magnitudes", name)
-
-    def is_cached(self, name: str, magnitudes: bool) -> bool:
-        """True when the track's files exist with the shapes and dtype the index records."""
-        entry = self.index["tracks"].get(name)
-        if entry is None:
-            return False
-        try:
-            codes = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r")
-            ok = codes.shape == (len(SOURCES), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
-            if magnitudes:
-                ok = ok and bool(entry.get("magnitudes")) and np.load(
-                    self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, nb_frames(entry["length"]))
-        except (OSError, ValueError):
-            return False
-        return ok
-
-    def add_track(self, name: str, split: str, stems: np.ndarray, magnitudes: bool) -> None:
-        """Write one track's arrays, stems (sources, channels, samples) float32, then record
-        it in the index (files first, so the index never names a file that is not complete)."""
-        scale = stem_scale(stems)
-        codes = quantize(stems, scale)
-        _save_npy(self.root / "stems" / f"{name}.npy", codes)
-        if magnitudes:  # of the audio the cache holds, so that both formats train on the same signal
-            _save_npy(self.root / "magnitudes" / f"{name}.npy", stem_magnitudes(np.asarray(ScaledStems(codes, scale))))
-        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "magnitudes": magnitudes,
-                                      "dtype": STEM_DTYPE, "scale": scale}
-        write_text(self.root / "index.json", json.dumps(self.index, indent=1))
-
-
-class ScaledStems:
-    """A lazy float32 view of int16 stem codes: indexing slices the memory map (nothing is
-    read), np.asarray of the result reads the slice and scales it to float32. It has no
-    arithmetic of its own, so code that forgets np.asarray fails instead of using codes."""
-
-    def __init__(self, codes: np.ndarray, scale: float) -> None:
-        self._codes, self._scale = codes, np.float32(scale)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._codes.shape
-
-    @property
-    def ndim(self) -> int:
-        return self._codes.ndim
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)  # what np.asarray delivers
-
-    def __len__(self) -> int:
-        return len(self._codes)
-
-    def __getitem__(self, index) -> "ScaledStems":
-        return ScaledStems(self._codes[index], self._scale)
-
-    def read_into(self, out: np.ndarray, gain: float = 1.0) -> None:
-        """out (..., samples) float32 <- these stems times `gain`, zero where out runs past
-        their end (an excerpt at a track's end): converted in one pass, with no temporary."""
-        n = min(out.shape[-1], self._codes.shape[-1])
-        np.multiply(self._codes[..., :n], np.float32(self._scale * gain), out=out[..., :n])
-        out[..., n:] = 0
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        audio = np.multiply(self._codes, self._scale, dtype=np.float32)
-        return audio if dtype is None else audio.astype(dtype, copy=False)
-
-
-def stem_scale(stems: np.ndarray) -> float:
-    """The step between int16 codes for these float stems: 1/32768, as 16-bit PCM (so
-    MUSDB18-HQ is stored losslessly, and decoded AAC loses only what lies below -96 dBFS),
-    unless a sample lies outside [-1, 32767/32768] (decoded AAC overshoots full scale a
-    little): then the peak maps to code 32767, so that no sample clips."""
-    if stems.size == 0 or (stems.max() <= 32767 / 32768 and stems.min() >= -1.0):
-        return 1 / 32768
-    return float(np.abs(stems).max()) / 32767
-
-
-def quantize(stems: np.ndarray, scale: float) -> np.ndarray:
-    """float stems -> int16 codes, rounded to the nearest step of `scale` (see stem_scale)."""
-    # float32 arithmetic: exact for the power-of-two 1/32768; the clip only absorbs a
-    # rounding of the peak past 32767 for a peak-derived scale
-    codes = np.rint(np.asarray(stems, dtype=np.float32) * np.float32(1 / scale))
-    return np.clip(codes, -32768, 32767).astype(np.int16)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-
-
-def mixture_and_targets(stems: torch.Tensor) -> torch.Tensor:
-    """stems (..., sources, channels, samples) in SOURCES order -> (..., 3, channels, samples):
-    the mixture (sum of the sources), vocals and accompaniment (the other sources)."""
-    return torch.stack([stems.sum(-3), stems[..., 0, :, :], stems[..., 1:, :, :].sum(-3)], dim=-3)
-
-
-def stem_magnitudes(stems: np.ndarray) -> np.ndarray:
-    """(sources, channels, samples) -> (3, frames, channels, bins) magnitudes of
-    mixture, vocals, accompaniment; frames first so a chunk is one contiguous read."""
-    mixes = mixture_and_targets(torch.from_numpy(stems))
-    return stft(mixes).abs().permute(0, 3, 1, 2).contiguous().numpy()
-
-
 def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, progress) -> list[str]:
     """Decode and cache `tracks` into `cache` under `split`, skipping tracks already
     cached; a track that cannot be decoded is skipped with a warning. Returns the names
-    of the skipped-as-broken tracks."""
+    of the skipped-as-broken tracks. (Here rather than in cache.py: it reads MUSDB18,
+    and it writes only through StemCache.add_track, which owns the format.)"""
     broken = []
     for track in progress(tracks, desc=f"caching {split}"):
         if cache.is_cached(track.name, magnitudes):
@@ -378,7 +171,8 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
 def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
                      transform=lambda mag: mag) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin mean and standard deviation of transform(mixture magnitude) (both channels)
-    over the whole of the given tracks, as Open-Unmix initialises its input scaler."""
+    over the whole of the given tracks, as Open-Unmix initialises its input scaler. (A
+    statistic of the training data, read through StemCache like the datasets read it.)"""
     total = total_sq = 0.0
     count = 0
     chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
@@ -398,43 +192,7 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     return mean.float().numpy(), std.float().numpy()
 
 
-# ---------------------------------------------------------------- augmentations
-
-def parse_augmentations(spec: str) -> tuple[str, ...]:
-    """'all' (AUGMENTATIONS), 'none' or a comma list of AUGMENTATIONS and OPT_IN_AUGMENTATIONS."""
-    if spec == "all":
-        return AUGMENTATIONS
-    if spec == "none":
-        return ()
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    known = AUGMENTATIONS + OPT_IN_AUGMENTATIONS
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(known)}, all, none")
-    return names
-
-
-def augment_help() -> str:
-    """train.py's --augment help: every name and what it does."""
-    described = "; ".join(f"{name}: {text}" for name, text in AUGMENTATION_DESCRIPTIONS.items())
-    return (f"'all' ({','.join(AUGMENTATIONS)}), 'none' or a comma list of {','.join(AUGMENTATION_DESCRIPTIONS)} "
-            f"({described}; {', '.join(OPT_IN_AUGMENTATIONS)} only with --data stems)")
-
-
-def draw_gain(rng: np.random.Generator) -> float:
-    """One gain drawn uniformly from GAIN_RANGE."""
-    return float(rng.uniform(*GAIN_RANGE))
-
-
-def draw_swap(rng: np.random.Generator) -> bool:
-    """Whether to swap left and right: with probability 1/2."""
-    return bool(rng.random() < 0.5)
-
-
-def random_gain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Scale (channels, samples) by one gain from draw_gain."""
-    return audio * np.float32(draw_gain(rng))
-
+# ------------------------------------------------------------------ datasets
 
 def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
     """array[start:start+length] along `axis` as float32, read from a memmap (or the cached
@@ -450,88 +208,6 @@ def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -
     return out
 
 
-# ------------------------------------------------------------ rhythm (automix)
-
-def rhythm_mono(stems: np.ndarray | ScaledStems) -> np.ndarray:
-    """(sources, channels, samples) at SAMPLE_RATE -> the mono mixture at RHYTHM_RATE,
-    summed in one-minute pieces so that of a memory-mapped track only the mono mix is held."""
-    import librosa
-
-    piece = 60 * SAMPLE_RATE
-    mono = np.concatenate([np.asarray(stems[:, :, start:start + piece]).sum(axis=(0, 1))
-                           for start in range(0, stems.shape[-1], piece)])
-    return librosa.resample(mono, orig_sr=SAMPLE_RATE, target_sr=RHYTHM_RATE)
-
-
-def beat_grid(mono: np.ndarray) -> tuple[float | None, np.ndarray]:
-    """mono (samples,) at RHYTHM_RATE -> (tempo in BPM, beat positions in samples at SAMPLE_RATE).
-
-    Beat tracking (librosa.beat.beat_track on the onset envelope) rather than onset-strength
-    cross-correlation, because a beat list is a per-track summary: it is computed once,
-    is a few hundred integers, gives the tempo that picks partners, and aligning two tracks
-    is then arithmetic on two lists in the DataLoader. Cross-correlation gives a lag but no
-    tempo, and is a per-pair, per-excerpt computation: it would run for every item, on
-    onset envelopes of every track held in every worker.
-
-    The tempo is the slope of a least-squares line through the beat positions, not
-    beat_track's own estimate: that one comes from a tempogram lag grid (about 2% steps
-    near 120 BPM at this hop), as coarse as the tolerance it would be compared with.
-    With fewer than MIN_BEATS beats (silence, no pulse) there is no tempo: (None, no beats)."""
-    import librosa
-
-    # n_fft 1024: the 93 ms window librosa's default has at 22.05 kHz
-    envelope = librosa.onset.onset_strength(y=mono, sr=RHYTHM_RATE, hop_length=RHYTHM_HOP, n_fft=1024)
-    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RHYTHM_RATE, hop_length=RHYTHM_HOP)
-    beats = np.round(np.asarray(frames) * RHYTHM_HOP * SAMPLE_RATE / RHYTHM_RATE).astype(np.int64)
-    if len(beats) < MIN_BEATS:
-        return None, np.empty(0, dtype=np.int64)
-    period = np.polyfit(np.arange(len(beats)), beats, 1)[0]  # samples per beat
-    return float(60 * SAMPLE_RATE / period), beats
-
-
-def track_rhythms(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x) -> dict[str, dict]:
-    """{name: {"length", "tempo" (BPM or None), "beats" (sample positions)}} for `names`.
-
-    Read from <cache>/RHYTHM_FILE; tracks missing there, or whose length changed since
-    (re-preprocessed), are analysed and the file rewritten atomically. A cache that cannot
-    be written to still works: the analysis is then repeated on the next run."""
-    path = cache.root / RHYTHM_FILE
-    header = {"format_version": RHYTHM_VERSION, "rate": RHYTHM_RATE, "hop": RHYTHM_HOP, "min_beats": MIN_BEATS}
-    stored: dict[str, dict] = {}
-    if path.is_file():
-        with contextlib.suppress(json.JSONDecodeError):
-            content = json.loads(path.read_text())
-            if all(content.get(key) == value for key, value in header.items()):
-                stored = content.get("tracks", {})
-    stale = [n for n in names if stored.get(n, {}).get("length") != cache.length(n)]
-    if stale:
-        for name in progress(stale, desc="beat tracking"):
-            tempo, beats = beat_grid(rhythm_mono(cache.stems(name)))
-            stored[name] = {"length": cache.length(name), "tempo": tempo, "beats": beats.tolist()}
-        try:
-            write_text(path, json.dumps({**header, "tracks": stored}))
-        except OSError as err:
-            print(f"warning: cannot save the beat analysis to {path} ({err.strerror}); "
-                  "it is repeated on the next run", file=sys.stderr)
-    return {n: stored[n] for n in names}
-
-
-def tempo_compatible(tempo: float, other: float, tolerance: float = TEMPO_TOLERANCE) -> bool:
-    """Tempi within `tolerance` of equal, or of double / half (a half-time partner puts a
-    beat on every other beat; beat trackers also often report the other octave)."""
-    octaves = np.log2(other / tempo)
-    return any(abs(octaves - shift) <= np.log2(1 + tolerance) for shift in (-1, 0, 1))
-
-
-def automix_partners(tempi: dict[str, float | None]) -> dict[str, list[str]]:
-    """For each track, the other tracks with a tempo compatible with its own (none without a tempo)."""
-    return {name: [other for other, other_tempo in tempi.items()
-                   if other != name and tempo and other_tempo and tempo_compatible(tempo, other_tempo)]
-            for name, tempo in tempi.items()}
-
-
-# ------------------------------------------------------------------ datasets
-
 class TrainChunks(Dataset):
     """Random training excerpts from the stem cache, `samples_per_track` per track per epoch.
 
@@ -540,77 +216,31 @@ class TrainChunks(Dataset):
     each epoch draws new excerpts. Returns (sources, channels, samples) float32 stems;
     the mixture is their sum, formed on the training device.
 
-    With "automix" the vocals come from the item's track and the accompaniment stems from
-    a track of compatible tempo (`automix_partners`), placed so that a partner beat falls
-    on the vocals track's beat nearest the excerpt's centre. It takes over remix's and
-    chunk's choices: with "remix" each accompaniment stem has its own partner, with
-    "chunk" its own beat-aligned position, otherwise the three come from one partner at
-    one position. A track without beats or without a compatible partner gets random
-    partners at random positions, as remix does. The beat analysis runs here, once
-    (`track_rhythms`); workers only read its result."""
+    The dataset chooses the item's track and one start for all its sources; the
+    augmentations (augment.augment_item) then move, scale and swap each source's excerpt.
+    With automix the beat analysis runs here, once (augment.TrackPool.of)."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, samples_per_track: int,
                  augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42, progress=lambda x, **_: x) -> None:
         if not names:
             raise UserError("the cache holds no training tracks: run preprocess.py first")
-        self.cache, self.names, self.seq_len = cache, list(names), seq_len
-        self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
-        if "automix" in self.augmentations:
-            rhythms = track_rhythms(cache, self.names, progress)
-            self.beats = {name: np.asarray(r["beats"], dtype=np.int64) for name, r in rhythms.items()}
-            self.partners = automix_partners({name: r["tempo"] for name, r in rhythms.items()})
+        self.cache, self.seq_len, self.samples_per_track, self.seed = cache, seq_len, samples_per_track, seed
+        self.pool = TrackPool.of(cache, names, seq_len, augmentations, progress)
 
     def __len__(self) -> int:
-        return len(self.names) * self.samples_per_track
-
-    def _random_start(self, name: str, rng: np.random.Generator) -> int:
-        return int(rng.integers(0, max(1, self.cache.length(name) - self.seq_len + 1)))
-
-    def _remix_origin(self, track: str, aligned_start: int, rng: np.random.Generator) -> tuple[str, int]:
-        name = self.names[rng.integers(len(self.names))] if "remix" in self.augmentations else track
-        start = self._random_start(name, rng) if {"remix", "chunk"} & self.augmentations else aligned_start
-        return name, start
-
-    def _beat_aligned_start(self, name: str, anchor_offset: int, rng: np.random.Generator) -> int:
-        """A start in `name` that puts one of its beats `anchor_offset` samples into the
-        excerpt, preferring excerpts that end inside the track; random if none can."""
-        starts = self.beats[name] - anchor_offset
-        length = self.cache.length(name)
-        usable = starts[(starts >= 0) & (starts <= length - self.seq_len)]
-        if not len(usable):
-            usable = starts[(starts >= 0) & (starts < length)]
-        return int(usable[rng.integers(len(usable))]) if len(usable) else self._random_start(name, rng)
-
-    def _automix_origins(self, track: str, start: int, rng: np.random.Generator) -> list[tuple[str, int]]:
-        """(track, start) of each source: the vocals from `track` at `start`, the rest from partners."""
-        beats, anchor_offset = self.beats[track], None
-        if self.partners[track]:  # the vocals track's beat nearest the excerpt's centre, where drift is least
-            anchor_offset = int(beats[np.argmin(np.abs(beats - (start + self.seq_len // 2)))] - start)
-        pool = self.partners[track] or [name for name in self.names if name != track] or [track]
-        origins = [(track, start)]
-        for k in range(1, len(SOURCES)):
-            new_partner = k == 1 or "remix" in self.augmentations
-            if new_partner:
-                name = pool[rng.integers(len(pool))]
-            if new_partner or "chunk" in self.augmentations:
-                partner_start = (self._random_start(name, rng) if anchor_offset is None
-                                 else self._beat_aligned_start(name, anchor_offset, rng))
-            origins.append((name, partner_start))
-        return origins
+        return len(self.pool.names) * self.samples_per_track
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, index])
-        track = self.names[(index % len(self)) // self.samples_per_track]
-        aligned_start = self._random_start(track, rng)
-        automix = self._automix_origins(track, aligned_start, rng) if "automix" in self.augmentations else None
+        track = self.pool.names[(index % len(self)) // self.samples_per_track]
+        start = self.pool.random_start(track, rng)
+        excerpts = augment_item([Excerpt(track, start) for _ in SOURCES], self.pool, rng)
         out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
-        for k in range(len(SOURCES)):
-            name, start = automix[k] if automix else self._remix_origin(track, aligned_start, rng)
-            gain = draw_gain(rng) if "gain" in self.augmentations else 1.0
-            swap = "swap" in self.augmentations and draw_swap(rng)
+        for k, excerpt in enumerate(excerpts):
             # One pass from the int16 codes into the item (a swap writes the channels in reverse
             # order): a float copy per step would allocate and page-fault megabytes per stem.
-            self.cache.stems(name)[k, :, start:start + self.seq_len].read_into(out[k, ::-1] if swap else out[k], gain)
+            stem = self.cache.stems(excerpt.track)[k, :, excerpt.start:excerpt.start + self.seq_len]
+            stem.read_into(out[k, ::-1] if excerpt.swap else out[k], excerpt.gain)
         return torch.from_numpy(out)
 
 
@@ -651,7 +281,7 @@ class MagnitudeChunks(Dataset):
         chunk = crop(mags, start, self.nb_frames, axis=1)
         if "gain" in self.augmentations:
             chunk = random_gain(chunk, rng)
-        if "swap" in self.augmentations and rng.random() < 0.5:
+        if "swap" in self.augmentations and draw_swap(rng):
             chunk = np.ascontiguousarray(chunk[:, :, ::-1])
         return torch.from_numpy(chunk)
 
@@ -664,7 +294,7 @@ class VocoderChunks(Dataset):
 
     An excerpt quieter than `min_rms` is redrawn (up to `tries` times): vocals are silent
     for long stretches, and silence teaches the vocoder nothing about phase. A random
-    gain from GAIN_RANGE follows, so the vocoder sees the separator's range of levels.
+    gain from augment.GAIN_RANGE follows, so the vocoder sees the separator's range of levels.
     __len__ is `nb_items`; any index is valid. Returns (samples,) float32."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, nb_items: int, seed: int = 42,

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import checkpoint
 import summary
-from data import StemCache
+from cache import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
 REPO = Path(__file__).resolve().parent

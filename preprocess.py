@@ -14,7 +14,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from data import StemCache, open_musdb, preprocess
+from cache import StemCache
+from data import open_musdb, preprocess
 from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 
 
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks
         broken += preprocess(tracks, split, cache, args.magnitudes, progress=tqdm)
     if args.tracks:
-        unknown = set(args.tracks) - set(cache.index["tracks"]) - set(broken)
+        unknown = set(args.tracks) - set(cache.names()) - set(broken)
         if unknown:
             raise UserError(f"track(s) not found in the training set: {', '.join(sorted(unknown))}")
     counts = {split: len(cache.names(split)) for split in ("train", "valid")}

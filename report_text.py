@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import AUGMENTATION_DESCRIPTIONS, parse_augmentations
+from augment import AUGMENTATION_REGISTRY, parse_augmentations
 from model import STEMS
 from losses import LOSSES
 from phase import PHASE_METHODS
@@ -270,7 +270,7 @@ def model_lines(cfg: dict, rate: int, n_fft: int) -> list[str]:
 def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
     cfg, args, stft = training.model_config, training.train_args, training.stft
     rate, n_fft, hop = stft["sample_rate"], stft["n_fft"], stft["hop"]
-    augment = [f"{a}: {AUGMENTATION_DESCRIPTIONS[a]}" for a in parse_augmentations(args["augment"])]
+    augment = [f"{a}: {AUGMENTATION_REGISTRY[a].description}" for a in parse_augmentations(args["augment"])]
     if args["data"] == "magnitudes":
         augment.append("on cached magnitudes only gain and swap apply, to the whole excerpt")
     return {

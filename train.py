@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import checkpoint
-from data import (EpochSampler, MagnitudeChunks, StemCache, TrainChunks, augment_help, input_statistics,
-                  mixture_and_targets, parse_augmentations)
+from augment import augment_help, parse_augmentations
+from cache import StemCache, mixture_and_targets
+from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics
 from losses import LOSSES, Targets, loss_help, mixture_phase_audio
 from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
                    transform_input)

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import checkpoint
-from data import StemCache, VocoderChunks
+from cache import StemCache
+from data import VocoderChunks
 from model import Vocoder, count_parameters
 from phase import vocode
 from utils import (HOP, MEL_FLOOR, MEL_FMAX, N_FFT, N_MELS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag,

@@ -19,8 +19,9 @@ import time
 
 import torch
 
+from augment import AUGMENTATIONS
 from bench.common import PeakTreeMemory, batches_forever
-from data import AUGMENTATIONS, StemCache
+from cache import StemCache
 from train import batch_targets, make_loader
 from utils import HelpFormatter, run_cli
 

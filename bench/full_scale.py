@@ -45,13 +45,15 @@ import evaluation
 import inference
 import parallel
 import separation
+from augment import AUGMENTATIONS
 from bench.common import PeakTreeMemory, batches_forever, one_thread
 from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,
-                              synchronize)
-from data import AUGMENTATIONS, SOURCES, StemCache, check_track, input_statistics, open_musdb, preprocess
+                                    synchronize)
+from cache import SOURCES, StemCache
+from data import check_track, input_statistics, open_musdb, preprocess
 from model import MODELS, STEMS, build_model
-from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate
 from phase import PHASE_METHODS
+from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,
                    resolve_device, run_cli, write_text)
 
@@ -62,7 +64,7 @@ FULL_TEST_TRACKS = 50
 LENGTH_SPREAD, LENGTH_SEED = 60.0, 18
 WAV_FILES = ("mixture",) + tuple(SOURCES)  # musdb's MUSDB18-HQ file names, without .wav
 WAV_BYTES_PER_SAMPLE = 2 * 2  # 16-bit stereo
-# int16 stems (data.StemCache, format 2): 4 sources x 2 channels x 2 bytes per sample.
+# int16 stems (cache.StemCache, format 2): 4 sources x 2 channels x 2 bytes per sample.
 CACHE_BYTES_PER_SAMPLE = len(SOURCES) * 2 * 2
 DISK_MARGIN = 1 << 30  # room for everything else that writes to the disk meanwhile
 RESULT_FILE = "full_scale.json"
@@ -244,7 +246,7 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
     cache_dir = out / "cache"
     remove_stale_parts(cache_dir)
     cache = StemCache.create_or_open(cache_dir)
-    strangers = set(cache.index["tracks"]) - {e["name"] for e in plan}
+    strangers = set(cache.names()) - {e["name"] for e in plan}
     if strangers:  # training and validation would read them too
         raise UserError(f"{cache_dir} holds {len(strangers)} track(s) this build does not plan (e.g. "
                         f"{min(strangers)}): remove {cache_dir}")

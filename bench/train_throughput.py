@@ -19,8 +19,9 @@ import time
 
 import torch
 
+from augment import AUGMENTATIONS
 from bench.common import batches_forever
-from data import AUGMENTATIONS, StemCache
+from cache import StemCache
 from model import MODELS, build_model, count_parameters
 from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,
                    set_up_precision, validate)

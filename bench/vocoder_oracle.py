@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import checkpoint
-from data import StemCache, mixture_and_targets
+from cache import StemCache, mixture_and_targets
 from phase import PHASE_METHODS
 from utils import HelpFormatter, UserError, log_mel, run_cli, stft
 

@@ -1,5 +1,5 @@
-"""data.py's automix: beat analysis of click tracks at known tempi, tempo-compatible
-partners, partner beats on the vocals track's grid, determinism, the rhythm file."""
+"""automix: rhythm.py's beat analysis of click tracks at known tempi and tempo-compatible
+partners; partner beats on the vocals track's grid, determinism, the rhythm file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import data
+import rhythm
 import train
 import utils
-from data import SOURCES, MagnitudeChunks, StemCache, TrainChunks
+from augment import parse_augmentations
+from cache import SOURCES, StemCache
+from data import MagnitudeChunks, TrainChunks
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from test_data import locate
 from utils import SAMPLE_RATE, UserError
@@ -89,7 +91,7 @@ def grid_errors_ms(main: str, vocals_start: int, partner: str, partner_start: in
 # ------------------------------------------------------------ analysis
 
 def test_beat_analysis_of_click_tracks(click_cache):
-    rhythms = data.track_rhythms(click_cache, click_cache.names("train"))
+    rhythms = rhythm.track_rhythms(click_cache, click_cache.names("train"))
     for name, truth in CLICK_TRACKS.items():
         if truth is None:
             assert rhythms[name]["tempo"] is None and rhythms[name]["beats"] == []
@@ -108,7 +110,7 @@ def test_beat_analysis_of_click_tracks(click_cache):
     (120, 61, True), (61, 120, True), (120, 240, True), (120, 250, False), (100, 100, True),
 ])
 def test_tempo_compatible(tempo, other, compatible):
-    assert data.tempo_compatible(tempo, other) is compatible
+    assert rhythm.tempo_compatible(tempo, other) is compatible
 
 
 # ------------------------------------------------------------ items
@@ -183,30 +185,30 @@ def test_automix_items_are_deterministic(click_cache):
 def test_rhythm_file_is_reused_and_refreshed(tmp_path, monkeypatch):
     names = ("a120", "d90", "silent")
     cache = make_click_cache(tmp_path, seconds=4.0, names=names)
-    path = tmp_path / data.RHYTHM_FILE
+    path = tmp_path / rhythm.RHYTHM_FILE
     TrainChunks(cache, list(names), SEQ, 1, ("automix",))
     stored = json.loads(path.read_text())["tracks"]
     assert {n: stored[n]["length"] for n in names} == {n: cache.length(n) for n in names}
 
     analysed = []
-    real_beat_grid = data.beat_grid
+    real_beat_grid = rhythm.beat_grid
 
     def counting_beat_grid(mono):
         analysed.append(len(mono))
         return real_beat_grid(mono)
 
-    monkeypatch.setattr(data, "beat_grid", counting_beat_grid)
+    monkeypatch.setattr(rhythm, "beat_grid", counting_beat_grid)
     before = path.stat().st_mtime_ns
     again = TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
     assert analysed == [] and path.stat().st_mtime_ns == before
-    np.testing.assert_array_equal(again.beats["a120"], stored["a120"]["beats"])
+    np.testing.assert_array_equal(again.pool.beats["a120"], stored["a120"]["beats"])
 
     cache.add_track("d90", "train", click_stems("d90", 3 * SAMPLE_RATE), magnitudes=False)  # re-preprocessed
     TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
-    assert analysed == [3 * data.RHYTHM_RATE]
+    assert analysed == [3 * rhythm.RHYTHM_RATE]
     assert json.loads(path.read_text())["tracks"]["d90"]["length"] == 3 * SAMPLE_RATE
 
-    monkeypatch.setattr(data, "RHYTHM_VERSION", data.RHYTHM_VERSION + 1)  # other analysis settings
+    monkeypatch.setattr(rhythm, "RHYTHM_VERSION", rhythm.RHYTHM_VERSION + 1)  # other analysis settings
     TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
     assert len(analysed) == 1 + len(names)
 
@@ -217,19 +219,19 @@ def test_unwritable_cache_still_gives_rhythms(tmp_path, monkeypatch, capsys):
     def refuse(path, text):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(data, "write_text", refuse)
-    rhythms = data.track_rhythms(cache, ["a120"])
+    monkeypatch.setattr(rhythm, "write_text", refuse)
+    rhythms = rhythm.track_rhythms(cache, ["a120"])
     assert rhythms["a120"]["tempo"] == pytest.approx(120, rel=0.005)
-    assert not (tmp_path / data.RHYTHM_FILE).exists()
+    assert not (tmp_path / rhythm.RHYTHM_FILE).exists()
     warning = capsys.readouterr().err.strip().splitlines()
-    assert len(warning) == 1 and "Permission denied" in warning[0] and data.RHYTHM_FILE in warning[0]
+    assert len(warning) == 1 and "Permission denied" in warning[0] and rhythm.RHYTHM_FILE in warning[0]
 
 
 # ------------------------------------------------------------ flags
 
 def test_automix_is_opt_in():
-    assert "automix" not in data.parse_augmentations("all")
-    assert data.parse_augmentations("gain,automix") == ("gain", "automix")
+    assert "automix" not in parse_augmentations("all")
+    assert parse_augmentations("gain,automix") == ("gain", "automix")
 
 
 def test_automix_on_magnitudes_is_a_user_error(click_cache, tmp_path, capsys):

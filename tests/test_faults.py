@@ -24,13 +24,12 @@ import pytest
 import torch
 
 import checkpoint
-import data
 import inference
 import preprocess
 import train
 import utils
+from cache import CACHE_VERSION, SOURCES, StemCache
 from conftest import VALID_TRACKS, write_hq_dataset
-from data import SOURCES, StemCache
 from model import Separator
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, assert_one_error_line, run_in_process, script_env
 
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 mode, at, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sys.argv = [script, *sys.argv[4:]]
-import data, preprocess, train, utils
+import cache, preprocess, train, utils
 
 def die():
     sys.stdout.flush()
@@ -96,7 +95,7 @@ elif mode == "nan-valid":  # at: epoch; its validation loss becomes NaN
         return train.Validation(float("nan"), validation.sdr) if seen.get("epoch") == at else validation
     train.train_epoch, train.validate = train_epoch, validate
 elif mode == "preprocess":  # at: the at-th array file preprocess writes is cut off halfway
-    real_npy = data._save_npy
+    real_npy = cache._save_npy
     count = {"n": 0}
     def save_npy(path, array):
         count["n"] += 1
@@ -106,7 +105,7 @@ elif mode == "preprocess":  # at: the at-th array file preprocess writes is cut 
             with utils.atomic_path(path) as tmp:
                 write_half(tmp, buffer.getvalue())
         return real_npy(path, array)
-    data._save_npy = save_npy
+    cache._save_npy = save_npy
 module = {"train.py": train, "preprocess.py": preprocess}[script]
 raise SystemExit(utils.run_cli(module.main))
 '''
@@ -354,7 +353,7 @@ def tiny_cache(directory: Path, magnitudes: bool) -> Path:
 def test_train_refuses_a_cache_of_other_settings(change, tmp_path, capsys):
     cache = tiny_cache(tmp_path / "cache", magnitudes=True)
     index = json.loads((cache / "index.json").read_text())
-    index.update({"format_version": {"format_version": data.CACHE_VERSION + 1}, "sample_rate": {"sample_rate": 48000},
+    index.update({"format_version": {"format_version": CACHE_VERSION + 1}, "sample_rate": {"sample_rate": 48000},
                   "sources": {"sources": ["vocals", "drums", "bass"]},
                   "stft": {"stft": {"n_fft": 2048, "hop": 512}}}[change])
     (cache / "index.json").write_text(json.dumps(index))

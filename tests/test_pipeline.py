@@ -22,6 +22,7 @@ import evaluation
 import separation
 import train
 import utils
+from cache import StemCache
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
 from model import STEMS, Separator, build_model, count_parameters
 from pipeline_helpers import TINY_TRAIN, run_script
@@ -145,7 +146,7 @@ def test_checkpoint_contents(loss_run, hq_cache):
     best_epoch = max(last["history"], key=mean_sdr)["epoch"]
     assert load(loss_run / "best.pt")["epoch"] == best_epoch == last["best_epoch"]
     # the input statistics are those of the training split of the cache
-    cache = data.StemCache(hq_cache)
+    cache = StemCache(hq_cache)
     mean, std = data.input_statistics(cache, cache.names("train"))
     np.testing.assert_allclose(last["input_stats"]["mean"], mean, rtol=1e-6)
     np.testing.assert_allclose(last["input_stats"]["std"], std, rtol=1e-6)

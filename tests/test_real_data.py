@@ -14,7 +14,7 @@ import checkpoint
 import inference
 import preprocess
 import train
-from data import SOURCES, StemCache
+from cache import SOURCES, StemCache
 from model import STEMS
 from pipeline_helpers import TINY_TRAIN
 

@@ -20,10 +20,10 @@ import pytest
 
 import inference
 import preprocess
-import data
 import report
 import report_text
 import train
+from augment import AUGMENTATION_REGISTRY
 from model import STEMS
 from phase import PHASE_METHODS
 from pipeline_helpers import REPO_ROOT
@@ -195,13 +195,13 @@ def test_listening_page_plays_in_chromium(built: Path, tmp_path: Path) -> None:
 
 def test_labels_come_from_the_registries() -> None:
     """Phase methods and augmentations are labelled where they are defined (phase.py,
-    data.py); the report and train.py's --augment help show those labels."""
+    augment.py); the report and train.py's --augment help show those labels."""
     labels = [report_text.phase_label(name) for name in PHASE_METHODS]
     assert labels == [method.label for method in PHASE_METHODS.values()] and len(set(labels)) == len(labels)
     assert report_text.phase_label("retired-method") == "retired-method"  # results of a method since removed
     augment = next(a for a in train.build_parser()._actions if "--augment" in a.option_strings)
-    for name, text in data.AUGMENTATION_DESCRIPTIONS.items():
-        assert f"{name}: {text}" in augment.help
+    for name, augmentation in AUGMENTATION_REGISTRY.items():
+        assert f"{name}: {augmentation.description}" in augment.help
 
 
 # ----------------------------------------------------------------------- the CLI

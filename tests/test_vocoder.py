@@ -162,7 +162,8 @@ def _best_matches(excerpts: list[torch.Tensor], signals: list[torch.Tensor]) -> 
 
 
 def test_vocoder_excerpts_are_stems_of_the_given_tracks(hq_cache):
-    from data import StemCache, VocoderChunks
+    from cache import StemCache
+    from data import VocoderChunks
 
     cache = StemCache(hq_cache)
     names = cache.names("train")  # what vocoder.py passes: the validation tracks are never read
