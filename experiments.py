@@ -29,6 +29,7 @@ from typing import Sequence
 
 
 import checkpoint
+import experiment_table
 import summary
 from cache import StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
@@ -178,7 +179,7 @@ def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: di
              "by_phase": facts[name]["by_phase"],
              "params": {"flags": shlex.join(flags) or "(defaults)", "parameters": facts[name]["parameters"],
                         "valid_loss": round(facts[name]["valid_loss"], 4)}} for name, flags in runs.items()]
-    write_text(out / f"{set_name}.json", json.dumps(rows, indent=1))
+    experiment_table.write(out / f"{set_name}.json", rows)
     phases = list(next(iter(facts.values()))["by_phase"])
     lines = [f"# Experiment: {set_name}", "", budget, "",
              "| Run | train.py flags | Parameters | Valid loss | "

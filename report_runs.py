@@ -1,6 +1,7 @@
 """report.py's inputs: what train.py's checkpoints, inference.py's results/<checkpoint>-<phase>/
 folders (summary.json, museval's per-track JSON), its listening excerpts and experiments.py's
-tables hold, read into Training, Run, Sample and Experiment, and the order they are shown in."""
+tables (experiment_table.py) hold, read into Training, Run, Sample and Experiment, and the order
+they are shown in."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 import checkpoint
+import experiment_table
 import summary
+from experiment_table import Experiment
 from model import STEMS
 from utils import UserError
 
@@ -60,13 +63,6 @@ class Sample:
     run: str
     track: str
     folder: Path
-
-
-@dataclass
-class Experiment:
-    """One optional experiment table: rows of {name, vocals, accompaniment, params}."""
-    title: str
-    rows: list[dict]
 
 
 def saved_epoch(stem: str) -> int | None:
@@ -167,20 +163,7 @@ def load_experiments(experiments_dir: Path, results_dir: Path) -> list[Experimen
     paths = sorted(experiments_dir.glob("*.json")) if experiments_dir.is_dir() else []
     if (results_dir / "experiments.json").is_file():
         paths.append(results_dir / "experiments.json")
-    return [load_experiment(p) for p in paths]
-
-
-def load_experiment(path: Path) -> Experiment:
-    try:
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list) or not rows:
-            raise ValueError("expected a non-empty list of rows")
-        rows = [{"name": str(r["name"]), "vocals": float(r["vocals"]), "accompaniment": float(r["accompaniment"]),
-                 "params": dict(r.get("params") or {})} for r in rows]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: not an experiment table, a list of "
-                        f"{{name, vocals, accompaniment, params}} ({type(err).__name__}: {err})") from err
-    return Experiment(path.stem.replace("_", " "), rows)
+    return [experiment_table.read(p) for p in paths]
 
 
 def groups(runs: list[Run]) -> list[list[Run]]:

@@ -22,8 +22,9 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from experiment_table import Experiment  # noqa: E402
 from model import STEMS  # noqa: E402
-from report_runs import Experiment, Run, Sample, Training, groups, phase_order  # noqa: E402
+from report_runs import Run, Sample, Training, groups, phase_order  # noqa: E402
 from report_text import (architecture, db, duration, evaluation_label, experiment_table, findings,  # noqa: E402
                          methodology, metrics_table, novelty, phase_label, results_table)
 from utils import atomic_path, load_audio  # noqa: E402

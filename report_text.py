@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from augment import AUGMENTATION_REGISTRY, parse_augmentations
-from model import STEMS
+from experiment_table import Experiment
 from losses import LOSSES
+from model import STEMS
 from phase import PHASE_METHODS
-from report_runs import METRICS, Experiment, Run, Training, checkpoint_order, groups, phase_order
+from report_runs import METRICS, Run, Training, checkpoint_order, groups, phase_order
 from schedules import LR_SCHEDULES
 from utils import write_text
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import checkpoint
+import experiment_table
 import experiments
-import report_runs
 import train
 from model import build_model, count_parameters
-from pipeline_helpers import assert_one_error_line, run_script
 from checkpoint import load_separator
+from pipeline_helpers import assert_one_error_line, run_script
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
                "--train-args", "--hidden-size 16 --workers 0"]
@@ -40,8 +40,8 @@ def tiny_experiments(tmp_path_factory, hq_root, hq_cache):
 
 def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments) -> None:
     out, argv = tiny_experiments
-    structure = report_runs.load_experiment(out / "structure.json")
-    augmentation = report_runs.load_experiment(out / "augmentation.json")
+    structure = experiment_table.read(out / "structure.json")
+    augmentation = experiment_table.read(out / "augmentation.json")
     assert [r["name"] for r in structure.rows] == ["3 BiLSTM layers (default)", "no LSTM"]  # the set's order
     assert [r["name"] for r in augmentation.rows] == ["all (default)"]
     all_runs = {**experiments.EXPERIMENT_SETS["structure"], **experiments.EXPERIMENT_SETS["augmentation"]}
