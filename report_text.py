@@ -11,7 +11,7 @@ import numpy as np
 
 from augment import AUGMENTATION_REGISTRY, parse_augmentations
 from model import STEMS
-from losses import LOSSES
+from losses import DEFAULT_LOSSES, LOSSES
 from phase import PHASE_METHODS
 from report_runs import METRICS, Experiment, Run, Training, checkpoint_order, groups, phase_order
 from schedules import LR_SCHEDULES
@@ -58,10 +58,11 @@ def run_label(run: Run) -> str:
     return f"{run.checkpoint} · {phase_label(run.phase)}"
 
 
-def default_train_args() -> dict:
+def default_train_args(mask: str = "magnitude") -> dict:
+    """train.py's defaults for a model with `mask` masks (--loss's default depends on it)."""
     from train import build_parser as train_parser  # train.py's own defaults, so they never drift
 
-    return vars(train_parser().parse_args([]))
+    return {**vars(train_parser().parse_args([])), "loss": DEFAULT_LOSSES[mask]}
 
 
 # ---------------------------------------------------------------- tables
@@ -233,7 +234,7 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
     if (training.best_epoch, "griffinlim") not in test:
         missing.append(f"Griffin-Lim on the best epoch ({training.best_epoch}) on the test set.")
 
-    defaults = default_train_args()
+    defaults = default_train_args(training.train_args.get("mask", "magnitude"))
     changed = [f"--{k.replace('_', '-')} {flag_value(v)} (default {flag_value(defaults[k])})"
                for k, v in training.train_args.items()
                if k in defaults and k not in INCIDENTAL_FLAGS and v != defaults[k]]
