@@ -64,7 +64,8 @@ class Sample:
 
 @dataclass
 class Experiment:
-    """One optional experiment table: rows of {name, vocals, accompaniment, params}."""
+    """One optional experiment table: rows of {name, vocals, accompaniment, params, phase}
+    (phase: the phase method of the row's scores, None in tables from before it was recorded)."""
     title: str
     rows: list[dict]
 
@@ -176,7 +177,7 @@ def load_experiment(path: Path) -> Experiment:
         if not isinstance(rows, list) or not rows:
             raise ValueError("expected a non-empty list of rows")
         rows = [{"name": str(r["name"]), "vocals": float(r["vocals"]), "accompaniment": float(r["accompaniment"]),
-                 "params": dict(r.get("params") or {})} for r in rows]
+                 "params": dict(r.get("params") or {}), "phase": r.get("phase")} for r in rows]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not an experiment table, a list of "
                         f"{{name, vocals, accompaniment, params}} ({type(err).__name__}: {err})") from err
