@@ -200,16 +200,20 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
     }
 
 
-def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: dict[str, dict], budget: str) -> Path:
+def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: dict[str, dict], budget: str,
+                 requested: Sequence[str] | None = None) -> Path:
     """<out>/<set>.json (report.py's rows) and <out>/<set>.md; returns the Markdown path.
-    A row's vocals and accompaniment are those of its main phase method, "phase"; a
-    phase method a run was not scored with (model on magnitude masks) is a dash."""
+    A row's vocals and accompaniment are those of its main phase method, "phase"; the
+    Markdown has a column per phase method any run was scored with, in the order of
+    `requested` (--phases) first, and a dash where a run was not (model on magnitude masks)."""
     rows = [{"name": name, "phase": facts[name]["phase"], "vocals": facts[name]["vocals"],
              "accompaniment": facts[name]["accompaniment"], "by_phase": facts[name]["by_phase"],
              "params": {"flags": shlex.join(flags) or "(defaults)", "parameters": facts[name]["parameters"],
                         "valid_loss": round(facts[name]["valid_loss"], 4)}} for name, flags in runs.items()]
     write_text(out / f"{set_name}.json", json.dumps(rows, indent=1))
-    phases = list(dict.fromkeys(phase for f in facts.values() for phase in f["by_phase"]))
+    order = list(requested or ())
+    phases = sorted(dict.fromkeys(phase for f in facts.values() for phase in f["by_phase"]),
+                    key=lambda phase: order.index(phase) if phase in order else len(order))
     lines = [f"# Experiment: {set_name}", "", budget, "",
              "| Run | train.py flags | Parameters | Valid loss | "
              + " | ".join(f"{phase}: vocals / accompaniment SDR (dB)" for phase in phases) + " | Train min |",
@@ -264,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 + (", ".join(args.phases) if args.phases else "each run's own, inference.py's default") + ".")
     for set_name, runs in sets.items():
         facts = {name: facts_of[run_directory(out, flags, [*budget_args, *flags])] for name, flags in runs.items()}
-        path = write_tables(out, set_name, runs, facts, budget)
+        path = write_tables(out, set_name, runs, facts, budget, args.phases)
         print(path.read_text())
 
 

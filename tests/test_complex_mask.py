@@ -5,6 +5,7 @@ flags that do not combine with it."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -428,3 +429,27 @@ def test_throughput_bench_takes_complex_masks(hq_cache):
     assert "magnitudes  (skipped: a complex-mask model trains from stems only)" in result.stdout
     number = r"\d+\.\d+"
     assert re.search(rf"stems +{number} +{number} +{number} +{number} +{number} +\d+", result.stdout), result.stdout
+
+
+@pytest.mark.slow  # two tiny trainings and their scoring as subprocesses (~1 min on 2 busy cores)
+def test_complex_set_scores_each_run_with_the_phases_it_can_use(tmp_path, hq_root, hq_cache):
+    """experiments.py --set complex --phases model mixture: the complex run's row is scored
+    by its own estimate (and the mixture phase), the magnitude run's by the mixture phase
+    alone; the report names each row's phase method."""
+    runs = ["bsrnn, magnitude masks", "bsrnn, complex masks, N=32 x 2 pairs"]
+    result = run_script("experiments.py", "--set", "complex", "--only", *runs, "--cache", hq_cache, "--root", hq_root,
+                        "--is-wav", "--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2",
+                        "--device", "cpu", "--train-args", "--workers 0", "--phases", "model", "mixture",
+                        "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = report_runs.load_experiment(tmp_path / "complex.json")
+    rows = {row["name"]: row for row in experiment.rows}
+    assert [row["phase"] for row in experiment.rows] == ["mixture", "model"]
+    table = json.loads((tmp_path / "complex.json").read_text())
+    assert [set(row["by_phase"]) for row in table] == [{"mixture"}, {"model", "mixture"}]
+    assert rows[runs[1]]["vocals"] == table[1]["by_phase"]["model"]["vocals"]
+    markdown = (tmp_path / "complex.md").read_text()
+    assert "| model: vocals / accompaniment SDR (dB) | mixture: vocals" in markdown
+    assert f"| {runs[0]} | `--model bsrnn` |" in markdown and "| – |" in markdown
+    names = [row[0] for row in report_text.experiment_table(experiment)[1]]
+    assert names == [f"{runs[0]} · {PHASE_METHODS['mixture'].label}", f"{runs[1]} · {PHASE_METHODS['model'].label}"]
