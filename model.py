@@ -39,8 +39,8 @@ MASK_ACTIVATIONS = {
 }
 MASKS = {
     "magnitude": "real masks on the mixture magnitude; the phase comes from inference.py --phase",
-    "complex": "bsrnn only: complex ratio masks on the complex mixture STFT, which the network also sees: "
-               "it estimates the phase itself (inference.py --phase model)",
+    "complex": "complex ratio masks on the complex mixture STFT, which the network also sees: it estimates "
+               "the phase too (inference.py --phase model)",
 }
 INPUT_TRANSFORMS = {
     "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",

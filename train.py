@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bandwidth", type=float, default=None,
                    help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
     g.add_argument("--mask", choices=list(MASKS), default="magnitude",
-                   help="; ".join(f"{k}: {v}" for k, v in MASKS.items()))
+                   help="; ".join(f"{k}: {v}" for k, v in MASKS.items()) + ". complex needs --model bsrnn")
     g.add_argument("--mask-activation", choices=list(MASK_ACTIVATIONS), default="relu",
                    help="magnitude masks only (refused with --mask complex, whose masks have no activation): "
                         + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
