@@ -4,7 +4,8 @@ benchmarks and the tests) reads and builds checkpoints through these functions.
 
 A separator checkpoint (train.py: epoch_NNN.pt, best.pt, last.pt) holds:
     checkpoint_version  CHECKPOINT_VERSION
-    model_state, model_config   the weights and model.build_model's config
+    model_state, model_config   the weights and model.build_model's config (bsrnn's records its
+                        mask kind, "mask"; a config without one is a magnitude model: model.config_mask)
     input_stats         umx: the training set's input mean and std (None for bsrnn)
     stft                {"n_fft", "hop", "sample_rate"} the model was trained on
     epoch, history, best_epoch  the training so far (history: one dict per epoch)

@@ -3,10 +3,11 @@ split, and write one comparison table per set (Markdown + JSON; report.py reads 
 
     python experiments.py --set structure --root /path/musdb --epochs 8
     python experiments.py --set all --root ../shared/musdb18-7 --cache cache --jobs 2
+    python experiments.py --set complex --root R --phases model mixture wiener
 
 Every run is a train.py call with the budget flags followed by the run's own flags, and
-an inference.py call on the final epoch's checkpoint (musdb's valid split, --phases,
-museval median of medians). The final epoch is scored, not the best one: best.pt is chosen
+an inference.py call on the final epoch's checkpoint (musdb's valid split, museval median
+of medians) with the --phases that run can use (`run_phases`: model needs complex masks). The final epoch is scored, not the best one: best.pt is chosen
 on the same validation tracks. Runs live in <out>/runs/<run flags>-<hash of the train.py
 arguments>/; a run already trained and scored with the same arguments is reused, and an
 interrupted one resumes, so the same command finishes what is missing. A run shared by
@@ -32,6 +33,8 @@ import checkpoint
 import experiment_table
 import summary
 from cache import StemCache
+from model import BSRNN_SIZES, config_mask
+from phase import PHASE_METHODS, default_phases
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
 REPO = Path(__file__).resolve().parent
@@ -71,6 +74,21 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
         "compressed loss": ["--loss", "compressed"],
         "seed 44": ["--seed", "44"],
     },
+    # Complex masks against magnitude masks and umx, all under 10 M parameters: the
+    # band-split RNN with magnitude masks, with complex masks at the magnitude model's size
+    # (the mask alone changes), at its complex default, and at the paper's depth of 12 pairs
+    # with N narrowed to fit. Score with --phases model mixture wiener: each complex run's
+    # own estimate and the phase methods on its magnitudes, on the same models.
+    "complex": {
+        "umx (default)": [],
+        "bsrnn, magnitude masks": ["--model", "bsrnn"],
+        "bsrnn, complex masks, N=32 x 2 pairs": ["--model", "bsrnn", "--mask", "complex", "--hidden-size", "32",
+                                                 "--nb-layers", "2"],
+        "bsrnn, complex masks, N={} x {} pairs (default)".format(*BSRNN_SIZES["complex"]):
+            ["--model", "bsrnn", "--mask", "complex"],
+        "bsrnn, complex masks, N=40 x 12 pairs": ["--model", "bsrnn", "--mask", "complex", "--hidden-size", "40",
+                                                  "--nb-layers", "12"],
+    },
 }
 
 
@@ -95,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained at once; each gets cores / jobs threads (two one-thread runs beat one "
                         "two-thread run on a small CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (for training and separation)")
-    g.add_argument("--phases", nargs="+", default=["mixture"], metavar="PHASE",
-                   help="phase methods each run is scored with (inference.py --phase); the first fills report.py's "
-                        "rows")
+    g.add_argument("--phases", nargs="+", default=None, metavar="PHASE", choices=list(PHASE_METHODS),
+                   help="phase methods each run is scored with (inference.py --phase), those the run can use: model "
+                        "needs complex masks; the first fills report.py's rows. Default, and for a run that can use "
+                        "none of them: inference.py's default for its model (model for complex masks, else mixture)")
     g.add_argument("--eval-workers", type=int, default=0, help="museval processes per scoring (inference --workers)")
     g.add_argument("--out", default="experiments", help="tables go to <out>/<set>.{md,json}, runs to <out>/runs/")
     add_debug_flag(p)
@@ -145,10 +164,18 @@ def _script(script: str, args: Sequence[str], log: Path, threads: int) -> None:
         raise UserError(f"{script} failed for {log.parent.name} (see {log}): {tail[0]}")
 
 
+def run_phases(requested: Sequence[str] | None, complex_estimates: bool) -> list[str]:
+    """The phase methods a run is scored with: the requested ones its model can use, in
+    order ("model" needs complex estimates); none requested or none usable: inference.py's
+    default for it (phase.default_phases)."""
+    usable = [phase for phase in requested or () if PHASE_METHODS[phase].applies_to(complex_estimates)]
+    return usable or default_phases(complex_estimates, scoring=True)
+
+
 def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, score_args: Sequence[str],
-                   threads: int, phases: Sequence[str] = ("mixture",)) -> dict:
+                   threads: int, phases: Sequence[str] | None = None) -> dict:
     """Train (or resume, or reuse) one run and score its final epoch with each phase
-    method (the first gives the row's main scores); returns the row facts."""
+    method it can use (run_phases; the first gives the row's main scores); returns the row facts."""
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "log.txt"
     final = directory / f"epoch_{epochs:03d}.pt"
@@ -156,16 +183,17 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
         resume = ["--resume"] if (directory / "last.pt").is_file() else []
         _script("train.py", [*train_args, "--checkpoint-dir", str(directory), "--save-epochs", str(epochs), *resume],
                 log, threads)
+    state = checkpoint.load(final)
+    phases = run_phases(phases, config_mask(state["model_config"]) == "complex")
     summaries = {phase: directory / "eval" / f"{final.stem}-{phase}" / summary.FILE_NAME for phase in phases}
     missing = [phase for phase, path in summaries.items() if not path.is_file()]
     if missing:
         _script("inference.py", ["--checkpoint", str(final), "--out", str(directory / "eval"), "--samples", "0",
                                  "--phase", *missing, *score_args], log, threads)
-    state = checkpoint.load(final)
     scores = {phase: summary.read(path) for phase, path in summaries.items()}
     main = scores[phases[0]]
     return {
-        "vocals": main.median_sdr["vocals"], "accompaniment": main.median_sdr["accompaniment"],
+        "phase": phases[0], "vocals": main.median_sdr["vocals"], "accompaniment": main.median_sdr["accompaniment"],
         "by_phase": {phase: score.median_sdr for phase, score in scores.items()},
         "tracks": len(main.tracks), "parameters": state["parameters"],
         "valid_loss": state["history"][-1]["valid_loss"],
@@ -173,14 +201,20 @@ def run_experiment(directory: Path, train_args: Sequence[str], epochs: int, scor
     }
 
 
-def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: dict[str, dict], budget: str) -> Path:
-    """<out>/<set>.json (report.py's rows) and <out>/<set>.md; returns the Markdown path."""
-    rows = [{"name": name, "vocals": facts[name]["vocals"], "accompaniment": facts[name]["accompaniment"],
-             "by_phase": facts[name]["by_phase"],
+def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: dict[str, dict], budget: str,
+                 requested: Sequence[str] | None = None) -> Path:
+    """<out>/<set>.json (report.py's rows) and <out>/<set>.md; returns the Markdown path.
+    A row's vocals and accompaniment are those of its main phase method, "phase"; the
+    Markdown has a column per phase method any run was scored with, in the order of
+    `requested` (--phases) first, and a dash where a run was not (model on magnitude masks)."""
+    rows = [{"name": name, "phase": facts[name]["phase"], "vocals": facts[name]["vocals"],
+             "accompaniment": facts[name]["accompaniment"], "by_phase": facts[name]["by_phase"],
              "params": {"flags": shlex.join(flags) or "(defaults)", "parameters": facts[name]["parameters"],
                         "valid_loss": round(facts[name]["valid_loss"], 4)}} for name, flags in runs.items()]
     experiment_table.write(out / f"{set_name}.json", rows)
-    phases = list(next(iter(facts.values()))["by_phase"])
+    order = list(requested or ())
+    phases = sorted(dict.fromkeys(phase for f in facts.values() for phase in f["by_phase"]),
+                    key=lambda phase: order.index(phase) if phase in order else len(order))
     lines = [f"# Experiment: {set_name}", "", budget, "",
              "| Run | train.py flags | Parameters | Valid loss | "
              + " | ".join(f"{phase}: vocals / accompaniment SDR (dB)" for phase in phases) + " | Train min |",
@@ -188,7 +222,7 @@ def write_tables(out: Path, set_name: str, runs: dict[str, list[str]], facts: di
     for name, flags in runs.items():
         f = facts[name]
         sdrs = " | ".join(f"{f['by_phase'][phase]['vocals']:.2f} / {f['by_phase'][phase]['accompaniment']:.2f}"
-                          for phase in phases)
+                          if phase in f["by_phase"] else "–" for phase in phases)
         lines.append(f"| {name} | `{shlex.join(flags) or '(defaults)'}` | {f['parameters']:,} | {f['valid_loss']:.4f} "
                      f"| {sdrs} | {f['train_minutes']:.1f} |")
     path = out / f"{set_name}.md"
@@ -231,10 +265,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"training track, batch {args.batch_size}, seed {args.seed}"
               + (f", `{args.train_args}`" if args.train_args else "")
               + f". Scored on the final epoch: museval median-of-medians SDR over musdb's valid split "
-                f"({args.root or 'MUSDB_PATH'}); phase methods: {', '.join(args.phases)}.")
+                f"({args.root or 'MUSDB_PATH'}); phase methods: "
+                + (", ".join(args.phases) if args.phases else "each run's own, inference.py's default") + ".")
     for set_name, runs in sets.items():
         facts = {name: facts_of[run_directory(out, flags, [*budget_args, *flags])] for name, flags in runs.items()}
-        path = write_tables(out, set_name, runs, facts, budget)
+        path = write_tables(out, set_name, runs, facts, budget, args.phases)
         print(path.read_text())
 
 

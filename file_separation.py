@@ -11,22 +11,25 @@ import numpy as np
 import torch
 
 from checkpoint import load_separator
+from model import takes_complex
 from parallel import ModelFiles, Workers
-from separation import PhaseJob, separate
+from phase import default_phases
+from separation import PhaseJob, check_phases, separate
 from utils import SAMPLE_RATE, UserError, audio_info, read_audio_any, resample, save_audio
 
 
-def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str],
+def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str] | None,
                    audio_format: str, device: torch.device, workers: int = 1, vocoder_file: str | None = None,
                    **phase_options) -> list[Path]:
     """Separate audio files with one checkpoint and write their stems to out/<file stem>/
-    (out/<file stem>/<phase>/ with several phases). Every input is checked (exists, is
-    audio, mono or stereo) before any model runs, and every file is written atomically. With `workers` > 1
-    several files are separated at once (see Workers.separate: on a CPU each pool process
-    reads, separates and writes whole files; on a GPU the model runs here and the pool runs
-    the phase methods that are slow on a CPU and writes the stems); vocoder_file is the
-    checkpoint of phase_options' vocoder, for the pool processes to load. Returns the
-    stem files written, in input order."""
+    (out/<file stem>/<phase>/ with several phases); phases None: phase.default_phases for
+    the checkpoint's model (a phase method it cannot use is a UserError, before any work).
+    Every input is checked (exists, is audio, mono or stereo) before any model runs, and
+    every file is written atomically. With `workers` > 1 several files are separated at
+    once (see Workers.separate: on a CPU each pool process reads, separates and writes
+    whole files; on a GPU the model runs here and the pool runs the phase methods that are
+    slow on a CPU and writes the stems); vocoder_file is the checkpoint of phase_options'
+    vocoder, for the pool processes to load. Returns the stem files written, in input order."""
     inputs = [Path(p) for p in files]
     for path in inputs:
         _, channels = audio_info(path)
@@ -38,6 +41,8 @@ def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Pat
         raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
     model_name = Path(checkpoint).stem
     separators = {model_name: load_separator(checkpoint, device)[0]}
+    phases = phases or default_phases(takes_complex(separators[model_name]), scoring=False)
+    check_phases(separators[model_name], phases, str(checkpoint))
     with Workers(workers, device=device, models=ModelFiles({model_name: str(checkpoint)}, vocoder_file)) as pool:
         for path in inputs:
             pool.separate(submit_file, separators, phases, path, out, audio_format, **phase_options)

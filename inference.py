@@ -6,6 +6,7 @@
     python inference.py --root R --checkpoint checkpoints/epoch_025.pt checkpoints/epoch_050.pt checkpoints/epoch_150.pt
     python inference.py --root R --subset train --split valid         # the 14 validation tracks
     python inference.py --root R --phase mixture vocoder --vocoder checkpoints/vocoder.pt
+    python inference.py --root R --checkpoint complex/best.pt --phase model mixture wiener   # a --mask complex model
     python inference.py --input song.mp3 live.flac                    # any audio files -> separated/<name>/ (wiener)
 """
 
@@ -22,7 +23,9 @@ from data import check_track, open_musdb, select_tracks
 from evaluation import evaluate, format_table, median_over_tracks
 from file_separation import separate_files
 from parallel import ModelFiles
-from phase import PHASE_METHODS, WIENER_EPS
+from model import takes_complex
+from phase import PHASE_METHODS, WIENER_EPS, default_phases
+from separation import check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
 
 
@@ -43,15 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", nargs="+", default=["checkpoints/best.pt"],
                    help="one or more checkpoints; each gets its own row of results")
     g.add_argument("--phase", nargs="+", default=None, choices=list(PHASE_METHODS),
-                   help="one or more (the model runs once per track, each gets its own row of results; default "
-                        "mixture when evaluating, as Task 1 asks, and wiener with --input, the best-sounding: "
-                        "+1.6 dB vocals SDR over mixture on clips outside the training set). "
+                   help="one or more (the model runs once per track, each gets its own row of results; default: "
+                        "model when every checkpoint has complex masks, its own estimate, on which train.py "
+                        "validates it; else mixture when evaluating, as Task 1 asks, and wiener with --input, the "
+                        "best-sounding: +1.6 dB vocals SDR over mixture on clips outside the training set). "
                         "mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate from "
                         "a random phase (Task 2's reference); griffinlim-mixinit: the same iteration from the "
                         "mixture phase; misi: Multiple Input Spectrogram Inversion, all stems jointly kept "
                         "summing to the mixture; wiener: Open-Unmix's multichannel Wiener/EM post-filter; "
                         "vocoder: the mel vocoder of --vocoder makes each estimate's waveform from its mel "
-                        "spectrogram alone")
+                        "spectrogram alone; model: the ISTFT of a complex-mask model's own complex estimate "
+                        "(train.py --mask complex; the other methods take its magnitude)")
     g.add_argument("--gl-iters", type=int, default=32,
                    help="iterations of griffinlim, griffinlim-mixinit and misi")
     g.add_argument("--gl-momentum", type=float, default=0.99,
@@ -102,16 +107,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--wiener-eps must be positive (it keeps wiener's divisions finite in silence)")
     if args.workers < 0:
         raise UserError("--workers must not be negative")
-    args.phase = args.phase or (["wiener"] if args.input else ["mixture"])
     device = resolve_device(args.device)
     phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
                          wiener_iters=args.wiener_iters, wiener_softmask=args.wiener_softmask,
                          wiener_eps=args.wiener_eps, wiener_win_len=args.wiener_win_len, seed=args.seed)
-    if "vocoder" in args.phase:  # loaded once, before any other work, for every track and segment
+    # No --phase: the default depends on the models' masks (default_phases), and never needs a vocoder.
+    if "vocoder" in (args.phase or ()):  # loaded once, before any other work, for every track and segment
         if args.vocoder is None:
             raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")
         phase_options["vocoder"] = load_vocoder(args.vocoder, device)[0]
-    vocoder_file = args.vocoder if "vocoder" in args.phase else None  # what a pool process loads its copy from
+    vocoder_file = args.vocoder if "vocoder" in (args.phase or ()) else None  # what a pool process loads its copy from
     if args.input:
         if len(args.checkpoint) != 1:
             raise UserError("--input separates with one checkpoint: give a single --checkpoint")
@@ -119,7 +124,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  args.format, device, args.workers, vocoder_file, **phase_options)
         print("\n".join(map(str, written)))
         return
-    out = Path(args.out or "results")
     if args.split and args.subset != "train":
         raise UserError("--split needs --subset train")
     separators, states = {}, {}
@@ -127,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         separators[Path(path).stem], states[Path(path).stem] = load_separator(path, device)
     if len(separators) != len(args.checkpoint):
         raise UserError("checkpoints must have distinct file names (results are named after them)")
+    args.phase = args.phase or default_phases(all(map(takes_complex, separators.values())), scoring=True)
+    for path, model in zip(args.checkpoint, separators.values()):
+        check_phases(model, args.phase, path)
+    out = Path(args.out or "results")
     tracks = select_tracks(open_musdb(args.root, args.is_wav, args.subset, args.split).tracks, args.tracks)
     tracks = sorted(tracks, key=lambda t: t.name)
     for track in tracks:  # fail before anything is written when a track cannot be decoded

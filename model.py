@@ -1,7 +1,13 @@
 """The networks. Separators, selected by name through `MODELS` / `build_model`: an
-Open-Unmix-style BiLSTM ("umx") and a band-split RNN ("bsrnn"), both predicting magnitude
-masks for vocals and accompaniment from one trunk shared by the two stems. And the mel
-vocoder that phase.py can use to turn magnitude estimates into waveforms."""
+Open-Unmix-style BiLSTM ("umx") and a band-split RNN ("bsrnn"), both predicting masks for
+vocals and accompaniment from one trunk shared by the two stems: real masks on the mixture
+magnitude, or for bsrnn complex masks on the mixture STFT (`MASKS`). And the mel vocoder
+that phase.py can use to turn magnitude estimates into waveforms.
+
+A separator says which it is by its `mask` attribute (`takes_complex`): a "magnitude"
+model maps the mixture magnitude (batch, channels, bins, frames) to magnitude estimates
+(batch, stems, channels, bins, frames); a "complex" one maps the complex mixture STFT to
+complex estimates of the same shapes."""
 
 from __future__ import annotations
 
@@ -31,6 +37,11 @@ MASK_ACTIVATIONS = {
     "relu": "masks are ReLU(x): unbounded, as in Open-Unmix",
     "sigmoid": "masks are sigmoid(x), within 0..1: a stem is never louder than the mixture in a bin",
 }
+MASKS = {
+    "magnitude": "real masks on the mixture magnitude; the phase comes from inference.py --phase",
+    "complex": "complex ratio masks on the complex mixture STFT, which the network also sees: it estimates "
+               "the phase too (inference.py --phase model)",
+}
 INPUT_TRANSFORMS = {
     "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",
     "log": "the network sees log(1 + magnitude), scaled by training-set statistics of that",
@@ -53,6 +64,21 @@ def transform_input(mixture_mag: torch.Tensor, transform: str) -> torch.Tensor:
     if transform == "linear":
         return mixture_mag
     raise ValueError(f"unknown input transform {transform!r} (known: {', '.join(INPUT_TRANSFORMS)})")
+
+
+def takes_complex(model: nn.Module) -> bool:
+    """Whether `model` (or the model DistributedDataParallel wraps) works on the complex
+    STFT: its `mask` is "complex". A module without a `mask` (a test's stand-in separator)
+    works on magnitudes, as every separator did before complex masks."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "mask", "magnitude") == "complex"
+
+
+def config_mask(config: dict) -> str:
+    """The mask kind of a build_model config: configs without "mask" (umx, and bsrnn
+    checkpoints written before complex masks) are "magnitude"."""
+    return config.get("mask", "magnitude")
 
 
 def bandwidth_bins(bandwidth_hz: float, sample_rate: int, n_fft: int) -> int:
@@ -189,10 +215,30 @@ class ResidualLSTM(nn.Module):
         return x + self.project(float32_lstm(self.lstm, self.norm(x))[0])
 
 
+# A new band-split RNN's size when the constructor is not given one, by mask: (features per
+# band N, pairs of time and band LSTMs). Magnitude masks keep the size first measured
+# (docs/experiments.md). Complex masks double the band inputs and the mask heads' outputs
+# (real and imaginary parts), and those heads' last layers, 4N x 8 x 2049 weights per stem,
+# dominate the count, so N is what the 10M budget bounds; the pairs are cheap in parameters
+# (~104 N^2 each) and the paper's depth is 12. The default spends the budget on both; the
+# alternatives in experiments.py's "complex" set trade one for the other.
+BSRNN_SIZES = {"magnitude": (32, 2), "complex": (48, 6)}
+
+
+def complex_product(mask_parts: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    """Complex masks times the mixture STFT, in float32 also under mixed-precision autocast.
+
+    mask_parts (..., 2): the real and imaginary parts, whatever autocast made them (bf16);
+    spec: complex64, broadcastable against the masks. Autocast has no complex types, so
+    the product runs outside it, as the STFT does."""
+    with torch.autocast(spec.device.type, enabled=False):
+        return torch.view_as_complex(mask_parts.float().contiguous()) * spec
+
+
 class BandSplitRNN(nn.Module):
     """Band-split RNN (Luo & Yu, "Music Source Separation with Band-split RNN", IEEE/ACM
-    TASLP 2023, arXiv:2209.15174) on this project's magnitudes: mixture magnitude ->
-    magnitude estimates of both stems.
+    TASLP 2023, arXiv:2209.15174): mixture -> estimates of both stems, with masks of one
+    of MASKS.
 
     Band split: the bins are cut into bands (`band_widths`, by default the paper's vocals
     layout); each band, both channels together, gets a LayerNorm and a Linear to
@@ -203,34 +249,50 @@ class BandSplitRNN(nn.Module):
     hidden layer of 4 * feature_size and a GLU output. The trunk is shared by the stems,
     the mask heads are not.
 
-    Adapted from the paper, which estimates complex masks on the complex spectrogram: here
-    the input is the magnitude and each mask is real and non-negative (a ReLU after the
-    GLU), applied to the mixture magnitude; the phase comes from phase.py as for "umx".
+    mask "complex" is the paper's model: the input is the complex mixture STFT, each band
+    seen as the real and imaginary parts of its bins and channels, and each head outputs
+    the real and imaginary parts of a complex ratio mask (the GLU's output, unbounded),
+    multiplied with the mixture STFT: the estimates are complex, phase included.
+    mask "magnitude" is this project's first adaptation: the input is the magnitude and
+    each mask is real and non-negative (`mask_activation` after the GLU), applied to the
+    mixture magnitude; the phase comes from phase.py as for "umx". `mask_activation`
+    applies to magnitude masks only.
+
+    feature_size and nb_layers left out take BSRNN_SIZES[mask].
     """
 
     def __init__(
         self,
         nb_bins: int = 2049,
         nb_channels: int = 2,
-        feature_size: int = 32,
-        nb_layers: int = 2,
+        feature_size: int | None = None,
+        nb_layers: int | None = None,
         band_widths: Sequence[int] | None = None,
         bidirectional: bool = True,
         mask_activation: str = "relu",
+        mask: str = "magnitude",
     ) -> None:
         super().__init__()
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r} (known: {', '.join(MASKS)})")
+        if mask == "complex" and mask_activation != "relu":
+            raise ValueError("mask_activation applies to magnitude masks only; complex masks have none")
         activate_mask(torch.zeros(()), mask_activation)  # unknown names fail here, not in forward
-        self.mask_activation = mask_activation
+        self.mask_activation, self.mask = mask_activation, mask
         # No band widths: the vocals layout at the project's 44.1 kHz (model.py does not import utils)
         widths = list(layout_band_widths(nb_bins, 44100) if band_widths is None else band_widths)
         if sum(widths) != nb_bins or min(widths) < 1:
             raise ValueError(f"band widths must be positive and sum to nb_bins={nb_bins}, got {sum(widths)}")
+        default_features, default_layers = BSRNN_SIZES[mask]
+        feature_size = default_features if feature_size is None else feature_size
+        nb_layers = default_layers if nb_layers is None else nb_layers
         self.nb_bins, self.nb_channels, self.band_widths = nb_bins, nb_channels, widths
         self.feature_size, self.nb_layers, self.bidirectional = feature_size, nb_layers, bidirectional
         self.nb_stems = len(STEMS)
+        parts = 2 if mask == "complex" else 1  # real and imaginary, or the magnitude, per bin and channel
 
         self.band_inputs = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(nb_channels * width), nn.Linear(nb_channels * width, feature_size))
+            nn.Sequential(nn.LayerNorm(parts * nb_channels * width), nn.Linear(parts * nb_channels * width, feature_size))
             for width in widths
         )
         self.over_time = nn.ModuleList(ResidualLSTM(feature_size, bidirectional) for _ in range(nb_layers))
@@ -241,7 +303,7 @@ class BandSplitRNN(nn.Module):
                     nn.LayerNorm(feature_size),
                     nn.Linear(feature_size, 4 * feature_size),
                     nn.Tanh(),
-                    nn.Linear(4 * feature_size, 2 * nb_channels * width),
+                    nn.Linear(4 * feature_size, 2 * parts * nb_channels * width),
                     nn.GLU(dim=-1),
                 )
                 for width in widths
@@ -256,13 +318,18 @@ class BandSplitRNN(nn.Module):
             "model": "bsrnn", "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
             "feature_size": self.feature_size, "nb_layers": self.nb_layers,
             "band_widths": list(self.band_widths), "bidirectional": self.bidirectional,
-            "mask_activation": self.mask_activation,
+            "mask_activation": self.mask_activation, "mask": self.mask,
         }
 
-    def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
-        """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
-        batch, channels, _, frames = mixture_mag.shape
-        x = mixture_mag.permute(3, 0, 1, 2)  # frames, batch, ch, bins
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        """mixture (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames):
+        magnitudes from the magnitude, or with complex masks complex estimates from the
+        complex STFT (complex64)."""
+        batch, channels, _, frames = mixture.shape
+        complex_masks = self.mask == "complex"
+        x = mixture.permute(3, 0, 1, 2)  # frames, batch, ch, bins
+        if complex_masks:  # each band's input: the real and imaginary parts of its bins, as in the paper
+            x = torch.view_as_real(x).movedim(-1, -2)  # frames, batch, ch, 2, bins
         bands = x.split(self.band_widths, dim=-1)
         x = torch.stack([embed(band.reshape(frames, batch, -1)) for embed, band in zip(self.band_inputs, bands)],
                         dim=1)  # frames, bands, batch, features
@@ -271,12 +338,15 @@ class BandSplitRNN(nn.Module):
             x = over_time(x.reshape(frames, nb_bands * batch, -1)).reshape(frames, nb_bands, batch, -1)
             x = over_bands(x.transpose(0, 1).reshape(nb_bands, frames * batch, -1))
             x = x.reshape(nb_bands, frames, batch, -1).transpose(0, 1)
+        parts = (2,) if complex_masks else ()
         masks = torch.stack([
-            torch.cat([head(x[:, k]).reshape(frames, batch, channels, width)
+            torch.cat([head(x[:, k]).reshape(frames, batch, channels, *parts, width)
                        for k, (head, width) in enumerate(zip(heads, self.band_widths))], dim=-1)
             for heads in self.mask_heads
-        ], dim=2)  # frames, batch, stems, ch, bins
-        return activate_mask(masks, self.mask_activation).permute(1, 2, 3, 4, 0) * mixture_mag.unsqueeze(1)
+        ], dim=2)  # frames, batch, stems, ch, (2,) bins
+        if complex_masks:
+            return complex_product(masks.permute(1, 2, 3, 5, 0, 4), mixture.unsqueeze(1))
+        return activate_mask(masks, self.mask_activation).permute(1, 2, 3, 4, 0) * mixture.unsqueeze(1)
 
 
 MODELS = {"umx": Separator, "bsrnn": BandSplitRNN}

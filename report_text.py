@@ -11,8 +11,8 @@ import numpy as np
 
 from augment import AUGMENTATION_REGISTRY, parse_augmentations
 from experiment_table import Experiment
-from losses import LOSSES
-from model import STEMS
+from losses import DEFAULT_LOSSES, LOSSES
+from model import MASKS, STEMS, config_mask
 from phase import PHASE_METHODS
 from report_runs import METRICS, Run, Training, checkpoint_order, groups, phase_order
 from schedules import LR_SCHEDULES
@@ -59,10 +59,11 @@ def run_label(run: Run) -> str:
     return f"{run.checkpoint} · {phase_label(run.phase)}"
 
 
-def default_train_args() -> dict:
+def default_train_args(mask: str = "magnitude") -> dict:
+    """train.py's defaults for a model with `mask` masks (--loss's default depends on it)."""
     from train import build_parser as train_parser  # train.py's own defaults, so they never drift
 
-    return vars(train_parser().parse_args([]))
+    return {**vars(train_parser().parse_args([])), "loss": DEFAULT_LOSSES[mask]}
 
 
 # ---------------------------------------------------------------- tables
@@ -83,8 +84,13 @@ def metrics_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def experiment_table(experiment: Experiment) -> tuple[list[str], list[list[str]]]:
+    """One row per run; where the runs' scores come from different phase methods (a
+    complex-mask model's own estimate beside the mixture phase of magnitude models), each
+    name says which."""
+    mixed = len({r["phase"] for r in experiment.rows}) > 1
     header = ["Experiment", "Vocals", "Accompaniment", "Parameters"]
-    rows = [[r["name"], db(r["vocals"]), db(r["accompaniment"]),
+    rows = [[f"{r['name']} · {phase_label(r['phase'])}" if mixed and r["phase"] else r["name"],
+             db(r["vocals"]), db(r["accompaniment"]),
              ", ".join(f"{k}={v}" for k, v in r["params"].items())] for r in experiment.rows]
     return header, rows
 
@@ -234,7 +240,7 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
     if (training.best_epoch, "griffinlim") not in test:
         missing.append(f"Griffin-Lim on the best epoch ({training.best_epoch}) on the test set.")
 
-    defaults = default_train_args()
+    defaults = default_train_args(training.train_args.get("mask", "magnitude"))
     changed = [f"--{k.replace('_', '-')} {flag_value(v)} (default {flag_value(defaults[k])})"
                for k, v in training.train_args.items()
                if k in defaults and k not in INCIDENTAL_FLAGS and v != defaults[k]]
@@ -249,7 +255,8 @@ def architecture(cfg: dict) -> str:
     """model_config -> a short name; a config without "model" predates bsrnn and is umx."""
     if cfg.get("model", "umx") == "bsrnn":
         causal = "" if cfg["bidirectional"] else ", causal in time"
-        return f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs{causal})"
+        masks = ", complex masks" if config_mask(cfg) == "complex" else ""
+        return f"band-split RNN ({cfg['nb_layers']} time/band LSTM pairs{causal}{masks})"
     if cfg["nb_layers"] == 0:
         return "per-frame network (no LSTM)"
     return f"{cfg['nb_layers']}-layer {'BiLSTM' if cfg['bidirectional'] else 'causal LSTM'}"
@@ -259,7 +266,7 @@ def model_lines(cfg: dict, rate: int, n_fft: int) -> list[str]:
     """The methodology page's description of the network, from its model_config."""
     if cfg.get("model", "umx") == "bsrnn":
         return [f"{architecture(cfg)}, {cfg['feature_size']} features per band, one trunk shared by both stems",
-                "output: masks applied to the mixture magnitude",
+                f"output: {MASKS[config_mask(cfg)]}",
                 f"input: all {cfg['nb_bins']} bins in {len(cfg['band_widths'])} bands "
                 f"({min(cfg['band_widths'])}–{max(cfg['band_widths'])} bins wide), {cfg['nb_channels']} channels"]
     return [f"{architecture(cfg)}, hidden size {cfg['hidden_size']}, one trunk shared by both stems",

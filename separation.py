@@ -1,6 +1,6 @@
-"""Separating one signal with a trained model: the model's magnitudes, segment by segment
-for long tracks, turned into waveforms by the phase methods of phase.py and joined with a
-crossfade. This is the library behind inference.py (which scores MUSDB18 tracks through
+"""Separating one signal with a trained model: the model's estimates (magnitudes, or a
+complex-mask model's complex STFTs), segment by segment for long tracks, turned into
+waveforms by the phase methods of phase.py and joined with a crossfade. This is the library behind inference.py (which scores MUSDB18 tracks through
 evaluation.py and separates any audio file through file_separation.py).
 
     estimates = separate(model, mixture, ["wiener"], device)["wiener"]   # {stem: (samples, channels)}
@@ -13,27 +13,39 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from model import STEMS
+from model import STEMS, takes_complex
 from phase import PHASE_METHODS
-from utils import HOP, SAMPLE_RATE, stft
+from utils import HOP, SAMPLE_RATE, UserError, stft
 
 
 @torch.no_grad()
-def separate_magnitudes(model: torch.nn.Module, mixture_spec: torch.Tensor,
-                        chunk_frames: int = 2048, context_frames: int = 128) -> torch.Tensor:
-    """mixture_spec (channels, bins, frames) complex -> magnitudes (stems, channels, bins, frames).
+def separate_estimates(model: torch.nn.Module, mixture_spec: torch.Tensor,
+                       chunk_frames: int = 2048, context_frames: int = 128) -> torch.Tensor:
+    """mixture_spec (channels, bins, frames) complex -> the model's estimates (stems,
+    channels, bins, frames): float32 magnitudes from the mixture magnitude, or a
+    complex-mask model's complex64 STFTs from the mixture STFT (model.takes_complex).
 
     Long tracks go through the model in chunks with `context_frames` of overlap on each
     side that are computed and dropped, so the LSTM sees context at chunk edges while
     memory stays bounded."""
-    mixture_mag = mixture_spec.abs()
-    frames = mixture_mag.shape[-1]
+    mixture = mixture_spec if takes_complex(model) else mixture_spec.abs()
+    frames = mixture.shape[-1]
     out = []
     for start in range(0, frames, chunk_frames):
         lo, hi = max(0, start - context_frames), min(frames, start + chunk_frames + context_frames)
-        estimate = model(mixture_mag[None, ..., lo:hi])[0].float()
+        estimate = model(mixture[None, ..., lo:hi])[0]
+        estimate = estimate if estimate.is_complex() else estimate.float()
         out.append(estimate[..., start - lo: start - lo + min(chunk_frames, frames - start)])
     return torch.cat(out, dim=-1)
+
+
+def check_phases(model: torch.nn.Module, phases: Sequence[str], name: str) -> None:
+    """A UserError, before any separation, when a phase method cannot use `model`'s
+    estimates (--phase model on a magnitude model); `name` says which model."""
+    refused = [phase for phase in phases if not PHASE_METHODS[phase].applies_to(takes_complex(model))]
+    if refused:
+        raise UserError(f"--phase {' '.join(refused)} needs a model with complex masks (train.py --model bsrnn "
+                        f"--mask complex); {name} estimates magnitudes")
 
 
 # Long tracks are separated in time segments so that peak memory (the STFTs, the model's
@@ -84,12 +96,15 @@ class _Joined:
         self.lead_in: np.ndarray | None = None  # only the last overlap of the output is kept
         self.seconds = 0.0
 
-    def add(self, start: int, stop: int, estimate_mag: torch.Tensor, mixture_spec: torch.Tensor) -> None:
-        """estimate_mag (stems, channels, bins, frames), mixture_spec (channels, bins, frames)
-        of samples start:stop."""
+    def add(self, start: int, stop: int, estimate: torch.Tensor, mixture_spec: torch.Tensor) -> None:
+        """estimate (stems, channels, bins, frames) of separate_estimates, mixture_spec
+        (channels, bins, frames), of samples start:stop. A method that takes magnitudes
+        gets a complex estimate's magnitude; a magnitude estimate goes through as it is."""
+        method = PHASE_METHODS[self.phase]
+        if estimate.is_complex() and not method.complex_estimate:
+            estimate = estimate.abs()
         timings: dict[str, float] = {}
-        piece = PHASE_METHODS[self.phase](estimate_mag, mixture_spec, stop - start, timings=timings,
-                                          lead_in=self.lead_in, **self.options)
+        piece = method(estimate, mixture_spec, stop - start, timings=timings, lead_in=self.lead_in, **self.options)
         self.seconds += timings[self.phase]
         # A track within one segment gets weights of one: exactly the method's own output.
         self.signal[..., start:stop] += piece * crossfade_weights(start, stop, self.length, self.overlap)
@@ -106,21 +121,22 @@ def _mixture_spec(mixture: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class PhaseJob:
-    """A phase method deferred by separate(): the model's magnitudes of every segment of
+    """A phase method deferred by separate(): the model's estimates of every segment of
     one signal, kept on the CPU, to be turned into waveforms by run(), in this process or
     in a worker (it pickles). run() goes through the segments in order, as separate()
     does, so its result is separate()'s for the same method and options. Holds the
-    mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track."""
+    mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track (twice the
+    magnitudes' share for complex estimates)."""
 
     def __init__(self, phase: str, mixture: np.ndarray, overlap: int, options: dict) -> None:
         self.phase, self.mixture, self.overlap, self.options = phase, mixture, overlap, options
-        self.segments: list[tuple[int, int, torch.Tensor]] = []  # (start, stop, magnitudes)
+        self.segments: list[tuple[int, int, torch.Tensor]] = []  # (start, stop, estimates)
 
     def run(self) -> tuple[dict[str, np.ndarray], float]:
         """({stem: (samples, channels)}, seconds the phase method took)."""
         joined = _Joined(self.phase, *self.mixture.shape, self.overlap, self.options)
-        for start, stop, estimate_mag in self.segments:
-            joined.add(start, stop, estimate_mag, _mixture_spec(self.mixture[start:stop], estimate_mag.device))
+        for start, stop, estimate in self.segments:
+            joined.add(start, stop, estimate, _mixture_spec(self.mixture[start:stop], estimate.device))
         return joined.estimates(), joined.seconds
 
 
@@ -136,8 +152,11 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
     than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
     seconds, summed over segments, go to timings[phase] when timings is given.
 
-    The phases in `defer` are not run: their entry is a PhaseJob holding the magnitudes,
-    whose run() gives the same estimates (and seconds) elsewhere (see workers.Workers)."""
+    The phases in `defer` are not run: their entry is a PhaseJob holding the model's
+    estimates, whose run() gives the same waveforms (and seconds) elsewhere (see
+    parallel.Workers). A phase method that cannot use the model's estimates (check_phases)
+    is a UserError."""
+    check_phases(model, phases, "the model")
     length, channels = mixture.shape
     joined = {phase: _Joined(phase, length, channels, overlap, phase_options) for phase in phases if phase not in defer}
     # Models (the vocoder) stay in this process: no deferred method uses one.
@@ -146,11 +165,11 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
     jobs = {phase: PhaseJob(phase, job_mixture, overlap, job_options) for phase in phases if phase in defer}
     for start, stop in segment_bounds(length, segment, overlap):
         mixture_spec = _mixture_spec(mixture[start:stop], device)
-        estimate_mag = separate_magnitudes(model, mixture_spec)
+        estimate = separate_estimates(model, mixture_spec)
         for method in joined.values():
-            method.add(start, stop, estimate_mag, mixture_spec)
+            method.add(start, stop, estimate, mixture_spec)
         for job in jobs.values():
-            job.segments.append((start, stop, estimate_mag.cpu()))
+            job.segments.append((start, stop, estimate.cpu()))
     if timings is not None:
         timings |= {phase: method.seconds for phase, method in joined.items()}
     return {phase: jobs[phase] if phase in jobs else joined[phase].estimates() for phase in phases}

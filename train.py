@@ -3,6 +3,7 @@
     python train.py --epochs 150
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
     python train.py --model bsrnn --epochs 150     # the band-split RNN instead of the Open-Unmix-style model
+    python train.py --model bsrnn --mask complex   # band-split RNN with complex masks: it estimates the phase
     python train.py --precision fp32               # no bf16 autocast on CUDA (the default there)
     torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
@@ -32,12 +33,12 @@ import checkpoint
 from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
 from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics
-from losses import LOSSES, Targets, loss_help, mixture_phase_audio
-from model import (INPUT_TRANSFORMS, MASK_ACTIVATIONS, MODELS, STEMS, bandwidth_bins, build_model, count_parameters,
-                   transform_input)
+from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
+from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASKS, MODELS, STEMS, bandwidth_bins, build_model,
+                   config_mask, count_parameters, takes_complex, transform_input)
 from schedules import LR_SCHEDULES, make_scheduler
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, nb_frames, remove_stale_parts,
-                   resolve_device, run_cli, stft, write_text)
+                   istft, resolve_device, run_cli, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -63,17 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="umx: Open-Unmix-style BiLSTM; bsrnn: band-split RNN (Luo & Yu 2023)")
     g.add_argument("--hidden-size", type=int, default=None,
                    help=f"umx: width of the encoder, LSTM and decoder (default {model_default('umx', 'hidden_size')}); "
-                        f"bsrnn: features per band, N (default {model_default('bsrnn', 'feature_size')})")
+                        f"bsrnn: features per band, N (default {BSRNN_SIZES['magnitude'][0]}), with --mask complex "
+                        f"{BSRNN_SIZES['complex'][0]}")
     g.add_argument("--nb-layers", type=int, default=None,
                    help=f"umx: BiLSTM layers, 0 for a per-frame network (default {model_default('umx', 'nb_layers')}); "
-                        f"bsrnn: pairs of time and band LSTMs (default {model_default('bsrnn', 'nb_layers')})")
+                        f"bsrnn: pairs of time and band LSTMs (default {BSRNN_SIZES['magnitude'][1]}), with --mask "
+                        f"complex {BSRNN_SIZES['complex'][1]}")
     g.add_argument("--no-mask", action="store_true", help="umx only: output magnitudes directly instead of masks")
     g.add_argument("--unidirectional", action="store_true",
                    help="causal LSTMs over time (real-time variant; bsrnn's LSTMs across bands stay bidirectional)")
     g.add_argument("--bandwidth", type=float, default=None,
                    help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
+    g.add_argument("--mask", choices=list(MASKS), default="magnitude",
+                   help="; ".join(f"{k}: {v}" for k, v in MASKS.items()) + ". complex needs --model bsrnn")
     g.add_argument("--mask-activation", choices=list(MASK_ACTIVATIONS), default="relu",
-                   help="; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
+                   help="magnitude masks only (refused with --mask complex, whose masks have no activation): "
+                        + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
     g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
                    help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
     g = p.add_argument_group("optimisation")
@@ -85,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()).replace("%", "%%"))  # argparse
     g.add_argument("--lr-decay-patience", type=int, default=80, help="plateau: ReduceLROnPlateau patience (epochs)")
     g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="plateau: ReduceLROnPlateau factor")
-    g.add_argument("--loss", choices=list(LOSSES), default="mse", help=loss_help())
+    g.add_argument("--loss", choices=list(LOSSES), default=None,
+                   help=f"default {' or '.join(f'{loss} with --mask {mask}' for mask, loss in DEFAULT_LOSSES.items())}. "
+                        + loss_help())
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -103,12 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
                      bidirectional: bool, bandwidth: float | None, mask_activation: str = "relu",
-                     input_transform: str = "linear") -> dict:
+                     input_transform: str = "linear", mask: str = "magnitude") -> dict:
     """The build_model config of a new model from the model flags (without umx's input
     statistics); a size flag left out takes the model's own default."""
     if not use_mask and mask_activation != "relu":
         raise UserError("--mask-activation needs masks: --no-mask outputs magnitudes")
+    if mask == "complex" and mask_activation != "relu":
+        raise UserError("--mask-activation applies only to --mask magnitude: complex masks have no activation")
     if model == "umx":
+        if mask != "magnitude":
+            raise UserError(f"--mask {mask} applies only to --model bsrnn: umx estimates magnitude masks")
         config = {"hidden_size": hidden_size, "nb_layers": nb_layers, "use_mask": use_mask,
                   "bidirectional": bidirectional, "mask_activation": mask_activation,
                   "input_transform": input_transform,
@@ -122,25 +134,28 @@ def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None,
         if input_transform != "linear":
             raise UserError("--input-transform applies only to --model umx: bsrnn normalises each band itself")
         config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional,
-                  "mask_activation": mask_activation}
+                  "mask_activation": mask_activation, "mask": mask}
     return {"model": model, **{k: v for k, v in config.items() if v is not None}}
 
 
 # ------------------------------------------------------------------ one step
 
-def batch_targets(batch: torch.Tensor, from_stems: bool, device: torch.device) -> tuple[torch.Tensor, Targets]:
-    """Loader batch -> (mixture_mag (B, C, F, T), Targets of both stems).
+def batch_targets(batch: torch.Tensor, from_stems: bool, device: torch.device,
+                  complex_input: bool = False) -> tuple[torch.Tensor, Targets]:
+    """Loader batch -> (the model's input (B, C, F, T), Targets of both stems).
 
     batch is stems (B, sources, C, samples) or MagnitudeChunks' (B, 3, T, C, F); only
-    stems give the Targets their mixture STFT and waveforms."""
+    stems give the Targets their mixture STFT, stem STFTs and waveforms. The input is the
+    mixture magnitude, or with complex_input (a complex-mask model, stems only) the
+    complex mixture STFT."""
     batch = batch.to(device, non_blocking=True)
     if not from_stems:
         magnitudes = batch.permute(0, 1, 3, 4, 2)
         return magnitudes[:, 0], Targets(magnitudes[:, 1:])
     audio = mixture_and_targets(batch)
-    spec = stft(audio)
-    mixture_mag = spec[:, 0].abs()
-    return mixture_mag, Targets(spec[:, 1:].abs(), mixture_spec=spec[:, 0], audio=audio[:, 1:])
+    spec = stft(audio)  # float32, outside any autocast: complex tensors have no bf16
+    mixture = spec[:, 0] if complex_input else spec[:, 0].abs()
+    return mixture, Targets(spec[:, 1:].abs(), mixture_spec=spec[:, 0], audio=audio[:, 1:], spectrograms=spec[:, 1:])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -170,17 +185,29 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
-def estimate_stems(model: torch.nn.Module, mixture_mag: torch.Tensor, precision: str = "auto") -> torch.Tensor:
-    """mixture_mag (B, C, F, T) -> magnitude estimates (B, 2, C, F, T) in float32, whatever
-    `precision` the model's forward pass ran in."""
-    with autocast(mixture_mag.device, precision):
-        return model(mixture_mag).float()
+def estimate_stems(model: torch.nn.Module, mixture: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+    """mixture (B, C, F, T), the model's input (see batch_targets) -> estimates (B, 2, C, F, T)
+    in float32 (magnitudes) or complex64 (a complex-mask model's, which multiplies its masks
+    in float32 itself), whatever `precision` the model's forward pass ran in."""
+    with autocast(mixture.device, precision):
+        estimate = model(mixture)
+    return estimate if estimate.is_complex() else estimate.float()
 
 
-def separation_loss(model: torch.nn.Module, mixture_mag: torch.Tensor, targets: Targets, loss: str = "mse",
+def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targets, loss: str = "mse",
                     precision: str = "auto") -> torch.Tensor:
     """The --loss between the model's estimates of both stems and the targets, in float32."""
-    return LOSSES[loss].function(estimate_stems(model, mixture_mag, precision), targets)
+    return LOSSES[loss].function(estimate_stems(model, mixture, precision), targets)
+
+
+def check_loss(loss: str, mask: str) -> None:
+    """A UserError unless --loss `loss` compares the estimates a model with `mask` masks makes.
+
+    A magnitude loss on a complex-mask model would leave the phase its masks set untrained
+    (and --phase model, its default output, with it); a complex loss needs complex estimates."""
+    if LOSSES[loss].mask != mask:
+        raise UserError(f"--loss {loss} compares {LOSSES[loss].mask} estimates: with --mask {mask} use one of "
+                        f"{', '.join(name for name, entry in LOSSES.items() if entry.mask == mask)}")
 
 
 def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,
@@ -188,11 +215,12 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
     """One pass over the loader, calling after_step() after each optimizer step; returns
     the mean training loss over all processes."""
     model.train()
+    complex_input = takes_complex(model)
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
-        mixture_mag, targets = batch_targets(batch, from_stems, device)
-        loss = separation_loss(model, mixture_mag, targets, loss_name, precision)
+        mixture, targets = batch_targets(batch, from_stems, device, complex_input)
+        loss = separation_loss(model, mixture, targets, loss_name, precision)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
                             "checkpoint is kept; try a lower --lr")
@@ -210,8 +238,10 @@ def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool
 @dataclass(frozen=True)
 class Validation:
     """One epoch's validation: the mean --loss, and per stem the median over tracks of each
-    track's SDR (dB, whole track) with the mixture phase, what inference.py --phase mixture
-    outputs: best.pt is the epoch whose mean of the two stems' SDRs is highest."""
+    track's SDR (dB, whole track) of what inference.py outputs by default for the model:
+    with the mixture phase (--phase mixture) for a magnitude model, the ISTFT of its own
+    estimate (--phase model) for a complex-mask one. best.pt is the epoch whose mean of the
+    two stems' SDRs is highest."""
     loss: float
     sdr: dict[str, float]
 
@@ -233,6 +263,7 @@ def validate(model, cache: StemCache, names: Sequence[str], device: torch.device
     SDR sums each track's signal and error energies over its chunks. Under torchrun each
     process takes every world_size-th track."""
     model.eval()
+    complex_input = takes_complex(model)
     rank, world = rank_and_world()
     total, frames = torch.zeros((), device=device), 0
     chunk = int(chunk_seconds * SAMPLE_RATE)
@@ -242,12 +273,13 @@ def validate(model, cache: StemCache, names: Sequence[str], device: torch.device
         signal = error = torch.zeros(len(STEMS), device=device, dtype=torch.float64)
         for start in range(0, stems.shape[-1], chunk):
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
-            mixture_mag, targets = batch_targets(piece, True, device)
-            estimate = estimate_stems(model, mixture_mag, precision)
-            n = mixture_mag.shape[-1]
+            mixture, targets = batch_targets(piece, True, device, complex_input)
+            estimate = estimate_stems(model, mixture, precision)
+            n = mixture.shape[-1]
             total += LOSSES[loss_name].function(estimate, targets) * n
             frames += n
-            audio = mixture_phase_audio(estimate, targets.mixture_spec, piece.shape[-1])
+            audio = (istft(estimate, piece.shape[-1]) if complex_input
+                     else mixture_phase_audio(estimate, targets.mixture_spec, piece.shape[-1]))
             signal = signal + targets.audio.double().pow(2).sum((0, 2, 3))
             error = error + (targets.audio - audio).double().pow(2).sum((0, 2, 3))
         track_sdrs.append((10 * torch.log10((signal + 1e-8) / (error + 1e-8))).tolist())
@@ -339,7 +371,12 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     args.precision = set_up_precision(args.precision, device)  # train_args records fp32 or bf16, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
-                              args.bandwidth, args.mask_activation, args.input_transform)
+                              args.bandwidth, args.mask_activation, args.input_transform, args.mask)
+    args.loss = args.loss or DEFAULT_LOSSES[args.mask]  # train_args records the loss used
+    check_loss(args.loss, args.mask)
+    if args.mask == "complex" and args.data != "stems":
+        raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
+                        "train from stems (--data stems)")
     if LOSSES[args.loss].needs_audio and args.data != "stems":
         raise UserError(f"--loss {args.loss} needs waveforms: train from stems (--data stems)")
     augmentations = parse_augmentations(args.augment)
@@ -363,6 +400,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         if resumed_schedule != args.lr_schedule:
             raise UserError(f"{ckpt_dir / 'last.pt'} was trained with --lr-schedule {resumed_schedule}: "
                             f"resume it with the same schedule")
+        resumed_mask = config_mask(resume_state["model_config"])
+        if resumed_mask != args.mask:
+            raise UserError(f"{ckpt_dir / 'last.pt'} has {resumed_mask} masks: resume it with --mask {resumed_mask}")
         if resume_state["epoch"] >= args.epochs:
             raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
                             f"ask for more --epochs than that to continue")

@@ -1,13 +1,19 @@
 """Training throughput in excerpts per second: (a) the data loader alone, (b) the model
-step alone on synthetic tensors already on the device, (c) both together, for both cache
-formats, side by side in one run. (c) / (b) near 1 means the device never waits for data.
-Then (d) the per-epoch validation pass (train.validate over the cache's validation
-tracks) in seconds per second of audio, with a full-scale epoch projected from it and (c).
+step alone on one batch already on the device, with its time per step and the peak memory
+it takes, (c) both together, for both cache formats, side by side in one run. (c) / (b)
+near 1 means the device never waits for data. Then (d) the per-epoch validation pass
+(train.validate over the cache's validation tracks) in seconds per second of audio, with
+a full-scale epoch projected from it and (c).
 
     python -m bench.train_throughput --cache cache --steps 10
     python -m bench.train_throughput --cache cache --device cuda --steps 50
     python -m bench.train_throughput --cache cache --model bsrnn --steps 4
+    python -m bench.train_throughput --cache cache --model bsrnn --mask complex --device cuda --no-valid
     python -m bench.train_throughput --cache cache --device cuda --precision fp32
+
+Peak memory: on CUDA what torch allocated on the device during (b); on a CPU this
+process's peak resident set so far (the loader's batches, with --workers 0, included).
+A complex-mask model trains from stems only: its magnitudes row is skipped.
 
 A cache smaller than the measurements need is read again, epoch after epoch.
 """
@@ -15,6 +21,7 @@ A cache smaller than the measurements need is read again, epoch after epoch.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -22,8 +29,9 @@ import torch
 from augment import AUGMENTATIONS
 from bench.common import batches_forever
 from cache import StemCache
-from model import MODELS, build_model, count_parameters
-from train import (PRECISIONS, batch_targets, make_loader, new_model_config, separation_loss,
+from losses import DEFAULT_LOSSES, LOSSES
+from model import MASKS, MODELS, build_model, count_parameters, takes_complex
+from train import (PRECISIONS, batch_targets, check_loss, make_loader, new_model_config, separation_loss,
                    set_up_precision, validate)
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
@@ -37,12 +45,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device, precision: str) -> None:
-    mixture_mag, targets = batch_targets(batch, from_stems, device)
-    loss = separation_loss(model, mixture_mag, targets, precision=precision)
+def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device, precision: str,
+         loss_name: str) -> None:
+    mixture, targets = batch_targets(batch, from_stems, device, takes_complex(model))
+    loss = separation_loss(model, mixture, targets, loss_name, precision)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """MiB: on CUDA the most torch allocated on the device since reset_peak_memory; on a
+    CPU this process's peak resident set since it started (Linux reports it in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rate(fn, steps: int, batch_size: int, device: torch.device, warmup: int = 2) -> float:
@@ -65,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
     p.add_argument("--model", choices=list(MODELS), default="umx", help="the network to time")
     p.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
+    p.add_argument("--nb-layers", type=int, default=None, help="model depth, as train.py's (default: the model's own)")
+    p.add_argument("--mask", choices=list(MASKS), default="magnitude", help="as train.py's: complex needs --model bsrnn")
+    p.add_argument("--loss", choices=list(LOSSES), default=None,
+                   help="as train.py's (default: the mask's own, " + ", ".join(
+                       f"{loss} for {mask}" for mask, loss in DEFAULT_LOSSES.items()) + ")")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -76,29 +103,39 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     precision = set_up_precision(args.precision, device)
+    loss_name = args.loss or DEFAULT_LOSSES[args.mask]
+    check_loss(loss_name, args.mask)
     cache = StemCache(args.cache)
-    model = build_model(new_model_config(args.model, args.hidden_size, None, True, True, None)).to(device)
+    config = new_model_config(args.model, args.hidden_size, args.nb_layers, True, True, None, mask=args.mask)
+    model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     print(f"device {device}, {precision}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
-          f"model {args.model} {count_parameters(model):,} parameters, batch {args.batch_size} x {args.seq_dur:g} s")
-    print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s")
+          f"model {args.model} ({args.mask} masks, loss {loss_name}) {count_parameters(model):,} parameters, "
+          f"batch {args.batch_size} x {args.seq_dur:g} s")
+    print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s"
+          f"   {'(b) ms/step':>11} {'peak MiB':>9}")
     both = {}
     for kind in args.formats:
         if kind == "magnitudes" and not cache.has_magnitudes(cache.names("train")):
             print("magnitudes  (not cached: run preprocess.py --magnitudes)")
+            continue
+        if kind == "magnitudes" and takes_complex(model):
+            print("magnitudes  (skipped: a complex-mask model trains from stems only)")
             continue
         loader, sampler = make_loader(cache, kind, args.seq_dur, 64, AUGMENTATIONS, args.batch_size,
                                       args.workers, seed=0, device=device)
         batches = batches_forever(loader, sampler)
         loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
         fixed = next(batches).to(device)
-        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device, precision), args.steps,
-                         args.batch_size, device, args.warmup)
-        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device, precision),
+        reset_peak_memory(device)
+        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device, precision, loss_name),
+                         args.steps, args.batch_size, device, args.warmup)
+        peak = peak_memory_mib(device)
+        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device, precision, loss_name),
                          args.steps, args.batch_size, device, args.warmup)
         both[kind] = both_rate
-        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}",
-              flush=True)
+        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}"
+              f"{'':13} {1000 * args.batch_size / step_rate:11.1f} {peak:9.0f}", flush=True)
     if args.no_valid or not both:
         return
     names = cache.names("valid")
@@ -106,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         print("(d) validation: skipped, the cache holds no validation tracks")
         return
     audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
-    validate(model, cache, names[:1], device, precision=precision)  # warm-up
+    validate(model, cache, names[:1], device, precision=precision, loss_name=loss_name)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    validate(model, cache, names, device, precision=precision)
+    validate(model, cache, names, device, precision=precision, loss_name=loss_name)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
     excerpts_per_s = both.get("stems", next(iter(both.values())))

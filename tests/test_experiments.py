@@ -14,7 +14,8 @@ import checkpoint
 import experiment_table
 import experiments
 import train
-from model import build_model, count_parameters
+from losses import DEFAULT_LOSSES
+from model import build_model, count_parameters, takes_complex
 from checkpoint import load_separator
 from pipeline_helpers import assert_one_error_line, run_script
 
@@ -120,16 +121,18 @@ def test_every_variant_builds_under_10m_parameters_and_trains_a_step(run) -> Non
     flags = train.build_parser().parse_args(experiments.EXPERIMENT_SETS[run[0]][run[1]])
     config = train.new_model_config(flags.model, flags.hidden_size, flags.nb_layers, not flags.no_mask,
                                     not flags.unidirectional, flags.bandwidth, flags.mask_activation,
-                                    flags.input_transform)
+                                    flags.input_transform, flags.mask)
+    loss_name = flags.loss or DEFAULT_LOSSES[flags.mask]  # as train.run resolves it
+    train.check_loss(loss_name, flags.mask)
     torch.manual_seed(0)
     model = build_model(config)
     assert count_parameters(model) < 10_000_000
     stems = 0.1 * torch.randn(2, 4, 2, 5 * 1024)  # batch, sources, channels, samples: 6 frames
-    mixture_mag, targets = train.batch_targets(stems, True, torch.device("cpu"))
+    mixture, targets = train.batch_targets(stems, True, torch.device("cpu"), takes_complex(model))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = train.separation_loss(model, mixture_mag, targets, flags.loss)
+    loss = train.separation_loss(model, mixture, targets, loss_name)
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert train.separation_loss(model, mixture_mag, targets, flags.loss).item() != loss.item()
+    assert train.separation_loss(model, mixture, targets, loss_name).item() != loss.item()

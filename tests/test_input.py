@@ -165,7 +165,7 @@ def test_input_in_parallel_equals_serial(files, tmp_path, capsys, monkeypatch):
     for mode, workers in (("serial", 0), ("pool", 2), ("model here", 2)):
         with monkeypatch.context() as patch:
             if mode == "pool":
-                patch.setattr(separation, "separate_magnitudes", _model_must_not_run_here)
+                patch.setattr(separation, "separate_estimates", _model_must_not_run_here)
             if mode == "model here":
                 patch.setattr(parallel, "models_in_workers", lambda device, workers: False)
             code, out, err = run(["--input", *inputs, "--checkpoint", files["random"], "--out", tmp_path / mode,

@@ -322,14 +322,14 @@ def test_separate_with_mixture_phase_reconstructs_mixture():
     np.testing.assert_allclose(out["mixture"]["accompaniment"], 0, atol=1e-6)
 
 
-def test_separate_magnitudes_chunks_stitch_exactly():
+def test_separate_estimates_chunks_stitch_exactly():
     """A per-frame network (no LSTM) gives the same output whatever the chunking."""
     torch.manual_seed(0)
     model = Separator(hidden_size=16, nb_layers=0, max_bin=200).eval()
     spec = utils.stft(torch.rand(2, 50 * 1024) - 0.5)
-    whole = separation.separate_magnitudes(model, spec)
+    whole = separation.separate_estimates(model, spec)
     with torch.no_grad():
         torch.testing.assert_close(whole, model(spec.abs()[None])[0], rtol=1e-5, atol=1e-5)
     for chunk, context in ((7, 3), (16, 0), (20, 40)):
-        torch.testing.assert_close(separation.separate_magnitudes(model, spec, chunk, context), whole,
+        torch.testing.assert_close(separation.separate_estimates(model, spec, chunk, context), whole,
                                    rtol=1e-5, atol=1e-5)

@@ -42,14 +42,14 @@ def watch_dtypes(monkeypatch) -> dict[str, list]:
     return seen
 
 
-@pytest.mark.parametrize("model", ["umx", "bsrnn"])
+@pytest.mark.parametrize("model", [["umx"], ["bsrnn"], ["bsrnn", "--mask", "complex"]], ids=["umx", "bsrnn", "complex"])
 @pytest.mark.parametrize("flags, recorded, linear_dtype", [
     ([], "fp32", torch.float32),  # auto on the CPU
     (["--precision", "bf16"], "bf16", torch.bfloat16),
 ])
 def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, hq_cache, tmp_path, monkeypatch):
     seen = watch_dtypes(monkeypatch)
-    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), "--model", model, *TINY_TRAIN,
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), "--model", *model, *TINY_TRAIN,
                 "--epochs", "1", *flags])
     assert seen["lstm_in"] and set(seen["lstm_in"]) == {torch.float32}
     assert set(seen["lstm_out"]) == {torch.float32}
@@ -58,7 +58,8 @@ def test_lstms_run_in_float32_under_bf16(model, flags, recorded, linear_dtype, h
     # (CPU autocast would run the LSTMs in bf16 too, were float32_lstm not there).
     assert seen["linear_out"] and set(seen["linear_out"]) == {linear_dtype}
     assert {phase for phase, _ in seen["estimate"]} == {"train", "valid"}
-    assert {dtype for _, dtype in seen["estimate"]} == {torch.float32}  # so the losses are float32
+    # so the losses are float32: complex masks multiply the mixture STFT in float32 (complex64)
+    assert {dtype for _, dtype in seen["estimate"]} == {torch.complex64 if "complex" in model else torch.float32}
     state = checkpoint.load(tmp_path / "last.pt")
     assert state["train_args"]["precision"] == recorded
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in state["history"])
