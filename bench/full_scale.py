@@ -51,6 +51,7 @@ from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_T
                                     synchronize)
 from cache import SOURCES, StemCache
 from data import check_track, input_statistics, open_musdb, preprocess
+from losses import DEFAULT_LOSSES
 from model import MODELS, STEMS, build_model
 from phase import PHASE_METHODS
 from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate
@@ -318,8 +319,9 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
     batch = next(iter(loader)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device, args.precision), args.steps,
-                                  args.batch_size, device, warmup=1)
+    loss = DEFAULT_LOSSES["magnitude"]  # the bench builds magnitude-mask models only
+    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device, args.precision, loss),
+                                  args.steps, args.batch_size, device, warmup=1)
 
 
 def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device, precision: str) -> dict:

@@ -15,9 +15,9 @@ import soundfile as sf
 import torch
 
 import checkpoint
+import experiment_table
 import experiments
 import inference
-import report_runs
 import report_text
 import separation
 import summary
@@ -412,11 +412,11 @@ def test_report_names_complex_masks(complex_run):
 def test_experiment_rows_scored_by_different_phases_say_which(tmp_path):
     rows = [{"name": "bsrnn, magnitude masks", "phase": "mixture", "vocals": 1.0, "accompaniment": 2.0, "params": {}},
             {"name": "bsrnn, complex masks", "phase": "model", "vocals": 3.0, "accompaniment": 4.0, "params": {}}]
-    mixed = report_runs.Experiment("complex", rows)
+    mixed = experiment_table.Experiment("complex", rows)
     assert [row[0] for row in report_text.experiment_table(mixed)[1]] == [
         f"bsrnn, magnitude masks · {PHASE_METHODS['mixture'].label}",
         f"bsrnn, complex masks · {PHASE_METHODS['model'].label}"]
-    one_phase = report_runs.Experiment("models", [{**rows[0], "phase": None}])  # a table from before "phase"
+    one_phase = experiment_table.Experiment("models", [{**rows[0], "phase": None}])  # a table from before "phase"
     assert report_text.experiment_table(one_phase)[1][0][0] == "bsrnn, magnitude masks"
 
 
@@ -442,7 +442,7 @@ def test_complex_set_scores_each_run_with_the_phases_it_can_use(tmp_path, hq_roo
                         "--device", "cpu", "--train-args", "--workers 0", "--phases", "model", "mixture",
                         "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    experiment = report_runs.load_experiment(tmp_path / "complex.json")
+    experiment = experiment_table.read(tmp_path / "complex.json")
     rows = {row["name"]: row for row in experiment.rows}
     assert [row["phase"] for row in experiment.rows] == ["mixture", "model"]
     table = json.loads((tmp_path / "complex.json").read_text())
