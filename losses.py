@@ -100,9 +100,9 @@ def complex_and_sdr(estimate_spec: torch.Tensor, targets: Targets) -> torch.Tens
     """complex_mse plus SDR_WEIGHT x the negative SDR (dB) of the estimates' own waveforms
     (their ISTFT, what inference.py --phase model outputs), the time-domain term of mse+sdr.
 
-    The default of complex-mask models. The issue asks for a spectral term on the real and
-    imaginary parts plus a time-domain term, as the band-split RNN paper trains (it uses L1
-    on both). These are mse+sdr's two terms carried to the complex domain. Per bin, the MSE
+    The default of complex-mask models. The band-split RNN paper trains with a spectral term
+    on the real and imaginary parts plus a time-domain term (L1 on both); these are mse+sdr's
+    two terms carried to the complex domain. Per bin, the MSE
     of the real and imaginary parts is half the squared complex error |S - S'|^2, of which
     the magnitude MSE's (|S| - |S'|)^2 is the part the phase does not cause: the same units
     and scale, so SDR_WEIGHT, chosen so that neither of mse+sdr's terms swamps the other,
