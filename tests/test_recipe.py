@@ -80,15 +80,20 @@ def test_soft_floor_sdr():
     assert torch.isfinite(silent).all()
 
 
-@pytest.mark.parametrize("name", [name for name, loss in LOSSES.items() if loss.mask == "magnitude"])
-def test_losses_are_lowest_at_the_truth_and_give_gradients(name):  # the complex ones: test_complex_mask.py
-    mixture_mag, targets = _batch()
-    truth = LOSSES[name].function(targets.magnitudes, targets)
-    estimate = (0.5 * mixture_mag[:, None].expand(-1, 2, -1, -1, -1)).clone().requires_grad_()
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_losses_are_lowest_at_the_truth_and_give_gradients(name):
+    """Every loss, on the estimates of its mask kind: magnitudes, or a complex-mask model's
+    complex STFTs (the model's input is then the complex mixture STFT)."""
+    complex_masks = LOSSES[name].mask == "complex"
+    stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(0)) * 0.1
+    mixture, targets = train.batch_targets(stems, True, torch.device("cpu"), complex_input=complex_masks)
+    truth = LOSSES[name].function(targets.spectrograms if complex_masks else targets.magnitudes, targets)
+    estimate = (0.5 * mixture[:, None].expand(-1, 2, -1, -1, -1)).clone().requires_grad_()
     worse = LOSSES[name].function(estimate, targets)
     assert worse > truth
     worse.backward()
-    assert estimate.grad is not None and torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+    grad = torch.view_as_real(estimate.grad) if complex_masks else estimate.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_mse_and_sdr_adds_the_negative_sdr_to_the_mse():
