@@ -22,8 +22,8 @@ from checkpoint import load_separator, load_vocoder
 from data import check_track, open_musdb, select_tracks
 from evaluation import evaluate, format_table, median_over_tracks
 from file_separation import separate_files
-from parallel import ModelFiles
 from model import takes_complex
+from parallel import ModelFiles
 from phase import PHASE_METHODS, WIENER_EPS, default_phases
 from separation import check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
