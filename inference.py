@@ -147,10 +147,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         name = Path(path).stem
         for phase in args.phase:
             run = scores[f"{name}-{phase}"]
-            summary.write(out / f"{name}-{phase}", summary.Summary(
+            record = summary.Summary(
                 checkpoint=str(path), epoch=states[name].get("epoch"), phase=phase, subset=args.subset,
                 split=args.split, median_sdr=median_over_tracks(run.sdr), tracks=run.sdr,
-                phase_seconds=run.phase_seconds, vocoder=str(args.vocoder) if phase == "vocoder" else None))
+                phase_seconds=run.phase_seconds, vocoder=str(args.vocoder) if phase == "vocoder" else None)
+            summary.write(out / record.run, record)
     print(format_table(scores))
     print(f"results in {out}/<checkpoint>-<phase>/{summary.FILE_NAME}")
 
