@@ -37,22 +37,43 @@ class Targets:
     mixture_spec: (batch, channels, bins, frames) complex mixture STFT, or None.
     audio: (batch, stems, channels, samples) true stem waveforms, or None.
     spectrograms: (batch, stems, channels, bins, frames) complex true stem STFTs, or None.
-    The last three exist when training from stems (train.py --data stems)."""
+    The last three exist when training from stems (train.py --data stems).
+    stem_weights: (stems,) each stem's weight in the loss (train.py --stem-weights), or None
+    for the plain mean over both stems."""
     magnitudes: torch.Tensor
     mixture_spec: torch.Tensor | None = None
     audio: torch.Tensor | None = None
     spectrograms: torch.Tensor | None = None
+    stem_weights: torch.Tensor | None = None
+
+
+def stem_mean(values: torch.Tensor, stem_weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of values (batch, stems, ...), each stem's entries weighted by stem_weights
+    (stems,) relative to their mean, so that equal weights give the plain mean."""
+    if stem_weights is None:
+        return values.mean()
+    weights = stem_weights.to(values.device, values.dtype).view(1, -1, *(1,) * (values.dim() - 2))
+    return (values * weights).mean() / weights.mean()
+
+
+def stem_mse(estimate: torch.Tensor, truth: torch.Tensor, stem_weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error of estimate against truth, both (batch, stems, ...), per stem_mean.
+    Unweighted it is torch's mse_loss itself, so runs without --stem-weights stay
+    bit-identical to those from before the flag."""
+    if stem_weights is None:
+        return torch.nn.functional.mse_loss(estimate, truth)
+    return stem_mean((estimate - truth).pow(2), stem_weights)
 
 
 def magnitude_mse(estimate_mag: torch.Tensor, targets: Targets) -> torch.Tensor:
     """Mean squared error of the magnitudes, both stems: Open-Unmix's loss."""
-    return torch.nn.functional.mse_loss(estimate_mag, targets.magnitudes)
+    return stem_mse(estimate_mag, targets.magnitudes, targets.stem_weights)
 
 
 def compressed_mse(estimate_mag: torch.Tensor, targets: Targets) -> torch.Tensor:
     """Mean squared error of magnitude ** COMPRESSION."""
-    return torch.nn.functional.mse_loss((estimate_mag + COMPRESSION_FLOOR) ** COMPRESSION,
-                                        (targets.magnitudes + COMPRESSION_FLOOR) ** COMPRESSION)
+    return stem_mse((estimate_mag + COMPRESSION_FLOOR) ** COMPRESSION,
+                    (targets.magnitudes + COMPRESSION_FLOOR) ** COMPRESSION, targets.stem_weights)
 
 
 def mixture_phase_audio(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int) -> torch.Tensor:
@@ -70,12 +91,13 @@ def soft_floor_sdr(estimate_audio: torch.Tensor, true_audio: torch.Tensor, floor
     return 10 * torch.log10((signal + floor) / (error + floor))
 
 
-def negative_sdr(estimate_audio: torch.Tensor, true_audio: torch.Tensor) -> torch.Tensor:
+def negative_sdr(estimate_audio: torch.Tensor, true_audio: torch.Tensor,
+                 stem_weights: torch.Tensor | None = None) -> torch.Tensor:
     """-SDR_WEIGHT x the mean SDR (dB) of estimate_audio against true_audio, both (batch,
     stems, channels, samples): per excerpt, stem and channel, floored at SDR_FLOOR of the
-    mixture's (the stems' sum's) energy."""
+    mixture's (the stems' sum's) energy; the stems weighted per stem_mean."""
     mixture_energy = true_audio.sum(1, keepdim=True).pow(2).sum(-1)  # batch, 1, channels
-    return -SDR_WEIGHT * soft_floor_sdr(estimate_audio, true_audio, SDR_FLOOR * mixture_energy).mean()
+    return -SDR_WEIGHT * stem_mean(soft_floor_sdr(estimate_audio, true_audio, SDR_FLOOR * mixture_energy), stem_weights)
 
 
 def mse_and_sdr(estimate_mag: torch.Tensor, targets: Targets) -> torch.Tensor:
@@ -85,7 +107,7 @@ def mse_and_sdr(estimate_mag: torch.Tensor, targets: Targets) -> torch.Tensor:
     if targets.audio is None or targets.mixture_spec is None:
         raise ValueError("the mse+sdr loss needs waveforms: train from stems (--data stems)")
     estimate_audio = mixture_phase_audio(estimate_mag, targets.mixture_spec, targets.audio.shape[-1])
-    return magnitude_mse(estimate_mag, targets) + negative_sdr(estimate_audio, targets.audio)
+    return magnitude_mse(estimate_mag, targets) + negative_sdr(estimate_audio, targets.audio, targets.stem_weights)
 
 
 def complex_mse(estimate_spec: torch.Tensor, targets: Targets) -> torch.Tensor:
@@ -93,7 +115,7 @@ def complex_mse(estimate_spec: torch.Tensor, targets: Targets) -> torch.Tensor:
     stems: estimate_spec (batch, stems, channels, bins, frames) complex."""
     if targets.spectrograms is None:
         raise ValueError("the complex losses need the stems' STFTs: train from stems (--data stems)")
-    return torch.nn.functional.mse_loss(torch.view_as_real(estimate_spec), torch.view_as_real(targets.spectrograms))
+    return stem_mse(torch.view_as_real(estimate_spec), torch.view_as_real(targets.spectrograms), targets.stem_weights)
 
 
 def complex_and_sdr(estimate_spec: torch.Tensor, targets: Targets) -> torch.Tensor:
@@ -111,7 +133,7 @@ def complex_and_sdr(estimate_spec: torch.Tensor, targets: Targets) -> torch.Tens
     if targets.audio is None:
         raise ValueError("the complex+sdr loss needs waveforms: train from stems (--data stems)")
     estimate_audio = istft(estimate_spec, targets.audio.shape[-1])
-    return complex_mse(estimate_spec, targets) + negative_sdr(estimate_audio, targets.audio)
+    return complex_mse(estimate_spec, targets) + negative_sdr(estimate_audio, targets.audio, targets.stem_weights)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=list(LOSSES), default=None,
                    help=f"default {' or '.join(f'{loss} with --mask {mask}' for mask, loss in DEFAULT_LOSSES.items())}. "
                         + loss_help())
+    g.add_argument("--stem-weights", type=float, nargs=len(STEMS), default=None, metavar=tuple(s.upper() for s in STEMS),
+                   help="each stem's weight in the training loss, relative to their mean (default: equal); the "
+                        "validation loss stays unweighted, so runs with different weights compare")
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -211,16 +214,17 @@ def check_loss(loss: str, mask: str) -> None:
 
 
 def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,
-                precision: str = "auto", loss_name: str = "mse", after_step=lambda: None) -> float:
+                precision: str = "auto", loss_name: str = "mse", after_step=lambda: None,
+                stem_weights: torch.Tensor | None = None) -> float:
     """One pass over the loader, calling after_step() after each optimizer step; returns
-    the mean training loss over all processes."""
+    the mean training loss over all processes. stem_weights (stems,): --stem-weights."""
     model.train()
     complex_input = takes_complex(model)
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
         mixture, targets = batch_targets(batch, from_stems, device, complex_input)
-        loss = separation_loss(model, mixture, targets, loss_name, precision)
+        loss = separation_loss(model, mixture, replace(targets, stem_weights=stem_weights), loss_name, precision)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
                             "checkpoint is kept; try a lower --lr")
@@ -374,6 +378,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
                               args.bandwidth, args.mask_activation, args.input_transform, args.mask)
     args.loss = args.loss or DEFAULT_LOSSES[args.mask]  # train_args records the loss used
     check_loss(args.loss, args.mask)
+    if args.stem_weights is not None and min(args.stem_weights) <= 0:
+        raise UserError(f"--stem-weights must be positive (got {' '.join(map(str, args.stem_weights))}): "
+                        "a stem of weight 0 would leave its mask untrained")
+    stem_weights = None if args.stem_weights is None else torch.tensor(args.stem_weights)
     if args.mask == "complex" and args.data != "stems":
         raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
                         "train from stems (--data stems)")
@@ -444,7 +452,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         sampler.set_epoch(epoch)
         train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main,
                                  precision=args.precision, loss_name=args.loss,
-                                 after_step=scheduler.step if per_step else lambda: None)
+                                 after_step=scheduler.step if per_step else lambda: None, stem_weights=stem_weights)
         validation = validate(net, cache, valid_names, device, precision=args.precision, loss_name=args.loss)
         valid_loss = validation.loss
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss

@@ -12,7 +12,7 @@ import checkpoint
 import schedules
 import train
 import utils
-from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr
+from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr, stem_mean
 from model import BandSplitRNN, Separator, build_model
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
 
@@ -96,6 +96,30 @@ def test_losses_are_lowest_at_the_truth_and_give_gradients(name):
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+def test_stem_mean_weighs_each_stem_relative_to_the_mean_weight():
+    values = torch.stack([torch.full((3, 2, 5), 4.0), torch.full((3, 2, 5), 1.0)], dim=1)  # vocals 4, accompaniment 1
+    assert stem_mean(values, None) == 2.5
+    assert stem_mean(values, torch.tensor([7.0, 7.0])) == 2.5
+    assert stem_mean(values, torch.tensor([2.0, 1.0])) == pytest.approx((2 * 4 + 1) / 3)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_weighs_the_stems(name):
+    """Equal --stem-weights give the unweighted loss; weighting the stem whose estimate is
+    wrong raises the loss, and weighting the other lowers it."""
+    complex_masks = LOSSES[name].mask == "complex"
+    stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(1)) * 0.1
+    _, targets = train.batch_targets(stems, True, torch.device("cpu"), complex_input=complex_masks)
+    truth = targets.spectrograms if complex_masks else targets.magnitudes
+    estimate = truth.clone()
+    estimate[:, 0] *= 0.3  # only the vocals are wrong
+
+    def loss(weights):
+        return LOSSES[name].function(estimate, Targets(**{**vars(targets), "stem_weights": weights}))
+    torch.testing.assert_close(loss(torch.tensor([1.0, 1.0])), loss(None))
+    assert loss(torch.tensor([3.0, 1.0])) > loss(None) > loss(torch.tensor([1.0, 3.0]))
+
+
 def test_mse_and_sdr_adds_the_negative_sdr_to_the_mse():
     """Half the mixture magnitude with the mixture phase is half the mixture waveform: the
     loss is the MSE minus SDR_WEIGHT x the floored SDR of that waveform, computed here directly."""
@@ -155,6 +179,7 @@ def test_configs_without_the_recipe_keys_load_as_before():
     (["--loss", "mse+sdr", "--data", "magnitudes"], "--data stems"),
     (["--mask-activation", "sigmoid", "--no-mask"], "--no-mask"),
     (["--model", "bsrnn", "--input-transform", "log"], "umx"),
+    (["--stem-weights", "0", "1"], "positive"),
 ])
 def test_recipe_flags_that_do_not_combine(flags, mentions, tmp_path, hq_cache, capsys):
     code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,
@@ -171,7 +196,8 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, hq_cach
     and resumed equals the uninterrupted one, the learning rate falls over the run, and
     resuming with another schedule is refused."""
     flags = [*map(str, ["--cache", hq_cache, *TINY_TRAIN]), "--lr-schedule", "cosine", "--loss", "mse+sdr",
-             "--mask-activation", "sigmoid", "--input-transform", "log", "--seed", "3", "--epochs", "2"]
+             "--mask-activation", "sigmoid", "--input-transform", "log", "--stem-weights", "2", "1", "--seed", "3",
+             "--epochs", "2"]
     train.main([*flags, "--checkpoint-dir", str(tmp_path / "a")])
 
     real_validation = train.validate
@@ -199,3 +225,4 @@ def test_cosine_sdr_run_resumes_exactly_and_keeps_its_schedule(tmp_path, hq_cach
         [h["valid_loss"] for h in straight["history"]], rel=1e-5)
     assert straight["model_config"]["mask_activation"] == "sigmoid"
     assert straight["model_config"]["input_transform"] == "log"
+    assert straight["train_args"]["stem_weights"] == [2.0, 1.0]
