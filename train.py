@@ -381,7 +381,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     if args.stem_weights is not None and min(args.stem_weights) <= 0:
         raise UserError(f"--stem-weights must be positive (got {' '.join(map(str, args.stem_weights))}): "
                         "a stem of weight 0 would leave its mask untrained")
-    stem_weights = None if args.stem_weights is None else torch.tensor(args.stem_weights)
+    # On the device once, not copied there by the loss at every step.
+    stem_weights = None if args.stem_weights is None else torch.tensor(args.stem_weights, device=device)
     if args.mask == "complex" and args.data != "stems":
         raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
                         "train from stems (--data stems)")
