@@ -3,6 +3,7 @@ input transforms (docs/experiments.md compares them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -80,13 +81,20 @@ def test_soft_floor_sdr():
     assert torch.isfinite(silent).all()
 
 
+def _batch_for(loss_name: str, seed: int) -> tuple[torch.Tensor, Targets]:
+    """(the model's input, Targets) of random stems, as train.batch_targets builds them for a
+    model whose estimates `loss_name` compares: the mixture magnitude, or for a complex loss
+    the complex mixture STFT."""
+    stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(seed)) * 0.1
+    return train.batch_targets(stems, True, torch.device("cpu"), complex_input=LOSSES[loss_name].mask == "complex")
+
+
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_losses_are_lowest_at_the_truth_and_give_gradients(name):
     """Every loss, on the estimates of its mask kind: magnitudes, or a complex-mask model's
     complex STFTs (the model's input is then the complex mixture STFT)."""
     complex_masks = LOSSES[name].mask == "complex"
-    stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(0)) * 0.1
-    mixture, targets = train.batch_targets(stems, True, torch.device("cpu"), complex_input=complex_masks)
+    mixture, targets = _batch_for(name, seed=0)
     truth = LOSSES[name].function(targets.spectrograms if complex_masks else targets.magnitudes, targets)
     estimate = (0.5 * mixture[:, None].expand(-1, 2, -1, -1, -1)).clone().requires_grad_()
     worse = LOSSES[name].function(estimate, targets)
@@ -107,15 +115,13 @@ def test_stem_mean_weighs_each_stem_relative_to_the_mean_weight():
 def test_every_loss_weighs_the_stems(name):
     """Equal --stem-weights give the unweighted loss; weighting the stem whose estimate is
     wrong raises the loss, and weighting the other lowers it."""
-    complex_masks = LOSSES[name].mask == "complex"
-    stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(1)) * 0.1
-    _, targets = train.batch_targets(stems, True, torch.device("cpu"), complex_input=complex_masks)
-    truth = targets.spectrograms if complex_masks else targets.magnitudes
+    _, targets = _batch_for(name, seed=1)
+    truth = targets.spectrograms if LOSSES[name].mask == "complex" else targets.magnitudes
     estimate = truth.clone()
     estimate[:, 0] *= 0.3  # only the vocals are wrong
 
     def loss(weights):
-        return LOSSES[name].function(estimate, Targets(**{**vars(targets), "stem_weights": weights}))
+        return LOSSES[name].function(estimate, dataclasses.replace(targets, stem_weights=weights))
     torch.testing.assert_close(loss(torch.tensor([1.0, 1.0])), loss(None))
     assert loss(torch.tensor([3.0, 1.0])) > loss(None) > loss(torch.tensor([1.0, 3.0]))
 
