@@ -192,6 +192,35 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     return mean.float().numpy(), std.float().numpy()
 
 
+def mask_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per stem and bin (each array: stems, bins), the mean and spread of the ideal ratio
+    mask |stem| / |mixture| over the whole of the given tracks, each frame weighted by the
+    mixture's energy |mixture|^2 as the magnitude MSE weighs a mask's errors. The mean is
+    the constant mask of least squared error, E|S||X| / E|X|^2, and the spread is
+    sqrt(E|S|^2 / E|X|^2 - mean^2). The stems are the vocals and the accompaniment (the
+    other sources' sum). Bins where the mixture is silent get the mean 0.5 and spread 0."""
+    stem_mixture = stem_energy = mixture_energy = 0.0
+    chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
+    for name in progress(names, desc="mask statistics"):
+        stems = cache.stems(name)
+        for start in range(0, stems.shape[-1], chunk):
+            sources = torch.from_numpy(np.asarray(stems[:, :, start:start + chunk]))
+            stem_specs = stft(torch.stack([sources[0], sources[1:].sum(0)]))  # STEMS order: stems, ch, bins, frames
+            stem_mags, mixture_mag = stem_specs.abs(), stem_specs.sum(0).abs()
+            stem_mixture = stem_mixture + (stem_mags * mixture_mag).sum(dim=(1, 3), dtype=torch.float64)
+            stem_energy = stem_energy + (stem_mags ** 2).sum(dim=(1, 3), dtype=torch.float64)
+            mixture_energy = mixture_energy + (mixture_mag ** 2).sum(dim=(0, 2), dtype=torch.float64)
+    if isinstance(mixture_energy, float):
+        raise UserError("no training audio in the cache to compute mask statistics from")
+    silent = mixture_energy <= 1e-12 * float(mixture_energy.max())
+    denominator = torch.where(silent, torch.ones_like(mixture_energy), mixture_energy)
+    mean = torch.where(silent, torch.full_like(stem_mixture, 0.5), stem_mixture / denominator)
+    spread = torch.where(silent, torch.zeros_like(stem_energy),
+                         torch.sqrt(torch.clamp(stem_energy / denominator - mean ** 2, min=0.0)))
+    return mean.float().numpy(), spread.float().numpy()
+
+
 # ------------------------------------------------------------------ datasets
 
 def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:

@@ -42,6 +42,11 @@ MASKS = {
     "complex": "complex ratio masks on the complex mixture STFT, which the network also sees: it estimates "
                "the phase too (inference.py --phase model)",
 }
+MASK_INITS = {
+    "ones": "umx: every mask starts at ReLU(1 + z), z of unit spread over a batch (Open-Unmix)",
+    "statistics": "umx: each stem's mask starts, per bin, at the training set's least-squares constant mask "
+                  "and the spread of its ideal mask (ReLU masks)",
+}
 INPUT_TRANSFORMS = {
     "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",
     "log": "the network sees log(1 + magnitude), scaled by training-set statistics of that",
@@ -108,6 +113,8 @@ class Separator(nn.Module):
         input_scale: list[float] | None = None,
         mask_activation: str = "relu",
         input_transform: str = "linear",
+        output_mean: list[list[float]] | None = None,
+        output_scale: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if hidden_size % 2 and bidirectional:
@@ -148,8 +155,15 @@ class Separator(nn.Module):
             nn.Linear(hidden_size, self.nb_stems * nb_channels * nb_bins, bias=False),
             nn.BatchNorm1d(self.nb_stems * nb_channels * nb_bins),
         )
-        self.output_scale = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
-        self.output_mean = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
+        # Each stem's mask in a bin is activation(output_scale * z + output_mean), z the last
+        # BatchNorm's output: zero mean and unit spread over a batch's frames. So these two
+        # set the masks' mean and spread over a batch, and Adam moves them by about lr a
+        # step. Open-Unmix starts both at 1; MASK_INITS["statistics"] starts them at the
+        # training set's (data.mask_statistics).
+        self.output_mean = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins) if output_mean is None
+                                        else torch.tensor(output_mean).float().reshape(self.nb_stems, 1, nb_bins))
+        self.output_scale = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins) if output_scale is None
+                                         else torch.tensor(output_scale).float().reshape(self.nb_stems, 1, nb_bins))
 
     @property
     def config(self) -> dict:

@@ -32,9 +32,9 @@ from tqdm import tqdm
 import checkpoint
 from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
-from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics
+from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics, mask_statistics
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
-from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASKS, MODELS, STEMS, bandwidth_bins, build_model,
+from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins, build_model,
                    config_mask, count_parameters, takes_complex, transform_input)
 from schedules import LR_SCHEDULES, make_scheduler
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, nb_frames, remove_stale_parts,
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
     g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
                    help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
+    g.add_argument("--mask-init", choices=list(MASK_INITS), default="ones",
+                   help="; ".join(f"{k}: {v}" for k, v in MASK_INITS.items()))
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
     g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
@@ -386,6 +388,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     if args.mask == "complex" and args.data != "stems":
         raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
                         "train from stems (--data stems)")
+    if args.mask_init != "ones" and (args.model != "umx" or args.no_mask or args.mask_activation != "relu"):
+        raise UserError(f"--mask-init {args.mask_init} sets the start of umx's ReLU masks: it needs --model umx "
+                        "with --mask-activation relu and masks (not --no-mask)")
     if LOSSES[args.loss].needs_audio and args.data != "stems":
         raise UserError(f"--loss {args.loss} needs waveforms: train from stems (--data stems)")
     augmentations = parse_augmentations(args.augment)
@@ -419,7 +424,13 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x),
                                      transform=lambda mag: transform_input(mag, args.input_transform))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
-        model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist()})
+        output_init = {}
+        if args.mask_init == "statistics":
+            mask_mean, mask_spread = mask_statistics(cache, cache.names("train"),
+                                                     progress=tqdm if is_main else (lambda x, **_: x))
+            output_init = {"output_mean": mask_mean.tolist(), "output_scale": mask_spread.tolist()}
+        model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist(),
+                             **output_init})
     else:  # bsrnn normalises each band itself: no training-set statistics
         stats = None
         model = build_model(config)
