@@ -34,8 +34,8 @@ from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
 from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics, mask_statistics
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
-from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins, build_model,
-                   config_mask, count_parameters, takes_complex, transform_input)
+from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins,
+                   build_model, config_mask, count_parameters, takes_complex, transform_input)
 from schedules import LR_SCHEDULES, make_scheduler
 from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, nb_frames, remove_stale_parts,
                    istft, resolve_device, run_cli, stft, write_text)

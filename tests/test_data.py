@@ -189,3 +189,38 @@ def test_input_statistics(noise_cache):
                            .transpose(1, 0, 2).reshape(2049, -1) for n in names], axis=1)
     np.testing.assert_allclose(mean, mags.mean(1), rtol=1e-4)
     np.testing.assert_allclose(std, mags.std(1), rtol=1e-3)
+
+
+def test_mask_statistics_match_a_direct_computation(noise_cache):
+    """The energy-weighted mean and spread of |stem| / |mixture|, per stem and bin, against
+    the formula on every frame of every track at once (vocals, and the other three sources'
+    sum as the accompaniment)."""
+    names = noise_cache.names("train")
+    mean, spread = data.mask_statistics(noise_cache, names)
+    specs = [utils.stft(torch.from_numpy(np.asarray(noise_cache.stems(n)))) for n in names]  # sources, ch, bins, T
+    stem_mags = np.concatenate([torch.stack([s[0], s[1:].sum(0)]).abs().numpy() for s in specs], axis=-1)
+    mixture_mag = np.concatenate([s.sum(0).abs().numpy() for s in specs], axis=-1)
+    weight = (mixture_mag ** 2).sum(axis=(0, 2))
+    expected_mean = (stem_mags * mixture_mag).sum(axis=(1, 3)) / weight
+    expected_spread = np.sqrt((stem_mags ** 2).sum(axis=(1, 3)) / weight - expected_mean ** 2)
+    assert mean.shape == spread.shape == (2, 2049)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-4)
+    np.testing.assert_allclose(spread, expected_spread, rtol=1e-3)
+
+
+def test_mask_statistics_of_constant_masks(tmp_path):
+    """Vocals that are always 0.3 of the mixture, in phase: the mask is 0.3 and the
+    accompaniment's 0.7 in every bin that holds energy, with no spread; a bin the mixture
+    never reaches (silence in both channels, here every bin) gets 0.5 and no spread."""
+    cache = StemCache.create_or_open(tmp_path / "cache")
+    mixture = np.random.default_rng(5).standard_normal((2, 20000)).astype(np.float32)
+    sources = np.stack([0.3 * mixture, 0.2 * mixture, 0.1 * mixture, 0.4 * mixture])
+    cache.add_track("constant", "train", sources, magnitudes=False)
+    cache.add_track("silent", "valid", np.zeros_like(sources), magnitudes=False)
+    mean, spread = data.mask_statistics(StemCache(cache.root), ["constant"])
+    np.testing.assert_allclose(mean[0], 0.3, atol=1e-3)
+    np.testing.assert_allclose(mean[1], 0.7, atol=1e-3)
+    np.testing.assert_allclose(spread, 0.0, atol=3e-3)
+    mean, spread = data.mask_statistics(StemCache(cache.root), ["silent"])
+    np.testing.assert_array_equal(mean, 0.5)
+    np.testing.assert_array_equal(spread, 0.0)

@@ -1,19 +1,22 @@
-"""The recipe flags of train.py: learning-rate schedules, losses, mask activations and
-input transforms (docs/experiments.md compares them)."""
+"""The recipe flags of train.py: learning-rate schedules, losses, mask activations, mask
+starts and input transforms (docs/recipe.md compares them)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import checkpoint
+import data
 import schedules
 import train
 import utils
 from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr, stem_mean
+from cache import StemCache
 from model import BandSplitRNN, Separator, build_model
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
 
@@ -175,6 +178,44 @@ def test_log_input_transform_is_in_the_config_and_changes_the_estimate():
         Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30, input_transform="cube")
 
 
+def test_output_mean_and_scale_are_the_masks_mean_and_spread_over_a_training_batch():
+    """In training mode the last BatchNorm gives each output unit zero mean and unit spread
+    over the batch's frames, so a ReLU mask whose pre-activation stays positive has, per stem
+    and bin, exactly output_mean's mean and output_scale's spread, whatever the trunk does:
+    the start that --mask-init sets and that only those parameters can move."""
+    torch.manual_seed(0)
+    mean = 3.0 + torch.rand(2, 65)
+    spread = 0.1 + 0.2 * torch.rand(2, 65)
+    model = Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30, output_mean=mean.tolist(),
+                      output_scale=spread.tolist()).train()
+    mixture_mag = 0.5 + torch.rand(4, 2, 65, 50)
+    with torch.no_grad():
+        mask = model(mixture_mag) / mixture_mag[:, None]  # batch, stems, channels, bins, frames
+    for channel in range(2):
+        per_bin = mask[:, :, channel].transpose(0, 1).reshape(2, -1, 65, 50).transpose(2, 3).reshape(2, -1, 65)
+        torch.testing.assert_close(per_bin.mean(1), mean, rtol=0, atol=1e-4)
+        torch.testing.assert_close(per_bin.std(1, unbiased=False), spread, rtol=1e-3, atol=1e-4)
+    assert torch.equal(Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).output_mean,
+                       torch.ones(2, 1, 65))  # Open-Unmix's start without them
+
+
+def test_mask_init_statistics_starts_the_masks_at_the_training_sets(tmp_path, hq_cache):
+    """train.py --mask-init statistics: after 2 steps of lr 1e-3 the masks' per-bin mean and
+    spread are still within Adam's few-lr reach of the training set's statistics, which lie
+    far from Open-Unmix's start at 1; the flag is in train_args."""
+    train.main([*map(str, ["--cache", hq_cache, *TINY_TRAIN]), "--samples-per-track", "1", "--epochs", "1",
+                "--mask-init", "statistics", "--checkpoint-dir", str(tmp_path)])
+    state = checkpoint.load(tmp_path / "last.pt")
+    cache = StemCache(hq_cache)
+    mean, spread = data.mask_statistics(cache, cache.names("train"))
+    steps = len(state["history"]) * math.ceil(len(cache.names("train")) / 2)
+    assert (abs(mean - 1) > 20 * steps * 1e-3).any() and (abs(spread - 1) > 20 * steps * 1e-3).any()
+    np.testing.assert_allclose(state["model_state"]["output_mean"][:, 0].numpy(), mean, rtol=0, atol=5 * steps * 1e-3)
+    np.testing.assert_allclose(state["model_state"]["output_scale"][:, 0].numpy(), spread, rtol=0,
+                               atol=5 * steps * 1e-3)
+    assert state["train_args"]["mask_init"] == "statistics"
+
+
 def test_configs_without_the_recipe_keys_load_as_before():
     config = Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).config
     old = {k: v for k, v in config.items() if k not in ("mask_activation", "input_transform")}
@@ -186,6 +227,9 @@ def test_configs_without_the_recipe_keys_load_as_before():
     (["--mask-activation", "sigmoid", "--no-mask"], "--no-mask"),
     (["--model", "bsrnn", "--input-transform", "log"], "umx"),
     (["--stem-weights", "0", "1"], "positive"),
+    (["--mask-init", "statistics", "--model", "bsrnn"], "--mask-init"),
+    (["--mask-init", "statistics", "--mask-activation", "sigmoid"], "--mask-init"),
+    (["--mask-init", "statistics", "--no-mask"], "--mask-init"),
 ])
 def test_recipe_flags_that_do_not_combine(flags, mentions, tmp_path, hq_cache, capsys):
     code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,
