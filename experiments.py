@@ -79,7 +79,7 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
         # Adam moves the masks' per-bin mean and spread (output_mean, output_scale) by about
         # lr a step, so from Open-Unmix's start at 1 they need hundreds of steps to reach
         # the training set's (about 0.4 / 0.7 mean, 0.4 spread).
-        "statistics mask init": ["--mask-init", "statistics"],
+        "statistics mask start": ["--mask-init", "statistics"],
     },
     # Complex masks against magnitude masks and umx, all under 10 M parameters: the
     # band-split RNN with magnitude masks, with complex masks at the magnitude model's size

@@ -43,9 +43,9 @@ MASKS = {
                "the phase too (inference.py --phase model)",
 }
 MASK_INITS = {
-    "ones": "umx: every mask starts at ReLU(1 + z), z of unit spread over a batch (Open-Unmix)",
-    "statistics": "umx: each stem's mask starts, per bin, at the training set's least-squares constant mask "
-                  "and the spread of its ideal mask (ReLU masks)",
+    "ones": "every mask starts at activation(1 + z), z of unit spread over a batch (Open-Unmix)",
+    "statistics": "each stem's mask starts, per bin, at the training set's least-squares constant mask and the "
+                  "spread of its ideal mask (ReLU masks)",
 }
 INPUT_TRANSFORMS = {
     "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",

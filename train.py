@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
     g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
                    help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
-    g.add_argument("--mask-init", choices=list(MASK_INITS), default="ones",
-                   help="; ".join(f"{k}: {v}" for k, v in MASK_INITS.items()))
+    g.add_argument("--mask-init", choices=list(MASK_INITS), default=None,
+                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in MASK_INITS.items())
+                        + " (default: ones)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
     g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
@@ -388,9 +389,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     if args.mask == "complex" and args.data != "stems":
         raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
                         "train from stems (--data stems)")
-    if args.mask_init != "ones" and (args.model != "umx" or args.no_mask or args.mask_activation != "relu"):
-        raise UserError(f"--mask-init {args.mask_init} sets the start of umx's ReLU masks: it needs --model umx "
-                        "with --mask-activation relu and masks (not --no-mask)")
+    args.mask_init = resolve_mask_init(args.mask_init, args.model, not args.no_mask, args.mask_activation)
     if LOSSES[args.loss].needs_audio and args.data != "stems":
         raise UserError(f"--loss {args.loss} needs waveforms: train from stems (--data stems)")
     augmentations = parse_augmentations(args.augment)
@@ -498,6 +497,19 @@ def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         name += f", {torch.cuda.get_device_name(device)} x{rank_and_world()[1]}"
     return name
+
+
+def resolve_mask_init(requested: str | None, model: str, use_mask: bool, mask_activation: str) -> str | None:
+    """The MASK_INITS entry a run uses (train_args records it): `requested`, by default
+    Open-Unmix's "ones" for umx; None for bsrnn, whose mask heads have no such start."""
+    if requested is None:
+        return "ones" if model == "umx" else None
+    if model != "umx":
+        raise UserError("--mask-init applies only to --model umx: bsrnn's mask heads have no per-bin start")
+    if requested == "statistics" and not (use_mask and mask_activation == "relu"):
+        raise UserError("--mask-init statistics sets the start of umx's ReLU masks: it needs --mask-activation relu "
+                        "and masks (not --no-mask)")
+    return requested
 
 
 def resolve_save_epochs(requested: Sequence[int] | None, epochs: int) -> set[int]:

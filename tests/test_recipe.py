@@ -202,7 +202,7 @@ def test_output_mean_and_scale_are_the_masks_mean_and_spread_over_a_training_bat
 def test_mask_init_statistics_starts_the_masks_at_the_training_sets(tmp_path, hq_cache):
     """train.py --mask-init statistics: after 2 steps of lr 1e-3 the masks' per-bin mean and
     spread are still within Adam's few-lr reach of the training set's statistics, which lie
-    far from Open-Unmix's start at 1; the flag is in train_args."""
+    far from Open-Unmix's start at 1; train_args records the flag."""
     train.main([*map(str, ["--cache", hq_cache, *TINY_TRAIN]), "--samples-per-track", "1", "--epochs", "1",
                 "--mask-init", "statistics", "--checkpoint-dir", str(tmp_path)])
     state = checkpoint.load(tmp_path / "last.pt")
@@ -216,6 +216,13 @@ def test_mask_init_statistics_starts_the_masks_at_the_training_sets(tmp_path, hq
     assert state["train_args"]["mask_init"] == "statistics"
 
 
+def test_mask_init_is_open_unmix_s_for_umx_by_default_and_none_for_bsrnn():
+    assert train.resolve_mask_init(None, "umx", True, "relu") == "ones"
+    assert train.resolve_mask_init(None, "umx", False, "relu") == "ones"
+    assert train.resolve_mask_init(None, "bsrnn", True, "relu") is None
+    assert train.resolve_mask_init("statistics", "umx", True, "relu") == "statistics"
+
+
 def test_configs_without_the_recipe_keys_load_as_before():
     config = Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).config
     old = {k: v for k, v in config.items() if k not in ("mask_activation", "input_transform")}
@@ -227,7 +234,7 @@ def test_configs_without_the_recipe_keys_load_as_before():
     (["--mask-activation", "sigmoid", "--no-mask"], "--no-mask"),
     (["--model", "bsrnn", "--input-transform", "log"], "umx"),
     (["--stem-weights", "0", "1"], "positive"),
-    (["--mask-init", "statistics", "--model", "bsrnn"], "--mask-init"),
+    (["--mask-init", "ones", "--model", "bsrnn"], "--mask-init"),
     (["--mask-init", "statistics", "--mask-activation", "sigmoid"], "--mask-init"),
     (["--mask-init", "statistics", "--no-mask"], "--mask-init"),
 ])
