@@ -375,6 +375,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     """The training run; under torchrun only rank 0 prints and writes checkpoints."""
     is_main = rank_and_world()[0] == 0
     log = print if is_main else (lambda *a, **k: None)
+    progress_bar = tqdm if is_main else (lambda x, **_: x)  # one progress bar per run, not per torchrun process
     args.precision = set_up_precision(args.precision, device)  # train_args records fp32 or bf16, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
@@ -420,13 +421,12 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
             raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
                             f"ask for more --epochs than that to continue")
     elif args.model == "umx":
-        mean, std = input_statistics(cache, cache.names("train"), progress=tqdm if is_main else (lambda x, **_: x),
+        mean, std = input_statistics(cache, cache.names("train"), progress=progress_bar,
                                      transform=lambda mag: transform_input(mag, args.input_transform))
         stats = {"mean": mean.tolist(), "std": std.tolist()}
         output_init = {}
         if args.mask_init == "statistics":
-            mask_mean, mask_spread = mask_statistics(cache, cache.names("train"),
-                                                     progress=tqdm if is_main else (lambda x, **_: x))
+            mask_mean, mask_spread = mask_statistics(cache, cache.names("train"), progress=progress_bar)
             output_init = {"output_mean": mask_mean.tolist(), "output_scale": mask_spread.tolist()}
         model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist(),
                              **output_init})
@@ -446,7 +446,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
 
     loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
                                   args.batch_size, args.workers, args.seed, device,
-                                  progress=tqdm if is_main else (lambda x, **_: x))
+                                  progress=progress_bar)
     scheduler = make_scheduler(args.lr_schedule, optimizer, args.epochs * len(loader), args.lr_decay_patience,
                                args.lr_decay_gamma)
     per_step = args.lr_schedule != "plateau"
