@@ -192,7 +192,7 @@ def test_output_mean_and_scale_are_the_masks_mean_and_spread_over_a_training_bat
     with torch.no_grad():
         mask = model(mixture_mag) / mixture_mag[:, None]  # batch, stems, channels, bins, frames
     for channel in range(2):
-        per_bin = mask[:, :, channel].transpose(0, 1).reshape(2, -1, 65, 50).transpose(2, 3).reshape(2, -1, 65)
+        per_bin = mask[:, :, channel].permute(1, 0, 3, 2).reshape(2, -1, 65)  # stems, batch x frames, bins
         torch.testing.assert_close(per_bin.mean(1), mean, rtol=0, atol=1e-4)
         torch.testing.assert_close(per_bin.std(1, unbiased=False), spread, rtol=1e-3, atol=1e-4)
     assert torch.equal(Separator(nb_bins=65, hidden_size=8, nb_layers=1, max_bin=30).output_mean,
