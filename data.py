@@ -168,6 +168,17 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
     return broken
 
 
+def source_chunks(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
+                  desc: str = "tracks") -> Iterator[np.ndarray]:
+    """The given tracks' cached sources, each track in 60-s pieces (sources, channels,
+    samples) of float32, so that statistics over whole tracks need bounded memory."""
+    chunk = 60 * SAMPLE_RATE
+    for name in progress(names, desc=desc):
+        stems = cache.stems(name)
+        for start in range(0, stems.shape[-1], chunk):
+            yield np.asarray(stems[:, :, start:start + chunk])
+
+
 def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
                      transform=lambda mag: mag) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin mean and standard deviation of transform(mixture magnitude) (both channels)
@@ -175,15 +186,11 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     statistic of the training data, read through StemCache like the datasets read it.)"""
     total = total_sq = 0.0
     count = 0
-    chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
-    for name in progress(names, desc="input statistics"):
-        stems = cache.stems(name)
-        for start in range(0, stems.shape[-1], chunk):
-            mixture = torch.from_numpy(np.asarray(stems[:, :, start:start + chunk]).sum(0))
-            mag = transform(stft(mixture).abs()).double()  # channels, bins, frames
-            total = total + mag.sum(dim=(0, 2))
-            total_sq = total_sq + (mag ** 2).sum(dim=(0, 2))
-            count += mag.shape[0] * mag.shape[2]
+    for sources in source_chunks(cache, names, progress, desc="input statistics"):
+        mag = transform(stft(torch.from_numpy(sources.sum(0))).abs()).double()  # channels, bins, frames
+        total = total + mag.sum(dim=(0, 2))
+        total_sq = total_sq + (mag ** 2).sum(dim=(0, 2))
+        count += mag.shape[0] * mag.shape[2]
     if count == 0:
         raise UserError("no training audio in the cache to compute input statistics from")
     mean = total / count
@@ -201,16 +208,12 @@ def mask_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, *
     sqrt(E|S|^2 / E|X|^2 - mean^2). The stems are the vocals and the accompaniment (the
     other sources' sum). Bins where the mixture is silent get the mean 0.5 and spread 0."""
     stem_mixture = stem_energy = mixture_energy = 0.0
-    chunk = 60 * SAMPLE_RATE  # bounded memory on long tracks
-    for name in progress(names, desc="mask statistics"):
-        stems = cache.stems(name)
-        for start in range(0, stems.shape[-1], chunk):
-            sources = torch.from_numpy(np.asarray(stems[:, :, start:start + chunk]))
-            stem_specs = stft(torch.stack([sources[0], sources[1:].sum(0)]))  # STEMS order: stems, ch, bins, frames
-            stem_mags, mixture_mag = stem_specs.abs(), stem_specs.sum(0).abs()
-            stem_mixture = stem_mixture + (stem_mags * mixture_mag).sum(dim=(1, 3), dtype=torch.float64)
-            stem_energy = stem_energy + (stem_mags ** 2).sum(dim=(1, 3), dtype=torch.float64)
-            mixture_energy = mixture_energy + (mixture_mag ** 2).sum(dim=(0, 2), dtype=torch.float64)
+    for sources in map(torch.from_numpy, source_chunks(cache, names, progress, desc="mask statistics")):
+        stem_specs = stft(torch.stack([sources[0], sources[1:].sum(0)]))  # STEMS order: stems, ch, bins, frames
+        stem_mags, mixture_mag = stem_specs.abs(), stem_specs.sum(0).abs()
+        stem_mixture = stem_mixture + (stem_mags * mixture_mag).sum(dim=(1, 3), dtype=torch.float64)
+        stem_energy = stem_energy + (stem_mags ** 2).sum(dim=(1, 3), dtype=torch.float64)
+        mixture_energy = mixture_energy + (mixture_mag ** 2).sum(dim=(0, 2), dtype=torch.float64)
     if isinstance(mixture_energy, float):
         raise UserError("no training audio in the cache to compute mask statistics from")
     silent = mixture_energy <= 1e-12 * float(mixture_energy.max())
