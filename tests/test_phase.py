@@ -275,6 +275,21 @@ def test_phase_wiener_passes_its_options():
     assert np.abs(signals - PHASE_METHODS["wiener"](mag, mixture_spec, length)).max() > 1e-3 * np.abs(signals).max()
 
 
+def test_wiener_without_iterations_is_its_start():
+    # docs/recipe.md splits wiener's gain into its start and its EM iteration with
+    # --wiener-iters 0: without the soft mask that start is the mixture phase itself, with
+    # it the estimates rescaled to sum to the mixture.
+    mag, mixture_spec, length = _noise_input(2, 20 * HOP)
+    mag = mag * torch.tensor([0.5, 1.5])[:, None, None, None]  # estimates whose sum is not the mixture
+    mixture_phase = PHASE_METHODS["mixture"](mag, mixture_spec, length)
+    start = PHASE_METHODS["wiener"](mag, mixture_spec, length, wiener_iters=0, wiener_softmask=False)
+    np.testing.assert_allclose(start, mixture_phase, rtol=0, atol=1e-5 * np.abs(mixture_phase).max())
+    soft = PHASE_METHODS["wiener"](mag, mixture_spec, length, wiener_iters=0)
+    mixture = istft(mixture_spec, length).numpy()
+    np.testing.assert_allclose(soft.sum(0), mixture, rtol=0, atol=1e-4 * np.abs(mixture).max())
+    assert np.abs(mixture_phase.sum(0) - mixture).max() > 0.1 * np.abs(mixture).max()
+
+
 # ------------------------------------------------------------ inference CLI
 
 def test_inference_takes_every_method_and_its_options():
