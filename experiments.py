@@ -86,6 +86,7 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
     # (the mask alone changes), at its complex default, and at the paper's depth of 12 pairs
     # with N narrowed to fit. Score with --phases model mixture wiener: each complex run's
     # own estimate and the phase methods on its magnitudes, on the same models.
+    # At batch 16 x 6 s the 40 x 12 run needs about 25 GB (docs/experiments.md).
     "complex": {
         "umx (default)": [],
         "bsrnn, magnitude masks": ["--model", "bsrnn"],
