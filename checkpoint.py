@@ -11,7 +11,8 @@ A separator checkpoint (train.py: epoch_NNN.pt, best.pt, last.pt) holds:
     epoch, history, best_epoch  the training so far (history: one dict per epoch)
     train_args          train.py's arguments
     parameters, machine how big, and what trained it
-    optimizer_state, scheduler_state    last.pt only: what --resume needs
+    optimizer_state, scheduler_state, scaler_state  last.pt only: what --resume needs (scaler_state:
+                        the GradScaler's loss scale under --precision fp16, empty otherwise)
 A vocoder checkpoint (vocoder.py) holds vocoder_config instead of model_config, "mel"
 beside "stft", and "step" instead of "epoch".
 """
@@ -40,9 +41,9 @@ def stft_settings() -> dict:
 def separator_state(model: torch.nn.Module, *, input_stats: dict | None = None, epoch: int = 0,
                     history: list[dict] | None = None, best_epoch: int | None = None,
                     train_args: dict | None = None, machine: str = "", **resume: Any) -> dict:
-    """A separator checkpoint's contents for `model` (`resume`: optimizer_state and
-    scheduler_state, for last.pt)."""
-    unknown = set(resume) - {"optimizer_state", "scheduler_state"}
+    """A separator checkpoint's contents for `model` (`resume`: optimizer_state,
+    scheduler_state and scaler_state, for last.pt)."""
+    unknown = set(resume) - {"optimizer_state", "scheduler_state", "scaler_state"}
     if unknown:
         raise TypeError(f"not part of a separator checkpoint: {', '.join(sorted(unknown))}")
     return {

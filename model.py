@@ -20,16 +20,19 @@ from torch import nn
 STEMS = ("vocals", "accompaniment")
 
 
-def float32_lstm(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """lstm(x) in float32, also under mixed-precision autocast (train.py --precision bf16).
+def lstm_forward(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """lstm(x) under the precision policy of precision.py: float16 under CUDA fp16 autocast
+    (cuDNN's fp16 LSTM, guarded by the GradScaler), float32 under any other autocast.
 
-    What autocast does to nn.LSTM depends on the torch and cuDNN versions: CPU autocast
-    runs it in bf16; on CUDA some versions raise for bf16 LSTM cells, some cast it to fp16
-    (with no grad scaler to keep its gradients from underflowing), some fall back to slow
-    kernels. A recurrence also compounds its rounding error step after step. So every LSTM
-    runs in float32, always; the linear and norm layers around it keep autocast's bf16.
-    Outside autocast (inference, --precision fp32) this is exactly lstm(x)."""
-    with torch.autocast(x.device.type, enabled=False):
+    Under bf16, CPU autocast would run the LSTM in bf16, and on CUDA what happens to a bf16
+    LSTM depends on the torch and cuDNN versions (some raise, some fall back to slow kernels);
+    a recurrence also compounds its rounding step after step, and bf16 keeps 8 bits of
+    mantissa. CPU fp16 has no oneDNN LSTM. Outside autocast this is exactly lstm(x)."""
+    device_type = x.device.type
+    if (device_type == "cuda" and torch.is_autocast_enabled(device_type)
+            and torch.get_autocast_dtype(device_type) == torch.float16):
+        return lstm(x)
+    with torch.autocast(device_type, enabled=False):
         return lstm(x.float())
 
 
@@ -184,7 +187,7 @@ class Separator(nn.Module):
         x = self.encoder(x.reshape(frames * batch, channels * self.max_bin))
         x = x.reshape(frames, batch, self.hidden_size)
         if self.lstm is not None:
-            x = torch.cat([x, float32_lstm(self.lstm, x)[0]], dim=-1)
+            x = torch.cat([x, lstm_forward(self.lstm, x)[0]], dim=-1)
         x = self.decoder(x.reshape(frames * batch, -1))
         x = x.reshape(frames, batch, self.nb_stems, channels, bins)
         x = x * self.output_scale + self.output_mean
@@ -226,7 +229,7 @@ class ResidualLSTM(nn.Module):
         self.project = nn.Linear(2 * size * (2 if bidirectional else 1), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.project(float32_lstm(self.lstm, self.norm(x))[0])
+        return x + self.project(lstm_forward(self.lstm, self.norm(x))[0])
 
 
 # A new band-split RNN's size when the constructor is not given one, by mask: (features per

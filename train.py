@@ -4,7 +4,7 @@
     python train.py --epochs 150 --resume          # continue from checkpoints/last.pt
     python train.py --model bsrnn --epochs 150     # the band-split RNN instead of the Open-Unmix-style model
     python train.py --model bsrnn --mask complex   # band-split RNN with complex masks: it estimates the phase
-    python train.py --precision fp32               # no bf16 autocast on CUDA (the default there)
+    python train.py --precision fp32               # float32 throughout, whatever the card
     torchrun --nproc_per_node 4 train.py ...       # DistributedDataParallel, one GPU per process
 """
 
@@ -34,6 +34,7 @@ from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
 from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics, mask_statistics
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
+from precision import PRECISIONS, Precision, set_up_precision
 from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins,
                    build_model, config_mask, count_parameters, takes_complex, transform_input)
 from schedules import LR_SCHEDULES, make_scheduler
@@ -41,7 +42,6 @@ from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_
                    istft, resolve_device, run_cli, stft, write_text)
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def model_default(model: str, parameter: str):
@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 on CUDA, fp32 on CPU. bf16: the linear and norm layers under bfloat16 "
-                        "autocast (CPU too), the LSTMs always in float32, the loss in float32. fp32: float32 "
-                        "throughout (on CUDA its matmuls on TF32 tensor cores)")
+                   help="auto: by the card's compute capability, bf16 on 8.0 and later (A100, H100, RTX 30/40), "
+                        "fp16 with a gradient scaler on 7.x (V100, T4), fp32 before 7.0 (GTX 10 series) and on "
+                        "the CPU. bf16 and fp16: the linear and norm layers under autocast, the loss in float32; "
+                        "the LSTMs in float32 under bf16, in fp16 (cuDNN) under fp16 on CUDA. fp32: float32 "
+                        "throughout (on Ampere and later its matmuls on TF32 tensor cores)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and log.csv go")
     g.add_argument("--save-epochs", type=int, nargs="+", default=None,
@@ -164,44 +166,17 @@ def batch_targets(batch: torch.Tensor, from_stems: bool, device: torch.device,
     return mixture, Targets(spec[:, 1:].abs(), mixture_spec=spec[:, 0], audio=audio[:, 1:], spectrograms=spec[:, 1:])
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """--precision's "auto" -> "bf16" on CUDA, "fp32" elsewhere; "fp32" and "bf16" stay."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def set_up_precision(precision: str, device: torch.device) -> str:
-    """The resolved --precision; on CUDA also lets float32 matmuls use TF32 tensor cores.
-
-    TF32 because the LSTMs run in float32 under bf16 too (model.float32_lstm), as does
-    everything under fp32: on Ampere and later, full-float32 matmuls run several times
-    slower than TF32 ones, whose 10-bit mantissa is still 3 bits more than bf16's and keeps
-    float32's range and accumulation. cuDNN's LSTM and convolutions already use TF32 by
-    torch's default (torch.backends.cudnn.allow_tf32); this covers the Linear layers'
-    matmuls. The setting is process-wide, hence only on CUDA: "high" may change CPU matmuls."""
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    return resolve_precision(precision, device)
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast under "bf16" (on the CPU too); plain float32 under "fp32". The models
-    run their LSTMs in float32 either way (model.float32_lstm)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
-
-
-def estimate_stems(model: torch.nn.Module, mixture: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+def estimate_stems(model: torch.nn.Module, mixture: torch.Tensor, precision: Precision) -> torch.Tensor:
     """mixture (B, C, F, T), the model's input (see batch_targets) -> estimates (B, 2, C, F, T)
     in float32 (magnitudes) or complex64 (a complex-mask model's, which multiplies its masks
     in float32 itself), whatever `precision` the model's forward pass ran in."""
-    with autocast(mixture.device, precision):
+    with precision.autocast(mixture.device.type):
         estimate = model(mixture)
     return estimate if estimate.is_complex() else estimate.float()
 
 
-def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targets, loss: str = "mse",
-                    precision: str = "auto") -> torch.Tensor:
+def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targets, precision: Precision,
+                    loss: str = "mse") -> torch.Tensor:
     """The --loss between the model's estimates of both stems and the targets, in float32."""
     return LOSSES[loss].function(estimate_stems(model, mixture, precision), targets)
 
@@ -216,30 +191,51 @@ def check_loss(loss: str, mask: str) -> None:
                         f"{', '.join(name for name, entry in LOSSES.items() if entry.mask == mask)}")
 
 
-def train_epoch(model, loader, optimizer, device: torch.device, from_stems: bool, epoch: int, progress: bool,
-                precision: str = "auto", loss_name: str = "mse", after_step=lambda: None,
+def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: torch.device, from_stems: bool,
+                epoch: int, progress: bool, precision: Precision, loss_name: str = "mse", after_step=lambda: None,
                 stem_weights: torch.Tensor | None = None) -> float:
     """One pass over the loader, calling after_step() after each optimizer step; returns
-    the mean training loss over all processes. stem_weights (stems,): --stem-weights."""
+    the mean training loss over all processes. stem_weights (stems,): --stem-weights.
+
+    The loop reads nothing back from the device but every SYNC_STEPS steps (the progress
+    bar's loss and the check for a non-finite loss), so the GPU is never left waiting on the
+    host within them; a non-finite loss is reported with the step it first appeared at."""
     model.train()
     complex_input = takes_complex(model)
     total, count = torch.zeros((), device=device), 0
+    first_bad_step, first_bad_loss = torch.full((), -1, device=device), torch.zeros((), device=device)
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
         mixture, targets = batch_targets(batch, from_stems, device, complex_input)
-        loss = separation_loss(model, mixture, replace(targets, stem_weights=stem_weights), loss_name, precision)
-        if not torch.isfinite(loss):
-            raise UserError(f"loss became {loss.item()} at epoch {epoch}, batch {step}; the last good "
-                            "checkpoint is kept; try a lower --lr")
+        loss = separation_loss(model, mixture, replace(targets, stem_weights=stem_weights), precision, loss_name)
+        first_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
+        first_bad_step = torch.where(first_bad, step, first_bad_step)
+        first_bad_loss = torch.where(first_bad, loss.detach(), first_bad_loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         after_step()
         total += loss.detach() * len(batch)
         count += len(batch)
-        if progress:
-            bar.set_postfix(loss=f"{total.item() / count:.4g}")
+        if (step + 1) % SYNC_STEPS == 0 or step + 1 == len(loader):
+            check_finite(first_bad_step, first_bad_loss, epoch)
+            if progress:
+                bar.set_postfix(loss=f"{total.item() / count:.4g}")
+    check_finite(first_bad_step, first_bad_loss, epoch)
     return all_mean(total, count)
+
+
+SYNC_STEPS = 50
+
+
+def check_finite(first_bad_step: torch.Tensor, first_bad_loss: torch.Tensor, epoch: int) -> None:
+    """A UserError if a training step's loss was not finite (first_bad_step >= 0, its loss
+    first_bad_loss)."""
+    bad = int(first_bad_step)
+    if bad >= 0:
+        raise UserError(f"loss became {first_bad_loss.item()} at epoch {epoch}, batch {bad}; the last good "
+                        "checkpoint is kept; try a lower --lr")
 
 
 @dataclass(frozen=True)
@@ -263,8 +259,8 @@ def best_epoch(history: Sequence[dict]) -> dict:
 
 
 @torch.no_grad()
-def validate(model, cache: StemCache, names: Sequence[str], device: torch.device, chunk_seconds: float = 60.0,
-             precision: str = "auto", loss_name: str = "mse") -> Validation:
+def validate(model, cache: StemCache, names: Sequence[str], device: torch.device, precision: Precision,
+             chunk_seconds: float = 60.0, loss_name: str = "mse") -> Validation:
     """Loss and SDR over whole validation tracks (no augmentation), fed in chunks so memory
     does not grow with track length; the loss is weighted by each chunk's frame count, the
     SDR sums each track's signal and error energies over its chunks. Under torchrun each
@@ -376,7 +372,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     is_main = rank_and_world()[0] == 0
     log = print if is_main else (lambda *a, **k: None)
     progress_bar = tqdm if is_main else (lambda x, **_: x)  # one progress bar per run, not per torchrun process
-    args.precision = set_up_precision(args.precision, device)  # train_args records fp32 or bf16, not "auto"
+    precision = set_up_precision(args.precision, device)
+    args.precision = precision.name  # train_args records what ran, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
                               args.bandwidth, args.mask_activation, args.input_transform, args.mask)
@@ -434,9 +431,11 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         stats = None
         model = build_model(config)
     model.to(device)
-    log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)}), {args.precision}")
+    log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
+    log(f"precision: {precision.name} ({precision.reason})")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scaler = precision.grad_scaler(device.type)
     history: list[dict] = []
     start_epoch = 1
     if resume_state is not None:
@@ -453,7 +452,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     if resume_state is not None:  # after making the scheduler, which sets the lr of its first step
         optimizer.load_state_dict(resume_state["optimizer_state"])
         scheduler.load_state_dict(resume_state["scheduler_state"])
+        if "scaler_state" in resume_state:  # an fp16 run's loss scale, so a resumed run repeats an unbroken one
+            scaler.load_state_dict(resume_state["scaler_state"])
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "debug")}
+    train_args["precision_reason"] = precision.reason
     net = model
     if rank_and_world()[1] > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -461,10 +463,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         started = time.perf_counter()
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
         sampler.set_epoch(epoch)
-        train_loss = train_epoch(net, loader, optimizer, device, args.data == "stems", epoch, progress=is_main,
-                                 precision=args.precision, loss_name=args.loss,
+        train_loss = train_epoch(net, loader, optimizer, scaler, device, args.data == "stems", epoch,
+                                 progress=is_main, precision=precision, loss_name=args.loss,
                                  after_step=scheduler.step if per_step else lambda: None, stem_weights=stem_weights)
-        validation = validate(net, cache, valid_names, device, precision=args.precision, loss_name=args.loss)
+        validation = validate(net, cache, valid_names, device, precision, loss_name=args.loss)
         valid_loss = validation.loss
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
             raise UserError(f"validation loss became {valid_loss} at epoch {epoch}; the last good checkpoint "
@@ -484,7 +486,8 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         if epoch in save_epochs:
             checkpoint.save(ckpt_dir / f"epoch_{epoch:03d}.pt", checkpoint.separator_state(model, **facts))
         checkpoint.save(ckpt_dir / "last.pt", checkpoint.separator_state(
-            model, **facts, optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict()))
+            model, **facts, optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+            scaler_state=scaler.state_dict()))
         write_log(ckpt_dir / "log.csv", history)
         print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  SDR "
               f"{' / '.join(f'{sdr:.2f}' for sdr in validation.sdr.values())} dB  best epoch {best['epoch']}  "

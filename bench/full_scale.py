@@ -54,7 +54,8 @@ from data import check_track, input_statistics, open_musdb, preprocess
 from losses import DEFAULT_LOSSES
 from model import MODELS, STEMS, build_model
 from phase import PHASE_METHODS
-from train import PRECISIONS, machine_description, make_loader, new_model_config, set_up_precision, validate
+from precision import PRECISIONS, Precision, set_up_precision
+from train import machine_description, make_loader, new_model_config, validate
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,
                    resolve_device, run_cli, write_text)
 
@@ -312,7 +313,8 @@ def training_model(cache: StemCache, args: argparse.Namespace) -> tuple[torch.nn
     return build_model(config), seconds
 
 
-def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namespace, device: torch.device) -> float:
+def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namespace, device: torch.device,
+                 precision: Precision) -> float:
     """Seconds of one training step (train_throughput.step) on one fixed loader batch."""
     loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size,
                             0, seed=0, device=device)
@@ -320,15 +322,16 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     loss = DEFAULT_LOSSES["magnitude"]  # the bench builds magnitude-mask models only
-    return args.batch_size / rate(lambda: step(model, optimizer, batch, True, device, args.precision, loss),
+    scaler = precision.grad_scaler(device.type)
+    return args.batch_size / rate(lambda: step(model, optimizer, scaler, batch, True, device, precision, loss),
                                   args.steps, args.batch_size, device, warmup=1)
 
 
-def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device, precision: str) -> dict:
+def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device, precision: Precision) -> dict:
     names = cache.names("valid")
     synchronize(device)
     started = time.perf_counter()
-    validate(model, cache, names, device, precision=precision)
+    validate(model, cache, names, device, precision)
     synchronize(device)
     seconds = time.perf_counter() - started
     audio = sum(cache.length(n) for n in names) / SAMPLE_RATE
@@ -502,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--batches, --steps, --batch-size, --samples-per-track and --cores must be positive, "
                         "--workers >= 0")
     device = resolve_device(args.device)
-    args.precision = set_up_precision(args.precision, device)  # the JSON records fp32 or bf16, not "auto"
+    precision = set_up_precision(args.precision, device)
+    args.precision = precision.name  # the JSON records what ran, not "auto"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(clips_root(args.clips), args.tracks, args.minutes)
@@ -525,10 +529,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif phase == "loader":
             results["loader"] = measure_loader(cache, args, device)
         elif phase == "step":
-            results["step_s"] = measure_step(model, cache, args, device)
+            results["step_s"] = measure_step(model, cache, args, device, precision)
             print(f"training step {results['step_s']:.3f} s", flush=True)
         elif phase == "validation":
-            results |= measure_validation(model, cache, device, args.precision)
+            results |= measure_validation(model, cache, device, precision)
             print(f"validation {results['valid_s_per_epoch']:.1f} s", flush=True)
         else:
             results |= measure_separation(model, out, device, args.phases)

@@ -31,8 +31,8 @@ from bench.common import batches_forever
 from cache import StemCache
 from losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
-from train import (PRECISIONS, batch_targets, check_loss, make_loader, new_model_config, separation_loss,
-                   set_up_precision, validate)
+from precision import PRECISIONS, Precision, set_up_precision
+from train import batch_targets, check_loss, make_loader, new_model_config, separation_loss, validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
@@ -45,13 +45,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step(model, optimizer, batch: torch.Tensor, from_stems: bool, device: torch.device, precision: str,
-         loss_name: str) -> None:
+def step(model, optimizer, scaler: torch.amp.GradScaler, batch: torch.Tensor, from_stems: bool,
+         device: torch.device, precision: Precision, loss_name: str) -> None:
+    """One training step as train.train_epoch takes it."""
     mixture, targets = batch_targets(batch, from_stems, device, takes_complex(model))
-    loss = separation_loss(model, mixture, targets, loss_name, precision)
+    loss = separation_loss(model, mixture, targets, precision, loss_name)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="as train.py's: auto is bf16 on CUDA and fp32 on CPU; the LSTMs run in float32 always")
+                   help="as train.py's: auto by the card (bf16 on 8.0+, fp16 on 7.x, fp32 before and on the CPU)")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
     p.add_argument("--formats", nargs="+", default=["stems", "magnitudes"], help="cache formats to time")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, True, True, None, mask=args.mask)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    print(f"device {device}, {precision}, {torch.get_num_threads()} torch threads, {args.workers} workers, "
+    scaler = precision.grad_scaler(device.type)
+    print(f"device {device}, {precision.name} ({precision.reason}), {torch.get_num_threads()} torch threads, {args.workers} workers, "
           f"model {args.model} ({args.mask} masks, loss {loss_name}) {count_parameters(model):,} parameters, "
           f"batch {args.batch_size} x {args.seq_dur:g} s")
     print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s"
@@ -128,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
         fixed = next(batches).to(device)
         reset_peak_memory(device)
-        step_rate = rate(lambda: step(model, optimizer, fixed, kind == "stems", device, precision, loss_name),
+        step_rate = rate(lambda: step(model, optimizer, scaler, fixed, kind == "stems", device, precision, loss_name),
                          args.steps, args.batch_size, device, args.warmup)
         peak = peak_memory_mib(device)
-        both_rate = rate(lambda: step(model, optimizer, next(batches), kind == "stems", device, precision, loss_name),
+        both_rate = rate(lambda: step(model, optimizer, scaler, next(batches), kind == "stems", device, precision, loss_name),
                          args.steps, args.batch_size, device, args.warmup)
         both[kind] = both_rate
         print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}"
@@ -143,10 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         print("(d) validation: skipped, the cache holds no validation tracks")
         return
     audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
-    validate(model, cache, names[:1], device, precision=precision, loss_name=loss_name)  # warm-up
+    validate(model, cache, names[:1], device, precision, loss_name=loss_name)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    validate(model, cache, names, device, precision=precision, loss_name=loss_name)
+    validate(model, cache, names, device, precision, loss_name=loss_name)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
     excerpts_per_s = both.get("stems", next(iter(both.values())))

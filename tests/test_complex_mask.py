@@ -27,6 +27,7 @@ from cache import StemCache, mixture_and_targets
 from losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
 from model import BSRNN_SIZES, STEMS, BandSplitRNN, build_model, count_parameters, takes_complex
 from phase import PHASE_METHODS, default_phases
+from precision import resolve_precision
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process, run_script
 from test_speed import OVERLAP, SEGMENT, _music
 from utils import HOP, N_FFT, SAMPLE_RATE, istft, stft
@@ -100,8 +101,9 @@ def test_forward_maps_the_complex_stft_to_complex_estimates(training):
 def test_bf16_autocast_still_gives_complex64():
     """Under --precision bf16 the masks' product with the mixture runs in float32."""
     model, spec = tiny_complex(), mixture_spec(0.3)[None]
-    exact = train.estimate_stems(model, spec, "fp32")
-    rounded = train.estimate_stems(model, spec, "bf16")
+    cpu = torch.device("cpu")
+    exact = train.estimate_stems(model, spec, resolve_precision("fp32", cpu))
+    rounded = train.estimate_stems(model, spec, resolve_precision("bf16", cpu))
     assert rounded.dtype == torch.complex64
     assert (rounded - exact).abs().max() < 0.05 * exact.abs().max()
 

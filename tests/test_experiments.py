@@ -17,6 +17,7 @@ import train
 from losses import DEFAULT_LOSSES
 from model import build_model, count_parameters, takes_complex
 from checkpoint import load_separator
+from precision import resolve_precision
 from pipeline_helpers import assert_one_error_line, run_script
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
@@ -130,9 +131,10 @@ def test_every_variant_builds_under_10m_parameters_and_trains_a_step(run) -> Non
     stems = 0.1 * torch.randn(2, 4, 2, 5 * 1024)  # batch, sources, channels, samples: 6 frames
     mixture, targets = train.batch_targets(stems, True, torch.device("cpu"), takes_complex(model))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = train.separation_loss(model, mixture, targets, loss_name)
+    fp32 = resolve_precision("fp32", torch.device("cpu"))
+    loss = train.separation_loss(model, mixture, targets, fp32, loss_name)
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert train.separation_loss(model, mixture, targets, loss_name).item() != loss.item()
+    assert train.separation_loss(model, mixture, targets, fp32, loss_name).item() != loss.item()

@@ -36,7 +36,7 @@ from pipeline_helpers import REPO_ROOT, TINY_TRAIN, assert_one_error_line, run_i
 # Runs a project script after patching it so that it SIGKILLs itself at a chosen moment.
 # argv: <mode> <at> <script> <script args...>
 KILLER = r'''
-import io, os, signal, sys
+import inspect, io, os, signal, sys
 from pathlib import Path
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def on_second_training_batch(act):
     seen = {}
     real_epoch, real_loss = train.train_epoch, train.separation_loss
     def train_epoch(*args, **kwargs):
-        seen["epoch"], seen["batch"] = args[5], 0
+        seen["epoch"], seen["batch"] = inspect.signature(real_epoch).bind(*args, **kwargs).arguments["epoch"], 0
         return real_epoch(*args, **kwargs)
     def separation_loss(model, *args):
         loss = real_loss(model, *args)
@@ -88,7 +88,7 @@ elif mode == "nan-valid":  # at: epoch; its validation loss becomes NaN
     real_epoch, real_valid = train.train_epoch, train.validate
     seen = {}
     def train_epoch(*args, **kwargs):
-        seen["epoch"] = args[5]
+        seen["epoch"] = inspect.signature(real_epoch).bind(*args, **kwargs).arguments["epoch"]
         return real_epoch(*args, **kwargs)
     def validate(*args, **kwargs):
         validation = real_valid(*args, **kwargs)
