@@ -8,7 +8,8 @@ version-checks the format; museval's per-track JSON beside it is museval's own.
      "median_sdr": {"vocals": ..., "accompaniment": ...},        # median over tracks
      "tracks": {track: {"vocals": ..., "accompaniment": ...}},   # median over 1-s frames
      "phase_seconds": {track: seconds the phase method took},
-     "vocoder": "checkpoints/vocoder.pt"}                         # --phase vocoder only
+     "vocoder": "checkpoints/vocoder.pt",                         # --phase vocoder only
+     "gl_backend": "librosa"}                                     # --phase griffinlim only: which ran
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Summary:
     tracks: dict[str, dict[str, float]]  # {track: {stem: median SDR over 1-second frames}}
     phase_seconds: dict[str, float] = field(default_factory=dict)  # {track: seconds}
     vocoder: str | None = None  # the vocoder checkpoint of --phase vocoder
+    gl_backend: str | None = None  # --phase griffinlim's backend, librosa or torch (older files: unknown)
 
     @property
     def run(self) -> str:
@@ -52,6 +54,8 @@ def write(folder: str | Path, summary: Summary) -> Path:
               "phase_seconds": summary.phase_seconds}
     if summary.vocoder is not None:
         record["vocoder"] = summary.vocoder
+    if summary.gl_backend is not None:
+        record["gl_backend"] = summary.gl_backend
     path = Path(folder) / FILE_NAME
     write_text(path, json.dumps(record, indent=1))
     return path
@@ -75,7 +79,7 @@ def read(path: str | Path) -> Summary:
             median_sdr={stem: float(record["median_sdr"][stem]) for stem in STEMS},
             tracks={t: {stem: float(v[stem]) for stem in STEMS} for t, v in record["tracks"].items()},
             phase_seconds={t: float(s) for t, s in record.get("phase_seconds", {}).items()},
-            vocoder=record.get("vocoder"))
+            vocoder=record.get("vocoder"), gl_backend=record.get("gl_backend"))
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror or err}") from err
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:

@@ -15,7 +15,7 @@ from evaluation import RunScores, evaluate_track, format_table
 from inference import build_parser
 from separation import separate
 from model import STEMS, Vocoder
-from phase import PHASE_METHODS
+from phase import PHASE_METHODS, resolve_gl_backend
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
 
 TRACK = "Music Delta - 80s Rock"
@@ -309,3 +309,16 @@ def test_table_has_a_seconds_column():
     table = format_table({"best-mixture": RunScores(sdr, {"a": 0.25}), "best-misi": RunScores(sdr, {"a": 3.5})})
     assert "s/track" in table
     assert table.splitlines()[-1].split() == ["median", "|", "1.00", "2.00", "0.25", "|", "1.00", "2.00", "3.50"]
+
+
+def test_gl_backend_auto_is_torch_on_cuda_and_librosa_on_the_cpu(excerpt):
+    assert resolve_gl_backend("auto", torch.device("cuda")) == "torch"
+    assert resolve_gl_backend("auto", torch.device("cpu")) == "librosa"
+    assert resolve_gl_backend("librosa", torch.device("cuda")) == "librosa"
+    with pytest.raises(ValueError):
+        resolve_gl_backend("cupy", torch.device("cpu"))
+    # so on a GPU auto keeps Griffin-Lim off the CPU pool, and on the CPU it is librosa's own
+    assert not PHASE_METHODS["griffinlim"].cpu_bound(torch.device("cuda"), gl_backend="auto")
+    assert PHASE_METHODS["griffinlim"].cpu_bound(torch.device("cuda"), gl_backend="librosa")
+    reference = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=2, seed=3, gl_backend="librosa")
+    np.testing.assert_array_equal(PHASE_METHODS["griffinlim"](*excerpt, gl_iters=2, seed=3), reference)

@@ -201,6 +201,9 @@ def test_inference_exits_and_prints_table(inference_run):
     assert numbers == pytest.approx([round(x, 2) for x in expected], abs=0.006)
     for name in TEST_NAMES:
         assert any(line.startswith(name) for line in lines), name
+    # the Griffin-Lim backend that ran is recorded: auto on the CPU is librosa.griffinlim
+    assert _summary(inference_run["out"], "best-griffinlim")["gl_backend"] == "librosa"
+    assert "gl_backend" not in _summary(inference_run["out"], "best-mixture")
 
 
 @pytest.mark.slow

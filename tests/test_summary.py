@@ -32,6 +32,8 @@ def test_round_trip(tmp_path):
     assert back.median_sdr == written.median_sdr and back.phase_seconds == written.phase_seconds
     assert back.vocoder == "checkpoints/vocoder.pt"
     assert "vocoder" not in json.loads(summary.write(tmp_path, _summary()).read_text())
+    griffinlim = summary.read(summary.write(tmp_path / "gl", _summary(gl_backend="librosa")))
+    assert griffinlim.gl_backend == "librosa" and back.gl_backend is None
 
 
 def test_reads_unversioned_summaries_of_older_inference(tmp_path):
