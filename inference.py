@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +22,7 @@ from data import check_track, open_musdb, select_tracks
 from evaluation import evaluate, format_table, median_over_tracks
 from file_separation import separate_files
 from model import takes_complex
-from parallel import ModelFiles
+from parallel import WORKER_MEMORY, ModelFiles, default_workers
 from phase import PHASE_METHODS, WIENER_EPS, default_phases
 from separation import check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
@@ -79,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint written by vocoder.py; needed by (and only used by) --phase vocoder")
     g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes that separate several tracks or files at once. On the CPU each one runs a "
+    g.add_argument("--workers", type=int, default=None,
+                   help="processes that separate several tracks or files at once (default: one per core, as "
+                        f"many as the free memory holds at {WORKER_MEMORY / 2**30:.1f} GiB each, the peak of one "
+                        "on a 4-minute track; the choice and why are printed). On the CPU each one runs a "
                         "whole track (file): the model, the phase methods, museval and the writing of estimates, "
                         "samples or --input's stems, with its own copy of the models and cores / N threads. On a "
                         "GPU the model runs in the main process and they run museval, the writing and the phase "
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--gl-iters, --wiener-iters, --wiener-win-len and --gl-momentum must not be negative")
     if not args.wiener_eps > 0:
         raise UserError("--wiener-eps must be positive (it keeps wiener's divisions finite in silence)")
+    if args.workers is None:
+        args.workers, why = default_workers()
+        print(why)
     if args.workers < 0:
         raise UserError("--workers must not be negative")
     device = resolve_device(args.device)

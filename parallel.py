@@ -34,6 +34,59 @@ def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **p
         return []
     return [phase for phase in phases if PHASE_METHODS[phase].cpu_bound(device, **phase_options)]
 
+# What one pool process needs at its peak, scoring a 4-minute MUSDB18 track on the CPU
+# (the default model, museval's whole-track projections the largest part): 4,448 MiB
+# measured, rounded up; the main process needs about 0.3 GiB (docs/speed.md#inference-memory).
+# Longer tracks need more.
+WORKER_MEMORY = 4.5 * 2**30
+MAIN_MEMORY = 0.3 * 2**30
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> tuple[int | None, str]:
+    """(bytes a new process can use, what the figure is): Linux's MemAvailable; elsewhere
+    half the physical memory, a guess at what other programs leave; None where neither
+    can be read."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available"
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2, "half the physical"
+    except (AttributeError, ValueError, OSError):
+        return None, "unknown"
+
+
+def choose_workers(cores: int, memory: int | None, memory_kind: str = "available") -> tuple[int, str]:
+    """inference.py's default --workers: one per core, as many as `memory` bytes hold
+    (MAIN_MEMORY for the main process, WORKER_MEMORY each), at least 1; and the one line
+    that says why."""
+    by_memory = 1 if memory is None else max(1, int((memory - MAIN_MEMORY) // WORKER_MEMORY))
+    workers = min(cores, by_memory)
+    have = "free memory unknown" if memory is None else f"{memory / 2**30:.1f} GiB {memory_kind} memory"
+    if memory is None:
+        limit = "memory, which cannot be read on this system"
+    else:
+        limit = "memory" if by_memory < cores else "the cores"
+    return workers, (f"--workers {workers}: {cores} core{'s' * (cores != 1)}, {have}, "
+                     f"{WORKER_MEMORY / 2**30:.1f} GiB per worker on a 4-minute track; limited by {limit} "
+                     "(--workers N overrides)")
+
+
+def default_workers() -> tuple[int, str]:
+    """choose_workers on this machine's cores and free memory."""
+    return choose_workers(available_cores(), *available_memory())
+
+
 def worker_threads(workers: int) -> int:
     """torch/BLAS threads of each of `workers` pool processes: the cores shared among them,
     and never more than this process uses (so OMP_NUM_THREADS or torch.set_num_threads
