@@ -1,0 +1,122 @@
+"""bench.gpu_check, the check to run first on a GPU, exercised on the CPU: its --quick mode
+runs every section tiny (torchrun over gloo, the GPU memory and busy fraction skipped), a
+failing item or an out-of-memory batch is recorded and the run goes on, the time budget
+skips what would start after it, the precisions it checks follow the card's compute
+capability, and without a GPU it stops with one error line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import gpu_check
+from phase import PHASE_METHODS
+from pipeline_helpers import assert_one_error_line, run_in_process, run_script
+
+QUICK_CPU = ["--device", "cpu", "--quick"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_without_a_gpu_it_stops_with_one_error_line(capsys, tmp_path):
+    code, stderr = run_in_process(gpu_check.main, ["--out", tmp_path / "out.json"], capsys)
+    assert_one_error_line(stderr, code, mentions="no CUDA device")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_cpu_without_quick_is_refused(capsys, tmp_path):
+    code, stderr = run_in_process(gpu_check.main, ["--device", "cpu", "--out", tmp_path / "out.json"], capsys)
+    assert_one_error_line(stderr, code, mentions="--quick")
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((6, 1), ["fp32"]),                   # GTX 1080 Ti: no tensor cores
+    ((7, 5), ["fp32", "fp16"]),           # T4: fp16 tensor cores, bf16 only emulated
+    ((8, 6), ["fp32", "fp16", "bf16"]),   # RTX 30
+    ((9, 0), ["fp32", "fp16", "bf16"]),   # H100
+])
+def test_precisions_checked_follow_the_compute_capability(capability, expected, monkeypatch):
+    monkeypatch.setattr(gpu_check, "cuda_capability", lambda device: capability)
+    assert gpu_check.precisions_to_check(torch.device("cuda")) == expected
+
+
+def test_every_precision_runs_on_the_cpu():
+    assert gpu_check.precisions_to_check(torch.device("cpu")) == ["fp32", "bf16", "fp16"]
+
+
+def test_a_spent_budget_skips_every_section(capsys, tmp_path):
+    out = tmp_path / "out.json"
+    code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--budget", "0", "--out", out], capsys)
+    assert code == 0, stderr
+    result = json.loads(out.read_text())
+    assert {name: record["status"] for name, record in result["sections"].items()} == {
+        name: "skipped: time budget spent" for name in gpu_check.SECTIONS}
+    assert result["checks"] == [] and result["summary"]["skipped"] == list(gpu_check.SECTIONS)
+
+
+def test_a_failing_phase_method_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):
+    real_separate = gpu_check.separate
+
+    def separate(model, mixture, phases, device, **options):
+        if phases == ["misi"]:
+            raise RuntimeError("planted failure")
+        return real_separate(model, mixture, phases, device, **options)
+
+    monkeypatch.setattr(gpu_check, "separate", separate)
+    out = tmp_path / "out.json"
+    code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--sections", "separate", "--out", out], capsys)
+    assert_one_error_line(stderr, code, mentions="separate umx misi")
+    result = json.loads(out.read_text())
+    section = result["sections"]["separate"]
+    assert section["status"] == "ok"  # the section went on past its failed item
+    assert section["umx"]["misi"]["status"] == "error"
+    assert section["umx"]["misi"]["error"].startswith("RuntimeError: planted failure")
+    ran = set(section["umx"]) | set(section["bsrnn-complex"])
+    assert set(PHASE_METHODS) - {"misi"} <= ran
+    assert all(check["passed"] for check in result["checks"]) and len(result["checks"]) >= len(PHASE_METHODS)
+    assert result["sections"]["data"]["status"] == "skipped: not in --sections"  # separation needs no cache
+
+
+def test_out_of_memory_is_recorded_and_larger_batches_skipped(capsys, tmp_path, monkeypatch):
+    real_rate = gpu_check.fixed_batch_rate
+
+    def fixed_batch_rate(model_name, batch_size, *args):
+        if batch_size >= 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_rate(model_name, batch_size, *args)
+
+    monkeypatch.setattr(gpu_check, "fixed_batch_rate", fixed_batch_rate)
+    out = tmp_path / "out.json"
+    code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--sections", "throughput", "--batch-sizes", "2", "4",
+                                                   "8", "--out", out], capsys)
+    assert code == 0, stderr  # running out of memory is a measurement, not a failure
+    section = json.loads(out.read_text())["sections"]["throughput"]
+    for model in gpu_check.MODELS:
+        rows = section[model]
+        assert rows["batch 2"]["steps_per_s"] > 0 and rows["batch 2"]["memory"] == "skipped: needs CUDA"
+        assert rows["batch 4"]["out_of_memory"] is True and "CUDA out of memory" in rows["batch 4"]["error"]
+        assert rows["batch 8"] == {"status": "skipped: batch 4 ran out of memory"}
+        assert rows["loader_fed"]["excerpts_per_s"] > 0 and rows["loader_fed"]["busy_fraction"] == "skipped: needs CUDA"
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_cpu_passes_every_check(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    result = run_script("-m", "bench.gpu_check", *QUICK_CPU, "--out", out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {name: record["status"] for name, record in report["sections"].items()} == {
+        name: "ok" for name in gpu_check.SECTIONS}
+    assert report["checks"] and all(check["passed"] for check in report["checks"])
+    assert report["summary"] == {"checks": len(report["checks"]), "failed": [], "errors": [], "skipped": []}
+    sections = report["sections"]
+    for model in gpu_check.MODELS:
+        runs = sections["precision"][model]
+        for name in ("bf16", "fp16"):
+            assert set(runs[name]["vs_fp32"]) == {"reference", "first_step", "last_round"}
+        assert len(runs["fp32"]["losses"]) == report["sizes"]["agreement_steps"]
+    assert {name: sections["train"][name]["recorded_precision"] for name in ("fp32", "bf16", "fp16")} == {
+        "fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+    assert sections["torchrun"]["backend"] == "gloo" and sections["torchrun"]["world_size"] == 1
+    assert set(sections["separate"]["umx"]) | set(sections["separate"]["bsrnn-complex"]) >= set(PHASE_METHODS)
