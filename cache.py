@@ -1,7 +1,8 @@
 """The stem cache on disk, which preprocess.py writes and training memory-maps: the one
 module that defines, writes, reads and version-checks its format (index.json, int16
 stems with a per-track scale, optional float32 magnitudes of mixture, vocals and
-accompaniment)."""
+accompaniment). A cache holds the four MUSDB18 sources or, half the size, two: the
+vocals and the accompaniment (the other three summed); index.json names which."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import torch
 
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
 
-SOURCES = ("vocals", "drums", "bass", "other")  # cache order; vocals first, the rest is accompaniment
-CACHE_VERSION = 2  # 1: float32 stems; 2: int16 stems with a per-track scale
+SOURCES = ("vocals", "drums", "bass", "other")  # MUSDB18's, in cache order; vocals first, the rest is accompaniment
+# What a cache can hold, by --stems: vocals first in each, the other sources summing to the accompaniment.
+SOURCE_SETS = {4: SOURCES, 2: ("vocals", "accompaniment")}
+CACHE_VERSION = 2  # 1: float32 stems; 2: int16 stems with a per-track scale, index.json naming the sources
 STEM_DTYPE = "int16"
 
 
 class StemCache:
     """The cache written by preprocess.py: stems/<track>.npy (sources, channels, samples)
-    int16, read as float32 times the track's scale (see `stem_scale`), and optional
-    magnitudes/<track>.npy (3, frames, channels, bins) float32, described by index.json.
+    int16, the sources those of `self.sources` (one of SOURCE_SETS), read as float32
+    times the track's scale (see `stem_scale`), and optional magnitudes/<track>.npy
+    (3, frames, channels, bins) float32, described by index.json.
     Arrays are memory-mapped, opened lazily per process: a pickled cache (a DataLoader
     worker's copy) carries the path and the index, never the arrays.
 
@@ -48,10 +52,12 @@ class StemCache:
         if version != CACHE_VERSION:
             raise UserError(f"cache {self.root} has format version {version}, this code reads "
                             f"{CACHE_VERSION}: rerun preprocess.py into a new --cache directory")
-        if self.index.get("sample_rate") != SAMPLE_RATE or self.index.get("sources") != list(SOURCES):
+        readable = [list(sources) for sources in SOURCE_SETS.values()]
+        if self.index.get("sample_rate") != SAMPLE_RATE or self.index.get("sources") not in readable:
             raise UserError(f"cache {self.root} holds {self.index.get('sources')} at {self.index.get('sample_rate')} Hz, "
-                            f"this code reads {list(SOURCES)} at {SAMPLE_RATE} Hz: rerun preprocess.py into a new "
-                            "--cache directory")
+                            f"this code reads {' or '.join(map(str, readable))} at {SAMPLE_RATE} Hz: rerun "
+                            "preprocess.py into a new --cache directory")
+        self.sources: tuple[str, ...] = tuple(self.index["sources"])
         self._open: dict[tuple[str, str], np.ndarray] = {}
 
     def __getstate__(self) -> dict:
@@ -60,13 +66,19 @@ class StemCache:
         return {**self.__dict__, "_open": {}}
 
     @staticmethod
-    def create_or_open(cache_dir: str | os.PathLike) -> "StemCache":
+    def create_or_open(cache_dir: str | os.PathLike, sources: Sequence[str] = SOURCES) -> "StemCache":
+        """The cache at `cache_dir`, created empty to hold `sources` (one of SOURCE_SETS)
+        if it does not exist; an existing cache must hold the same sources."""
         index_path = Path(cache_dir) / "index.json"
         if not index_path.exists():
             write_text(index_path, json.dumps(
                 {"format_version": CACHE_VERSION, "sample_rate": SAMPLE_RATE,
-                 "sources": list(SOURCES), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
-        return StemCache(cache_dir)
+                 "sources": list(sources), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
+        cache = StemCache(cache_dir)
+        if cache.sources != tuple(sources):
+            raise UserError(f"cache {cache.root} holds {len(cache.sources)} stems ({', '.join(cache.sources)}), "
+                            f"not {len(sources)}: use --stems {len(cache.sources)} or a new --cache directory")
+        return cache
 
     def names(self, split: str | None = None) -> list[str]:
         """The cached tracks of `split`, or of every split when None."""
@@ -111,7 +123,7 @@ class StemCache:
             return False
         try:
             codes = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r")
-            ok = codes.shape == (len(SOURCES), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
+            ok = codes.shape == (len(self.sources), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
             if magnitudes:
                 ok = ok and bool(entry.get("magnitudes")) and np.load(
                     self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, nb_frames(entry["length"]))
@@ -120,8 +132,11 @@ class StemCache:
         return ok
 
     def add_track(self, name: str, split: str, stems: np.ndarray, magnitudes: bool) -> None:
-        """Write one track's arrays, stems (sources, channels, samples) float32, then record
-        it in the index (files first, so the index never names a file that is not complete)."""
+        """Write one track's arrays, stems (4, channels, samples) float32 in SOURCES order,
+        as the sources this cache holds, then record it in the index (files first, so the
+        index never names a file that is not complete)."""
+        if len(self.sources) == 2:  # summed in float32 before quantizing: one rounding, not three
+            stems = np.stack([stems[0], stems[1:].sum(0)])
         scale = stem_scale(stems)
         codes = quantize(stems, scale)
         _save_npy(self.root / "stems" / f"{name}.npy", codes)
@@ -158,11 +173,22 @@ class ScaledStems:
     def __getitem__(self, index) -> "ScaledStems":
         return ScaledStems(self._codes[index], self._scale)
 
-    def read_into(self, out: np.ndarray, gain: float = 1.0) -> None:
-        """out (..., samples) float32 <- these stems times `gain`, zero where out runs past
-        their end (an excerpt at a track's end): converted in one pass, with no temporary."""
+    @property
+    def codes(self) -> np.ndarray:
+        """The int16 codes of this slice (a view of the memory map: nothing read yet)."""
+        return self._codes
+
+    @property
+    def scale(self) -> np.float32:
+        """What one code is worth: the audio is codes × scale, in float32."""
+        return self._scale
+
+    def codes_into(self, out: np.ndarray) -> None:
+        """out (..., samples) int16 <- these stems' codes, zero where out runs past their
+        end (an excerpt at a track's end), for a reader that scales them itself, later
+        and elsewhere (the training device)."""
         n = min(out.shape[-1], self._codes.shape[-1])
-        np.multiply(self._codes[..., :n], np.float32(self._scale * gain), out=out[..., :n])
+        out[..., :n] = self._codes[..., :n]
         out[..., n:] = 0
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 from augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
@@ -245,12 +248,16 @@ class TrainChunks(Dataset):
 
     Item `index` is drawn from an RNG seeded by (seed, index), so an item is the same
     in any worker and after --resume; the sampler adds epoch * len(self) to the index so
-    each epoch draws new excerpts. Returns (sources, channels, samples) float32 stems;
-    the mixture is their sum, formed on the training device.
+    each epoch draws new excerpts.
 
     The dataset chooses the item's track and one start for all its sources; the
     augmentations (augment.augment_item) then move, scale and swap each source's excerpt.
-    With automix the beat analysis runs here, once (augment.TrackPool.of)."""
+    With automix the beat analysis runs here, once (augment.TrackPool.of).
+
+    An item is what StemBatch.collate batches: the int16 codes of each source's excerpt,
+    (sources, channels, samples), its scale (the track's code scale times its gain) and
+    its swap. Turning them into audio is left to the training device (StemBatch.stems):
+    the loader moves half the bytes of float32 audio and does no arithmetic on them."""
 
     def __init__(self, cache: StemCache, names: Sequence[str], seq_len: int, samples_per_track: int,
                  augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42, progress=lambda x, **_: x) -> None:
@@ -262,18 +269,149 @@ class TrainChunks(Dataset):
     def __len__(self) -> int:
         return len(self.pool.names) * self.samples_per_track
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def excerpts(self, index: int) -> list[Excerpt]:
+        """Item `index`'s excerpts, one per cached source: all its random draws."""
         rng = np.random.default_rng([self.seed, index])
         track = self.pool.names[(index % len(self)) // self.samples_per_track]
         start = self.pool.random_start(track, rng)
-        excerpts = augment_item([Excerpt(track, start) for _ in SOURCES], self.pool, rng)
-        out = np.empty((len(SOURCES), 2, self.seq_len), dtype=np.float32)
-        for k, excerpt in enumerate(excerpts):
-            # One pass from the int16 codes into the item (a swap writes the channels in reverse
-            # order): a float copy per step would allocate and page-fault megabytes per stem.
+        return augment_item([Excerpt(track, start) for _ in self.cache.sources], self.pool, rng)
+
+    def read_into(self, index: int, codes: np.ndarray, scales: np.ndarray, swaps: np.ndarray) -> None:
+        """Item `index` into codes (sources, channels, samples) int16, scales (sources,)
+        float32 and swaps (sources,) bool: a copy of codes per source, the only work in
+        proportion to the excerpt's length."""
+        for k, excerpt in enumerate(self.excerpts(index)):
             stem = self.cache.stems(excerpt.track)[k, :, excerpt.start:excerpt.start + self.seq_len]
-            stem.read_into(out[k, ::-1] if excerpt.swap else out[k], excerpt.gain)
-        return torch.from_numpy(out)
+            stem.codes_into(codes[k])
+            scales[k] = stem.scale * excerpt.gain  # float32, as the audio is codes times it
+            swaps[k] = excerpt.swap
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sources = len(self.cache.sources)
+        codes = np.empty((sources, 2, self.seq_len), dtype=np.int16)
+        scales, swaps = np.empty(sources, dtype=np.float32), np.empty(sources, dtype=bool)
+        self.read_into(index, codes, scales, swaps)
+        return torch.from_numpy(codes), torch.from_numpy(scales), torch.from_numpy(swaps)
+
+
+@dataclass(frozen=True)
+class StemBatch:
+    """A batch of TrainChunks items as the loader delivers it: codes (B, sources, channels,
+    samples) int16, scales (B, sources) float32 and swaps (B, sources) bool. stems() turns
+    it into audio on the training device; len() is the batch size."""
+    codes: torch.Tensor
+    scales: torch.Tensor
+    swaps: torch.Tensor
+
+    @staticmethod
+    def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> "StemBatch":
+        """The DataLoader's collate_fn for TrainChunks items (default_collate stacks each
+        part, in a worker straight into shared memory)."""
+        return StemBatch(*default_collate(items))
+
+    @staticmethod
+    def empty(batch_size: int, sources: int, seq_len: int, pin: bool) -> "StemBatch":
+        """A batch's worth of uninitialised buffers, in page-locked memory if `pin`."""
+        return StemBatch(torch.empty((batch_size, sources, 2, seq_len), dtype=torch.int16, pin_memory=pin),
+                         torch.empty((batch_size, sources), dtype=torch.float32, pin_memory=pin),
+                         torch.empty((batch_size, sources), dtype=torch.bool, pin_memory=pin))
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, rows: slice) -> "StemBatch":
+        return StemBatch(self.codes[rows], self.scales[rows], self.swaps[rows])
+
+    def pin_memory(self) -> "StemBatch":
+        """Page-locked copies (DataLoader's pin_memory=True calls this)."""
+        return StemBatch(self.codes.pin_memory(), self.scales.pin_memory(), self.swaps.pin_memory())
+
+    def stems(self, device: torch.device) -> torch.Tensor:
+        """(B, sources, channels, samples) float32 audio on `device`: each source's codes
+        times its scale, its channels reversed where swapped. The same float32 products
+        as ScaledStems' on the CPU, so the audio is bit-identical on any device that
+        rounds float32 multiplication as IEEE 754 does (CPUs and GPUs alike)."""
+        codes = self.codes.to(device, non_blocking=True)
+        scales = self.scales.to(device, non_blocking=True)[:, :, None, None]
+        swaps = self.swaps.to(device, non_blocking=True)[:, :, None, None]
+        audio = codes.float().mul_(scales)
+        return torch.where(swaps, audio.flip(-2), audio)
+
+
+class BackgroundLoader:
+    """--workers 0's loader for TrainChunks: a background thread of this process draws
+    each batch's items and copies their codes into one of `depth` preallocated StemBatch
+    buffers (page-locked when `pin`, for a GPU), while the training thread works on the
+    batch before. No worker processes, no pickling, no per-item allocation: the copies are
+    the only work in proportion to the data, and numpy runs them without the GIL.
+
+    A batch is valid until the next one is asked for: its buffer is then refilled, once
+    (with `pin`) the work queued on the device so far, its copy included, has finished.
+    Batches are those a DataLoader with the same sampler and batch size delivers."""
+
+    def __init__(self, dataset: TrainChunks, sampler: Sampler[int], batch_size: int, pin: bool,
+                 depth: int = 2) -> None:
+        self.dataset, self.sampler, self.batch_size, self.pin = dataset, sampler, batch_size, pin
+        self.buffers = [StemBatch.empty(batch_size, len(dataset.cache.sources), dataset.seq_len, pin)
+                        for _ in range(depth)]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def _fill(self, buffer: StemBatch, indices: Sequence[int]) -> StemBatch:
+        codes, scales, swaps = buffer.codes.numpy(), buffer.scales.numpy(), buffer.swaps.numpy()
+        for row, index in enumerate(indices):
+            self.dataset.read_into(index, codes[row], scales[row], swaps[row])
+        return buffer[:len(indices)]
+
+    def __iter__(self) -> Iterator[StemBatch]:
+        indices = list(self.sampler)
+        batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        free: queue.Queue = queue.Queue()  # (buffer, the device's event to wait for or None); None: wake up
+        ready: queue.Queue = queue.Queue()  # (filled batch, its buffer), an exception, or None at the end
+        stop = threading.Event()
+        for buffer in self.buffers:
+            free.put((buffer, None))
+
+        def produce() -> None:
+            try:
+                for batch_indices in batches:
+                    entry = free.get()
+                    if stop.is_set():
+                        return
+                    buffer, in_use = entry
+                    if in_use is not None:
+                        in_use.synchronize()
+                    ready.put((self._fill(buffer, batch_indices), buffer))
+                ready.put(None)
+            except BaseException as err:  # re-raised in the training thread
+                ready.put(err)
+
+        thread = threading.Thread(target=produce, name="BackgroundLoader", daemon=True)
+        thread.start()
+        taken = None
+        try:
+            while True:
+                if taken is not None:  # the training step of the last batch is queued: its buffer may refill
+                    free.put((taken, self._device_event() if self.pin else None))
+                entry = ready.get()
+                if entry is None:
+                    return
+                if isinstance(entry, BaseException):
+                    raise entry
+                batch, taken = entry
+                yield batch
+        finally:  # also when the training loop stops early: the thread ends after at most the batch it is on
+            stop.set()
+            free.put(None)
+            thread.join()
+
+    @staticmethod
+    def _device_event() -> "torch.cuda.Event":
+        """An event after all the work queued on the current CUDA stream so far."""
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
 
 class MagnitudeChunks(Dataset):
@@ -344,7 +482,7 @@ class VocoderChunks(Dataset):
         stems = self.cache.stems(name)  # sources, channels, samples
         start = int(rng.integers(0, max(1, stems.shape[-1] - self.seq_len + 1)))
         channel = int(rng.integers(stems.shape[1]))
-        sources = slice(0, 1) if rng.random() < 0.5 else slice(1, len(SOURCES))  # vocals or accompaniment
+        sources = slice(0, 1) if rng.random() < 0.5 else slice(1, None)  # vocals or accompaniment
         return crop(stems[sources, channel], start, self.seq_len).sum(0)
 
     def __getitem__(self, index: int) -> torch.Tensor:

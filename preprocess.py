@@ -2,6 +2,7 @@
 
     python preprocess.py --root /path/to/musdb18            # .stem.mp4 (needs ffmpeg)
     python preprocess.py --root /path/to/musdb18hq --is-wav # MUSDB18-HQ WAV folders
+    python preprocess.py --root /path/to/musdb18 --stems 2  # vocals + accompaniment: half the size
 
 Caches musdb's 'train' split (training) and 'valid' split (the 14 validation tracks).
 The test set is never read. Re-running skips the tracks already cached."""
@@ -14,7 +15,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from cache import StemCache
+from cache import SOURCE_SETS, StemCache
 from data import open_musdb, preprocess
 from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 
@@ -25,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MUSDB18 root (default: $MUSDB_PATH, else musdb's download of the 7-second previews)")
     p.add_argument("--is-wav", action="store_true", help="the root is MUSDB18-HQ (WAV folders)")
     p.add_argument("--cache", default="cache", help="cache directory")
+    p.add_argument("--stems", type=int, choices=sorted(SOURCE_SETS, reverse=True), default=4,
+                   help="4: the four sources (vocals, drums, bass, other); 2: vocals and accompaniment (the other "
+                        "three summed), half the size on disk and in memory, with remix drawing each item's whole "
+                        "accompaniment from one track (chunk and remix cannot mix drums, bass and other of "
+                        "different places)")
     p.add_argument("--magnitudes", action="store_true",
                    help="also cache STFT magnitudes of mixture, vocals and accompaniment (for train.py --data magnitudes)")
     p.add_argument("--tracks", nargs="+", default=None, help="only these tracks (names as musdb lists them)")
@@ -38,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("ffmpeg is not installed (needed to decode .stem.mp4); install it, e.g. apt-get install ffmpeg")
     splits = {split: open_musdb(args.root, args.is_wav, "train", split) for split in ("train", "valid")}
     remove_stale_parts(args.cache)
-    cache = StemCache.create_or_open(args.cache)
+    cache = StemCache.create_or_open(args.cache, SOURCE_SETS[args.stems])
     broken = []
     for split, db in splits.items():
         tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks

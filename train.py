@@ -32,7 +32,8 @@ from tqdm import tqdm
 import checkpoint
 from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
-from data import EpochSampler, MagnitudeChunks, TrainChunks, input_statistics, mask_statistics
+from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
+                  mask_statistics)
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
 from precision import PRECISIONS, Precision, set_up_precision
 from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins,
@@ -148,15 +149,19 @@ def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None,
 
 # ------------------------------------------------------------------ one step
 
-def batch_targets(batch: torch.Tensor, from_stems: bool, device: torch.device,
+def batch_targets(batch: StemBatch | torch.Tensor, from_stems: bool, device: torch.device,
                   complex_input: bool = False) -> tuple[torch.Tensor, Targets]:
     """Loader batch -> (the model's input (B, C, F, T), Targets of both stems).
 
-    batch is stems (B, sources, C, samples) or MagnitudeChunks' (B, 3, T, C, F); only
-    stems give the Targets their mixture STFT, stem STFTs and waveforms. The input is the
-    mixture magnitude, or with complex_input (a complex-mask model, stems only) the
-    complex mixture STFT."""
-    batch = batch.to(device, non_blocking=True)
+    batch is TrainChunks' StemBatch (int16 codes, turned into audio here, on the device),
+    float32 stems (B, sources, C, samples) (validation's whole-track pieces) or
+    MagnitudeChunks' (B, 3, T, C, F); only stems give the Targets their mixture STFT,
+    stem STFTs and waveforms. The input is the mixture magnitude, or with complex_input
+    (a complex-mask model, stems only) the complex mixture STFT."""
+    if isinstance(batch, StemBatch):
+        batch = batch.stems(device)
+    else:
+        batch = batch.to(device, non_blocking=True)
     if not from_stems:
         magnitudes = batch.permute(0, 1, 3, 4, 2)
         return magnitudes[:, 0], Targets(magnitudes[:, 1:])
@@ -329,8 +334,11 @@ def setup_distributed(device_name: str) -> torch.device:
 def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_track: int,
                 augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device,
                 progress=lambda x, **_: x, multiprocessing_context: str | None = None):
-    """The training DataLoader and its EpochSampler. multiprocessing_context ('fork',
-    'spawn', ...; None: the platform's default) is how workers start; it needs workers > 0."""
+    """The training loader and its EpochSampler: for stems with workers 0 a
+    data.BackgroundLoader (one thread of this process fills the next batch while the device
+    trains), otherwise a DataLoader with `workers` processes. multiprocessing_context
+    ('fork', 'spawn', ...; None: the platform's default) is how workers start; it needs
+    workers > 0. Stem batches are data.StemBatch, page-locked when `device` is a GPU."""
     names = cache.names("train")
     if data_kind == "stems":
         dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed,
@@ -342,9 +350,12 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
     if batch_size % world:
         raise UserError(f"--batch-size {batch_size} must be divisible by the {world} torchrun processes")
     sampler = EpochSampler(len(dataset), seed, rank, world)
+    pin = device.type == "cuda"
+    if data_kind == "stems" and workers == 0:
+        return BackgroundLoader(dataset, sampler, batch_size // world, pin), sampler
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False,
-                        multiprocessing_context=multiprocessing_context)
+                        collate_fn=StemBatch.collate if data_kind == "stems" else None, pin_memory=pin,
+                        persistent_workers=workers > 0, drop_last=False, multiprocessing_context=multiprocessing_context)
     return loader, sampler
 
 

@@ -1,13 +1,21 @@
-"""Time one training epoch's data loading from each cache format, side by side.
+"""Loader-only excerpts/s of the training loader, its int16 path against the float32 path it
+replaced, side by side in one run; then the magnitude cache's loader, and a CPU training
+step fed by each stem path.
 
     python -m bench.data_loading --cache cache --batches 40
-    python -m bench.data_loading --cache cache --data stems --workers 0 2 --start-method spawn
+    python -m bench.data_loading --cache cache --workers 0 2 --start-method spawn
+    python -m bench.data_loading --full-size /data/full --batches 20   # a ~4-min-a-track cache, built once
+    python -m bench.data_loading --cache cache --data stems --steps 3  # + a CPU training step, both paths
 
-`stems` delivers raw audio excerpts (all augmentations); the STFT then runs on the
-training device, so its cost is printed separately for this machine's CPU.
-`magnitudes` delivers ready magnitudes (only whole-mixture augmentations are exact).
-Both at the training defaults: batch 16, 6-second excerpts, 64 excerpts per track.
-Before each loader starts, every training track is opened in this process, as train.py's
+Paths: `int16` is train.make_loader's (items carry each source's int16 codes and scale;
+with --workers 0 a background thread fills pinned buffers, data.BackgroundLoader);
+`float32` is the item path it replaced (FloatItems: each item converted to float32,
+scaled and swapped on the CPU, then batched by a DataLoader). Both draw the same items.
+Per core: excerpts/s over the cores the loader keeps busy (its thread or main process
+with 0 workers, else one per worker). `+ targets on CPU` adds train.batch_targets
+(conversion, mixture and |STFT|) on this CPU, the work the int16 path moves to the device.
+--steps times train_epoch's loop (loader, then a step of the default model) with 0 workers.
+Before each loader starts every training track is opened in this process, as train.py's
 input statistics do, so workers started by spawn or forkserver get what training's get.
 Peak memory is the PSS of this process and its workers (Linux), sampled while timing."""
 
@@ -15,30 +23,88 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from augment import AUGMENTATIONS
+from augment import AUGMENTATIONS, Excerpt, augment_item
 from bench.common import PeakTreeMemory, batches_forever
-from cache import StemCache
-from train import batch_targets, make_loader
-from utils import HelpFormatter, run_cli
+from cache import SOURCE_SETS, StemCache
+from data import EpochSampler, TrainChunks
+from losses import DEFAULT_LOSSES
+from model import build_model
+from precision import set_up_precision
+from train import batch_targets, make_loader, new_model_config, separation_loss
+from utils import SAMPLE_RATE, HelpFormatter, UserError, run_cli
 
 
-def time_loader(cache: StemCache, kind: str, batches: int, workers: int, args) -> tuple[float, float, int, int]:
-    """Seconds per batch of the loader alone and of the loader plus magnitudes on the CPU,
-    over `batches` batches after one warm-up batch; the total batches in an epoch; the
-    peak PSS in bytes of the process tree from the loader's start to the last batch."""
+class FloatItems(Dataset):
+    """The float32 item path that TrainChunks' int16 items replaced, the baseline of this
+    bench and the reference of the test that the two give bit-identical audio: item `index`
+    is drawn as TrainChunks draws it and returned as (sources, channels, samples) float32,
+    each source's codes times its scale and gain in one pass on the CPU, a swapped source
+    written in reverse channel order."""
+
+    def __init__(self, chunks: TrainChunks) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        chunks, pool = self.chunks, self.chunks.pool
+        rng = np.random.default_rng([chunks.seed, index])
+        track = pool.names[(index % len(chunks)) // chunks.samples_per_track]
+        start = pool.random_start(track, rng)
+        excerpts = augment_item([Excerpt(track, start) for _ in chunks.cache.sources], pool, rng)
+        out = np.empty((len(excerpts), 2, chunks.seq_len), dtype=np.float32)
+        for k, excerpt in enumerate(excerpts):
+            stem = chunks.cache.stems(excerpt.track)[k, :, excerpt.start:excerpt.start + chunks.seq_len]
+            target = out[k, ::-1] if excerpt.swap else out[k]
+            n = min(chunks.seq_len, stem.shape[-1])
+            np.multiply(stem.codes[..., :n], np.float32(stem.scale * excerpt.gain), out=target[..., :n])
+            target[..., n:] = 0
+        return torch.from_numpy(out)
+
+
+def float_loader(cache: StemCache, seq_dur: float, samples_per_track: int, augmentations: Sequence[str],
+                 batch_size: int, workers: int, seed: int,
+                 multiprocessing_context: str | None = None) -> tuple[DataLoader, EpochSampler]:
+    """The float32 path's loader, as train.make_loader built it: a DataLoader of FloatItems."""
+    chunks = TrainChunks(cache, cache.names("train"), int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations,
+                         seed)
+    sampler = EpochSampler(len(chunks), seed)
+    return DataLoader(FloatItems(chunks), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      persistent_workers=workers > 0, multiprocessing_context=multiprocessing_context), sampler
+
+
+def loader_for(path: str, cache: StemCache, kind: str, workers: int, args) -> tuple:
+    """(loader, sampler) of `path` ('int16', 'float32' or 'magnitudes'), training's settings, seed 0."""
+    if path == "float32":
+        return float_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers, 0)
+    return make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers,
+                       seed=0, device=torch.device("cpu"))
+
+
+def time_loader(cache: StemCache, path: str, batches: int, workers: int, args) -> tuple[float, float, int, int]:
+    """Seconds per batch of the loader alone and of the loader plus batch_targets on the CPU,
+    over `batches` batches after the warm-up (one batch, and those the workers prefetch);
+    the batches in an epoch; the peak PSS in bytes of the process tree meanwhile."""
+    kind = "magnitudes" if path == "magnitudes" else "stems"
     for name in cache.names("train"):  # open every track's array, as input_statistics does in train.py
         (cache.stems(name) if kind == "stems" else cache.magnitudes(name))[0]
     cpu = torch.device("cpu")
     with PeakTreeMemory() as memory:
-        loader, sampler = make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS,
-                                      args.batch_size, workers, seed=0, device=cpu)
-        load = with_stft = 0.0
+        loader, sampler = loader_for(path, cache, kind, workers, args)
+        load = with_targets = 0.0
         iterator = batches_forever(loader, sampler)
-        next(iterator)
+        for _ in range(1 + 2 * workers):  # DataLoader's prefetch_factor 2 per worker arrive at once
+            next(iterator)
         for _ in range(batches):
             started = time.perf_counter()
             batch = next(iterator)
@@ -46,46 +112,100 @@ def time_loader(cache: StemCache, kind: str, batches: int, workers: int, args) -
             if not args.loader_only:
                 batch_targets(batch, kind == "stems", cpu)
             load += loaded - started
-            with_stft += time.perf_counter() - started
+            with_targets += time.perf_counter() - started
         n_batches = len(loader)
         del iterator, loader  # the workers exit
-    return load / batches, with_stft / batches, n_batches, memory.peak
+    return load / batches, with_targets / batches, n_batches, memory.peak
+
+
+def time_steps(cache: StemCache, path: str, args) -> float:
+    """Seconds per step of train_epoch's loop with 0 workers: the next batch, then a step
+    of the default model (float32 on the CPU) on it, after one warm-up step."""
+    config = new_model_config("umx", None, None, True, True, None)
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    precision = set_up_precision("fp32", torch.device("cpu"))
+    scaler = precision.grad_scaler("cpu")
+    loader, sampler = loader_for(path, cache, "stems", 0, args)
+    iterator = batches_forever(loader, sampler)
+    started = 0.0
+    for step in range(1 + args.steps):
+        if step == 1:
+            started = time.perf_counter()
+        mixture, targets = batch_targets(next(iterator), True, torch.device("cpu"))
+        loss = separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES["magnitude"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    seconds = (time.perf_counter() - started) / args.steps
+    del iterator, loader
+    return seconds
+
+
+def cache_bytes(cache: StemCache, kind: str) -> int:
+    return sum(f.stat().st_size for f in (cache.root / kind).glob("*.npy"))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cache", default="cache", help="cache written by preprocess.py (--magnitudes for magnitudes)")
-    p.add_argument("--data", choices=("stems", "magnitudes", "both"), default="both", help="which loader(s) to time")
-    p.add_argument("--batches", type=int, default=40, help="batches timed per format (an epoch is extrapolated)")
+    p.add_argument("--full-size", default=None, metavar="DIR",
+                   help="instead of --cache, DIR/cache-<N>stems: a full-size cache (86 + 14 tracks of ~4 minutes, "
+                        "bench.full_scale's lengths) tiled from --clips, built on the first run (~17 GB with "
+                        "--stems 4)")
+    p.add_argument("--stems", type=int, choices=sorted(SOURCE_SETS, reverse=True), default=4,
+                   help="with --full-size: the cache's stems (preprocess.py --stems)")
+    p.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "musdb18-7"),
+                   help="with --full-size: the MUSDB18 7-second clips' root")
+    p.add_argument("--data", choices=("stems", "magnitudes", "both"), default="stems", help="which cache format(s)")
+    p.add_argument("--batches", type=int, default=40, help="batches timed per loader (an epoch is extrapolated)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size")
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch")
-    p.add_argument("--workers", type=int, nargs="+", default=[2], help="DataLoader workers (each count timed)")
-    p.add_argument("--loader-only", action="store_true", help="skip the |STFT| on the CPU (its columns repeat the loader's)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (each count timed)")
+    p.add_argument("--loader-only", action="store_true", help="skip batch_targets on the CPU")
+    p.add_argument("--steps", type=int, default=0, help="also time this many training steps per stem path (0: none)")
     p.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(), default=None,
                    help="how workers start (default: Python's on this platform)")
     args = p.parse_args(argv)
+    if args.batches < 1 or args.steps < 0 or min(args.workers) < 0:
+        raise UserError("--batches must be positive, --steps and --workers at least 0")
     if args.start_method:
         multiprocessing.set_start_method(args.start_method)
-    cache = StemCache(args.cache)
+    if args.full_size:
+        from bench.full_scale import full_size_cache
+        cache = full_size_cache(Path(args.full_size) / f"cache-{args.stems}stems", args.clips, SOURCE_SETS[args.stems])
+    else:
+        cache = StemCache(args.cache)
+    paths = {"stems": ("float32", "int16"), "magnitudes": ("magnitudes",)}
+    paths["both"] = paths["stems"] + paths["magnitudes"]
     kinds = ("stems", "magnitudes") if args.data == "both" else (args.data,)
-    sizes = {kind: sum(f.stat().st_size for f in (cache.root / kind).glob("*.npy")) for kind in kinds}
-    print(f"{cache.root}: {len(cache.names('train'))} train tracks, "
-          f"{', '.join(f'{kind} {size / 1e6:.0f} MB' for kind, size in sizes.items())}; "
+    cores = os.cpu_count() or 1
+    print(f"{cache.root}: {len(cache.names('train'))} train tracks, {len(cache.sources)} stems, "
+          f"{', '.join(f'{kind} {cache_bytes(cache, kind) / 1e9:.2f} GB' for kind in kinds)}; {cores} cores; "
           f"workers start by {multiprocessing.get_start_method()}, {torch.get_num_threads()} torch threads")
-    print(f"{'format':<11} {'workers':>7} {'loader s/batch':>15} {'excerpts/s':>11} {'epoch s':>9} "
-          f"{'+ |STFT| on CPU s/batch':>24} {'epoch s':>9} {'peak PSS MB':>12}")
-    loads = {}
-    for kind in kinds:
+    print(f"{'path':<10} {'workers':>7} {'loader s/batch':>15} {'excerpts/s':>11} {'per core':>9} {'epoch s':>8} "
+          f"{'+ targets on CPU s/batch':>25} {'peak PSS MB':>12}")
+    rates = {}
+    for path in paths[args.data]:
         for workers in args.workers:
-            load, with_stft, n_batches, peak = time_loader(cache, kind, args.batches, workers, args)
-            loads[kind, workers] = load
-            print(f"{kind:<11} {workers:7d} {load:15.3f} {args.batch_size / load:11.1f} {load * n_batches:9.1f} "
-                  f"{with_stft:24.3f} {with_stft * n_batches:9.1f} {peak / 1e6:12.0f}", flush=True)
-    if len(kinds) == 2:
+            load, with_targets, n_batches, peak = time_loader(cache, path, args.batches, workers, args)
+            rates[path, workers] = args.batch_size / load
+            busy = min(cores, max(1, workers))
+            print(f"{path:<10} {workers:7d} {load:15.4f} {rates[path, workers]:11.1f} "
+                  f"{rates[path, workers] / busy:9.1f} {load * n_batches:8.1f} "
+                  f"{with_targets if not args.loader_only else float('nan'):25.3f} {peak / 1e6:12.0f}", flush=True)
+    if "stems" in kinds:
         for workers in args.workers:
-            print(f"loader time magnitudes / stems, {workers} workers: "
-                  f"{loads['magnitudes', workers] / loads['stems', workers]:.2f}x")
+            print(f"loader excerpts/s int16 / float32, {workers} workers: "
+                  f"{rates['int16', workers] / rates['float32', workers]:.2f}x")
+    if args.steps and "stems" in kinds:
+        seconds = {path: time_steps(cache, path, args) for path in ("float32", "int16")}
+        print(f"CPU training step with 0 workers (loader + default model, batch {args.batch_size}): "
+              f"float32 {seconds['float32']:.2f} s, int16 {seconds['int16']:.2f} s, "
+              f"int16 / float32 {seconds['int16'] / seconds['float32']:.3f}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from bench.common import PeakTreeMemory, batches_forever, one_thread
 from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,
                                     synchronize)
 from cache import SOURCES, StemCache
-from data import check_track, input_statistics, open_musdb, preprocess
+from data import check_track, decode_stems, input_statistics, open_musdb, preprocess
 from losses import DEFAULT_LOSSES
 from model import MODELS, STEMS, build_model
 from phase import PHASE_METHODS
@@ -239,6 +239,27 @@ def build(out: Path, plan: list[dict]) -> dict:
             "build_tracks_written": len(todo)}
 
 
+def full_size_cache(cache_dir: Path, clips: str, sources: Sequence[str] = SOURCES) -> StemCache:
+    """A full-size cache of `sources` for loader measurements, without the WAV root: the
+    train and valid tracks of build_plan (the same names and lengths), each clip decoded and
+    tiled to its track's length, written through StemCache.add_track as preprocess.py
+    writes it. Tracks already cached are kept, so a second call only opens it."""
+    plan = [e for e in build_plan(clips_root(clips), None, None) if e["split"] != "test"]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(cache_dir)
+    cache = StemCache.create_or_open(cache_dir, sources)
+    todo = [e for e in plan if not cache.is_cached(e["name"], False)]
+    needed = sum(e["length"] for e in todo) * len(sources) * 2 * 2 + DISK_MARGIN
+    if needed > shutil.disk_usage(cache_dir).free:
+        raise UserError(f"{cache_dir} needs {needed / 1e9:.1f} GB free for the full-size cache, has "
+                        f"{shutil.disk_usage(cache_dir).free / 1e9:.1f} GB")
+    for entry in tqdm(todo, desc="building the full-size cache"):
+        stems = decode_stems(entry["clip"])  # 4, channels, samples
+        tiled = np.tile(stems, (1, 1, -(-entry["length"] // stems.shape[-1])))[..., :entry["length"]]
+        cache.add_track(entry["name"], entry["split"], tiled, magnitudes=False)
+    return StemCache(cache_dir)
+
+
 # ------------------------------------------------------------ measurements
 
 def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
@@ -271,19 +292,27 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
 
 
 def measure_loader(cache: StemCache, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """Excerpts/s of train.make_loader (stems, all augmentations) per worker count and start
-    method over --batches batches, with the process tree's peak memory meanwhile. The first
+    """Excerpts/s of train.make_loader (stems, all augmentations; path 'int16') and of the
+    float32 item path it replaced (bench.data_loading.float_loader; path 'float32'), side by
+    side, per worker count and start method over --batches batches, with the process tree's
+    peak memory meanwhile. The first
     batch's wait (the workers' start-up) is reported apart, and the batches the workers
     prefetched meanwhile (DataLoader's prefetch_factor, 2 per worker) are not timed: they
     come at once, faster than the workers' steady rate. `cache` is the one the input
     statistics read, with every track's array open, as train.py hands it to its workers."""
-    configs = [(w, c) for w in args.workers for c in (args.contexts if w > 0 else [None])]
+    from bench.data_loading import float_loader  # the baseline lives with the loader bench
+
+    configs = [(p, w, c) for w in args.workers for c in (args.contexts if w > 0 else [None]) for p in ("float32", "int16")]
     rows = []
-    for workers, context in configs:
+    for path, workers, context in configs:
         with PeakTreeMemory() as memory:
-            loader, sampler = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
-                                          args.batch_size, workers, seed=0, device=device,
-                                          multiprocessing_context=context)
+            if path == "int16":
+                loader, sampler = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
+                                              args.batch_size, workers, seed=0, device=device,
+                                              multiprocessing_context=context)
+            else:
+                loader, sampler = float_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS,
+                                               args.batch_size, workers, 0, context)
             prefetched = 2 * workers
             iterator = batches_forever(loader, sampler)
             started = time.perf_counter()
@@ -292,9 +321,9 @@ def measure_loader(cache: StemCache, args: argparse.Namespace, device: torch.dev
             excerpts_per_s = rate(functools.partial(next, iterator), args.batches, args.batch_size, torch.device("cpu"),
                                   warmup=prefetched)
             del iterator, loader  # the workers end here, inside the sampled span
-        row = {"workers": workers, "context": context or "-", "excerpts_per_s": excerpts_per_s,
+        row = {"path": path, "workers": workers, "context": context or "-", "excerpts_per_s": excerpts_per_s,
                "first_batch_s": startup, "peak_memory_bytes": memory.peak, "memory_kind": memory.kind}
-        print(f"loader {workers} workers {row['context']:<6} {excerpts_per_s:8.1f} excerpts/s, first batch "
+        print(f"loader {path:<7} {workers} workers {row['context']:<6} {excerpts_per_s:8.1f} excerpts/s, first batch "
               f"{startup:.1f} s, peak {memory.kind or 'memory'} {memory.peak / 2**30:.2f} GiB", flush=True)
         rows.append(row)
     return rows
@@ -318,7 +347,7 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
     """Seconds of one training step (train_throughput.step) on one fixed loader batch."""
     loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size,
                             0, seed=0, device=device)
-    batch = next(iter(loader)).to(device)
+    batch = next(iter(loader))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     loss = DEFAULT_LOSSES["magnitude"]  # the bench builds magnitude-mask models only
@@ -416,13 +445,15 @@ def project_test_evaluation(results: dict, cores: int) -> dict:
 
 def project(results: dict, args: argparse.Namespace) -> dict:
     """One full-scale epoch: FULL_TRAIN_TRACKS x --samples-per-track excerpts, limited by
-    the step or by the best loader (the two overlap when workers load; with 0 workers they
-    take turns, so they add), plus validation of FULL_VALID_TRACKS x MEAN_TRACK_SECONDS."""
-    best = max(results["loader"], key=lambda r: r["excerpts_per_s"])
+    the step or by training's best loader (the int16 path: its workers, or with 0 workers
+    its background thread, load while the step runs, so the two overlap), plus validation of
+    FULL_VALID_TRACKS x MEAN_TRACK_SECONDS."""
+    trained_with = [r for r in results["loader"] if r.get("path") == "int16"] or results["loader"]  # an older json's
+    best = max(trained_with, key=lambda r: r["excerpts_per_s"])
     excerpts = FULL_TRAIN_TRACKS * args.samples_per_track
     steps = math.ceil(excerpts / args.batch_size)
     step_s, loader_s = steps * results["step_s"], excerpts / best["excerpts_per_s"]
-    train_s = step_s + loader_s if best["workers"] == 0 else max(step_s, loader_s)
+    train_s = max(step_s, loader_s)
     valid_s = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * results["valid_s_per_audio_s"]
     epoch_s = train_s + valid_s
     return {"loader_excerpts_per_s": best["excerpts_per_s"],
@@ -471,7 +502,7 @@ def print_table(results: dict) -> None:
     rows = [("cache size", f"{results['cache_bytes'] / 1e9:.2f} GB"),
             ("preprocess", f"{results['preprocess_s']:.0f} s"),
             ("input statistics", f"{results['input_statistics_s']:.0f} s (once per run)")]
-    rows += [(f"loader {r['workers']} workers {r['context']}",
+    rows += [(f"loader {r.get('path', 'float32')} {r['workers']} workers {r['context']}",
               f"{r['excerpts_per_s']:.1f} excerpts/s, peak {r['memory_kind'] or 'memory'} "
               f"{r['peak_memory_bytes'] / gib:.2f} GiB") for r in results["loader"]]
     p = results["projection"]

@@ -29,9 +29,9 @@ def data(tmp_path_factory, hq_root, hq_cache) -> dict[str, Path]:
 # script -> (its arguments from `data`, patterns its output must hold: its figures)
 BENCHMARKS = {
     "data_loading.py": (
-        lambda d: ["--cache", d["cache"], "--batches", "3", *SMALL_BATCHES],
-        [rf"stems +0 +{NUMBER} +{NUMBER} +{NUMBER}", rf"magnitudes +0 +{NUMBER} +{NUMBER}",
-         rf"loader time magnitudes / stems, 0 workers: {NUMBER}x"]),
+        lambda d: ["--cache", d["cache"], "--batches", "3", "--data", "both", "--steps", "1", *SMALL_BATCHES],
+        [rf"{path} +0 +{NUMBER} +{NUMBER} +{NUMBER}" for path in ("float32", "int16", "magnitudes")]
+        + [rf"loader excerpts/s int16 / float32, 0 workers: {NUMBER}x", rf"int16 / float32 {NUMBER}$"]),
     "train_throughput.py": (
         lambda d: ["--cache", d["cache"], "--steps", "2", "--warmup", "1", "--hidden-size", "16", "--device", "cpu",
                    "--precision", "bf16", *SMALL_BATCHES],

@@ -25,16 +25,17 @@ TRAIN_NAMES = sorted(n for n, _ in SYNTH_TRACKS["train"])
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
 
 
-def test_scaled_stems_read_into_converts_gains_swaps_and_pads():
-    """The training items' one-pass read: codes x scale x gain into the destination as given
-    (a reversed-channel view for a swap), zeros past the codes' end."""
+def test_scaled_stems_codes_into_copies_codes_and_pads():
+    """The training items' read: the slice's int16 codes into the destination, zeros past
+    the codes' end, and the scale that turns them into the audio np.asarray gives."""
     codes = np.random.default_rng(3).integers(-32768, 32767, size=(2, 50), dtype=np.int16)
     stems = ScaledStems(codes, 1 / 32768)
-    out = np.full((2, 60), np.nan, dtype=np.float32)
-    stems[:, 10:].read_into(out[::-1], gain=0.5)
-    expected = codes[::-1, 10:].astype(np.float64) / 32768 * 0.5
-    np.testing.assert_allclose(out[:, :40], expected, rtol=1e-6)
+    out = np.full((2, 60), 7, dtype=np.int16)
+    stems[:, 10:].codes_into(out)
+    np.testing.assert_array_equal(out[:, :40], codes[:, 10:])
     assert np.all(out[:, 40:] == 0)
+    assert stems.scale == np.float32(1 / 32768)
+    np.testing.assert_array_equal(np.asarray(stems[:, 10:]), out[:, :40] * stems.scale)
 
 
 def musdb_sources(track) -> np.ndarray:

@@ -30,7 +30,8 @@ def test_tiny_full_scale_run(real_root, tmp_path):
     figures = json.loads((out / "full_scale.json").read_text())
     for key in FIGURES:
         assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
-    assert [(r["workers"], r["context"]) for r in figures["loader"]] == [(0, "-"), (2, "fork")]
+    assert [(r["path"], r["workers"], r["context"]) for r in figures["loader"]] == [
+        ("float32", 0, "-"), ("int16", 0, "-"), ("float32", 2, "fork"), ("int16", 2, "fork")]
     assert figures["machine"]["description"] and figures["config"]["tracks"] == TRACKS
     phase_s = figures["phase_s_per_audio_minute"]
     assert list(phase_s) == ["mixture", "griffinlim"] and all(math.isfinite(s) and s > 0 for s in phase_s.values())
