@@ -1,13 +1,16 @@
 """Turn finished runs into the material to hand in, all written under --out:
 
-    report.pdf   16:9 slides: cover, novelty, methodology, results, findings, then the
-                 details and analysis (loss curves, per-track SDR, BSSEval metrics,
-                 spectrograms, optional experiments). Pages whose inputs are missing are left out.
+    <ID>_report.pdf   16:9 slides in the homework template's order: cover (--name,
+                 --student-id, --link), novelty, methodology, results, findings, details of
+                 the approach (the papers used and why they work), result analysis (loss
+                 curves, per-track SDR, BSSEval metrics, spectrograms, optional experiments),
+                 discussion (marked for you to write) and references. Named report.pdf
+                 without --student-id. Pages whose inputs are missing are left out.
     results.md   the same tables in Markdown, ready to paste
     index.html   listening page: every excerpt with a player, its spectrogram and its SDR;
                  works opened from disk (audio/ holds copies of the excerpts)
 
-    python report.py
+    python report.py --name "Ada Lovelace" --student-id r12345678 --link https://github.com/ada/separation
     python report.py --checkpoint-dir checkpoints --results-dir results --out report
 
 Inputs: the checkpoints of train.py, the results/<checkpoint>-<phase>/ folders of inference.py
@@ -17,22 +20,24 @@ holding a list of {"name": str, "vocals": dB, "accompaniment": dB, "params": {..
 (params optional) gets a table page named after the file.
 
 One module per job: report_runs.py reads the inputs, report_text.py words them (labels,
-tables, findings; results.md), report_slides.py draws report.pdf and report_listening.py
-builds index.html from report_listening.html.
+tables, findings, discussion questions; results.md), report_references.py holds the works
+cited and their summaries, report_slides.py draws the PDF and report_listening.py builds
+index.html from report_listening.html.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 from typing import Sequence
 
 from report_listening import write_listening_page
 from report_runs import load_experiments, load_runs, load_samples, load_training
-from report_slides import write_pdf
+from report_slides import Author, write_pdf
 from report_text import write_markdown
-from utils import HelpFormatter, add_debug_flag, run_cli
+from utils import HelpFormatter, UserError, add_debug_flag, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,19 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-dir", default="samples", help="inference.py's listening excerpts")
     p.add_argument("--experiments-dir", default="experiments", help="optional experiment tables (*.json)")
     p.add_argument("--out", default="report", help="output directory")
+    g = p.add_argument_group("cover")
+    g.add_argument("--name", default=None, help="your name, on the cover")
+    g.add_argument("--student-id", default=None,
+                   help="your student ID, on the cover; the PDF is then <out>/<ID>_report.pdf (else report.pdf)")
+    g.add_argument("--link", default=None,
+                   help="address of your code, on the cover and the references page (default: the git remote "
+                        "'origin', if any)")
     add_debug_flag(p)
     return p
 
 
+def pdf_name(student_id: str | None) -> str:
+    """<ID>_report.pdf, as the homework asks; report.pdf without an ID."""
+    if student_id is None:
+        return "report.pdf"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", student_id):
+        raise UserError(f"--student-id {student_id!r} cannot name a file: use letters, digits, '.', '_' and '-'")
+    return f"{student_id}_report.pdf"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    pdf = pdf_name(args.student_id)
     training = load_training(Path(args.checkpoint_dir))
     runs = load_runs(Path(args.results_dir))
     samples = load_samples(Path(args.samples_dir))
     experiments = load_experiments(Path(args.experiments_dir), Path(args.results_dir))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pages = write_pdf(out / "report.pdf", training, runs, samples, experiments)
+    pages = write_pdf(out / pdf, training, runs, samples, experiments, Author(args.name, args.student_id, args.link))
     write_markdown(out / "results.md", training, runs, experiments)
     if samples:
         write_listening_page(out, samples, {r.name: r for r in runs})
@@ -64,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (out / "index.html").unlink(missing_ok=True)
         shutil.rmtree(out / "audio", ignore_errors=True)
         listening = f"; no listening samples in {args.samples_dir}, so no index.html"
-    print(f"wrote {out / 'report.pdf'} ({pages} pages), {out / 'results.md'}{listening}")
+    print(f"wrote {out / pdf} ({pages} pages), {out / 'results.md'}{listening}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class Run:
     tracks: dict[str, dict[str, float]]  # track -> stem -> median SDR over frames
     metrics: dict[str, dict[str, float]]  # stem -> BSSEval metric -> median of medians; {} without museval JSON
     seconds: float | None  # median over tracks of the phase method's time; None if not recorded
+    gl_backend: str | None = None  # griffinlim's backend, librosa or torch; None: another phase or not recorded
 
     @property
     def evaluation(self) -> tuple:
@@ -116,7 +117,7 @@ def load_run(summary_path: Path) -> Run:
     s = summary.read(summary_path)
     seconds = list(s.phase_seconds.values())  # summaries of older inference.py lack them
     run = Run(folder.name, Path(s.checkpoint).stem, s.epoch, s.phase, s.subset, s.split, s.median_sdr, s.tracks,
-              {}, float(np.median(seconds)) if seconds else None)
+              {}, float(np.median(seconds)) if seconds else None, s.gl_backend)
     run.metrics = museval_metrics(folder / run.subset, list(s.tracks))
     return run
 

@@ -1,6 +1,8 @@
-"""report.py's slides: report.pdf, 16:9 pages drawn with matplotlib (cover, novelty,
-methodology, results, findings, loss curves, per-track SDR, BSSEval metrics, spectrograms,
-experiment tables), and the spectrogram images the listening page shows."""
+"""report.py's slides: the report PDF, 16:9 pages drawn with matplotlib in the order of the
+homework's template (cover with the author's name, student ID and code link; novelty;
+methodology; results; findings; details of the approach, the papers used; result analysis:
+loss curves, per-track SDR, BSSEval metrics, spectrograms, experiment tables; discussion,
+left to the student; references), and the spectrogram images the listening page shows."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import platform
 import re
 import subprocess
 import textwrap
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Iterable
@@ -24,15 +27,26 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from experiment_table import Experiment  # noqa: E402
 from model import STEMS  # noqa: E402
+from report_references import cited, repository_reference  # noqa: E402
 from report_runs import Run, Sample, Training, groups, phase_order  # noqa: E402
-from report_text import (architecture, db, duration, evaluation_label, experiment_table, findings,  # noqa: E402
-                         methodology, metrics_table, novelty, phase_label, results_table)
+from report_text import (architecture, db, discussion_prompts, duration, evaluation_label,  # noqa: E402
+                         experiment_table, findings, methodology, metrics_table, novelty, phase_label, plural,
+                         results_table)
 from utils import atomic_path, load_audio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 PAGE_SIZE = (40 / 3, 7.5)  # inches: 960 x 540 pt, 16:9
 ACCENT = "#1f4e79"
 EXPERIMENT_ROWS_PER_PAGE = 14
+TEXT_TOP, TEXT_BOTTOM = 0.77, 0.07  # where text pages' columns start and must end
+
+
+@dataclass(frozen=True)
+class Author:
+    """The cover's author lines (report.py --name, --student-id, --link); None: not given."""
+    name: str | None = None
+    student_id: str | None = None
+    link: str | None = None  # the code's address; without it, the git remote's
 
 
 # ------------------------------------------------------------ run metadata
@@ -85,8 +99,10 @@ class Deck:
 
     def __init__(self, pdf: PdfPages) -> None:
         self.pdf, self.pages = pdf, 0
+        self.titles: set[str] = set()
 
     def page(self, title: str, subtitle: str = "") -> plt.Figure:
+        self.titles.add(title)
         fig = plt.figure(figsize=PAGE_SIZE)
         fig.text(0.05, 0.9, title, fontsize=24, weight="bold", color=ACCENT)
         if subtitle:
@@ -101,19 +117,53 @@ class Deck:
         plt.close(fig)
 
 
+def line_step(size: float) -> float:
+    """One text line of `size` points in figure coordinates."""
+    return size * 1.45 / 72 / PAGE_SIZE[1]
+
+
+def bullets_height(items: list[str], width: int, size: float, heading: str | None) -> float:
+    """The height bullets() takes for the same arguments."""
+    lines = sum(len(textwrap.wrap(item, width) or [""]) + 0.45 for item in items)
+    return line_step(size) * (lines + 0.5 + 1.5 * bool(heading))
+
+
 def bullets(fig: plt.Figure, x: float, y: float, items: Iterable[str], width: int, size: float = 13,
-            heading: str | None = None) -> float:
+            heading: str | None = None, marker: str = "•") -> float:
     """Wrapped bullet list from (x, y) downwards in figure coordinates; returns the y below it."""
-    step = size * 1.45 / 72 / PAGE_SIZE[1]  # one text line in figure coordinates
+    step = line_step(size)
     if heading:
         fig.text(x, y, heading, fontsize=size + 2, weight="bold", color=ACCENT, va="top")
         y -= step * 1.5
     for item in items:
         lines = textwrap.wrap(item, width) or [""]
-        fig.text(x, y, "•", fontsize=size, va="top", color=ACCENT)
-        fig.text(x + 0.015, y, "\n".join(lines), fontsize=size, va="top", linespacing=1.3)
+        fig.text(x, y, marker, fontsize=size, va="top", color=ACCENT)
+        fig.text(x + 0.015 + 0.007 * (len(marker) - 1), y, "\n".join(lines), fontsize=size, va="top", linespacing=1.3)
         y -= step * (len(lines) + 0.45)
     return y - step * 0.5
+
+
+def text_pages(deck: Deck, title: str, subtitle: str, blocks: list[tuple[str | None, list[str]]],
+               size: float = 12, columns: int = 2, numbered: bool = False) -> None:
+    """Headed bullet lists flowed item by item down `columns` columns, onto as many pages
+    as they need (a heading stays with its first item); with `numbered` the items are
+    numbered [1], [2], ... across the blocks."""
+    width = (62 if columns == 2 else 150) - 3 * numbered
+    xs = [0.05, 0.53][:columns]
+    units = [(heading if k == 0 else None, item) for heading, items in blocks for k, item in enumerate(items)]
+    fig, column, y = None, 0, TEXT_TOP
+    for number, (heading, item) in enumerate(units, start=1):
+        if fig is not None and y - bullets_height([item], width, size, heading) < TEXT_BOTTOM and y < TEXT_TOP:
+            column, y = column + 1, TEXT_TOP
+            if column == columns:
+                deck.add(fig)
+                fig, column = None, 0
+        if fig is None:
+            fig = deck.page(f"{title} (continued)" if title in deck.titles else title, subtitle)
+        y = bullets(fig, xs[column], y, [item], width, size, heading=heading,
+                    marker=f"[{number}]" if numbered else "•")
+    if fig is not None:
+        deck.add(fig)
 
 
 def draw_table(fig: plt.Figure, top: float, header: list[str], rows: list[list[str]],
@@ -153,25 +203,33 @@ def column_maxima(rows: list[list[str]], columns: Iterable[int]) -> set[tuple[in
     return out
 
 
-def cover_page(deck: Deck, training: Training, runs: list[Run]) -> None:
+def code_link(author: Author) -> str | None:
+    """The code's address: --link, else the git remote's."""
+    return author.link or repository_url()
+
+
+def cover_page(deck: Deck, training: Training, runs: list[Run], author: Author) -> None:
     fig = plt.figure(figsize=PAGE_SIZE)
     fig.patches.append(plt.Rectangle((0, 0.62), 1, 0.38, transform=fig.transFigure, color=ACCENT))
     fig.text(0.06, 0.8, "Vocals / accompaniment separation", fontsize=34, weight="bold", color="white")
-    fig.text(0.06, 0.7, f"{architecture(training.model_config)} separator, {training.history[-1]['epoch']} epochs, "
-             f"scored on the {evaluation_label(groups(runs)[0][0])}", fontsize=16, color="white")
-    lines = [("Date", date.today().isoformat()), ("Commit", commit()), ("Report built on", machine()),
-             ("Model", f"{training.parameters:,} parameters"),
-             ("Training", f"{len(training.history)} epochs, {duration(sum(h['seconds'] for h in training.history))}")]
-    y = 0.52
-    for key, value in lines:
-        if value:
+    fig.text(0.06, 0.7, f"{architecture(training.model_config)} separator, "
+             f"{plural(training.history[-1]['epoch'], 'epoch')}, scored on the {evaluation_label(groups(runs)[0][0])}",
+             fontsize=16, color="white")
+    link = code_link(author)
+    # A missing author line shows the flag that fills it, so it is not handed in empty.
+    lines = [("Name", author.name, "report.py --name"), ("Student ID", author.student_id, "report.py --student-id"),
+             ("Code", link, "report.py --link"), ("Date", date.today().isoformat(), None), ("Commit", commit(), None),
+             ("Report built on", machine(), None), ("Model", f"{training.parameters:,} parameters", None),
+             ("Training", f"{plural(len(training.history), 'epoch')}, "
+                          f"{duration(sum(h['seconds'] for h in training.history))}", None)]
+    y = 0.54
+    for key, value, flag in lines:
+        if value or flag:
             fig.text(0.06, y, key, fontsize=14, weight="bold", color=ACCENT)
-            fig.text(0.22, y, value, fontsize=14)
-            y -= 0.065
-    url = repository_url()
-    if url:
-        fig.text(0.06, y, "Repository", fontsize=14, weight="bold", color=ACCENT)
-        fig.text(0.22, y, url, fontsize=14, color="#1a5fb4", url=url)
+            style = ({"color": "#1a5fb4", "url": value} if key == "Code" and value and re.match(r"https?://", value)
+                     else {})
+            fig.text(0.22, y, value or f"(not given: {flag})", fontsize=14, **(style if value else {"color": "0.5"}))
+            y -= 0.058
     deck.add(fig)
 
 
@@ -235,11 +293,39 @@ def findings_page(deck: Deck, training: Training, runs: list[Run]) -> None:
     deck.add(fig)
 
 
+def approach_pages(deck: Deck, training: Training, runs: list[Run]) -> None:
+    """Details of the approach: each paper the run used, what it does and why it works."""
+    blocks = [(work.name, [f"{work.summary} Here: {work.used_here}."])
+              for work in cited(training, runs) if work.summary]
+    text_pages(deck, "Details of the approach", "The published methods this run used, and why they work; "
+               "full references on the last page", blocks, size=11.5)
+
+
+def discussion_page(deck: Deck, training: Training, runs: list[Run]) -> None:
+    """The discussion is the student's: a marked page with questions, no generated text."""
+    fig = deck.page("Discussion", "To be written by the student: this page is not generated from the runs")
+    fig.patches.append(plt.Rectangle((0.05, 0.08), 0.9, 0.7, transform=fig.transFigure, fill=False,
+                                     edgecolor="#c0392b", linestyle="--", linewidth=1.5))
+    fig.text(0.5, 0.72, "TO BE WRITTEN BY THE STUDENT", fontsize=20, weight="bold", color="#c0392b", ha="center",
+             va="top")
+    bullets(fig, 0.08, 0.64, discussion_prompts(training, runs), 120, size=13,
+            heading="Questions your discussion could answer")
+    deck.add(fig)
+
+
+def references_pages(deck: Deck, training: Training, runs: list[Run], author: Author) -> None:
+    works = [work.reference + "." for work in cited(training, runs)]
+    text_pages(deck, "References", "Every published work and software this run used",
+               [(None, works + [repository_reference(code_link(author), commit())])], size=11.5, columns=1,
+               numbered=True)
+
+
 def loss_page(deck: Deck, training: Training) -> None:
     h = training.history
     epochs = [e["epoch"] for e in h]
     marker = "." if len(h) < 30 else None
-    fig = deck.page("Training and validation loss", "Dashed: saved epoch checkpoints; star: best epoch (best.pt)")
+    fig = deck.page("Result analysis: training and validation loss",
+                    "Dashed: saved epoch checkpoints; star: best epoch (best.pt)")
     ax = fig.add_axes([0.07, 0.12, 0.6, 0.66])
     ax.plot(epochs, [e["train_loss"] for e in h], label="training", color=ACCENT, marker=marker)
     ax.plot(epochs, [e["valid_loss"] for e in h], label="validation", color="#c0392b", marker=marker)
@@ -263,7 +349,7 @@ def loss_page(deck: Deck, training: Training) -> None:
 
 
 def boxplot_page(deck: Deck, runs: list[Run]) -> None:
-    fig = deck.page(f"Per-track SDR on the {evaluation_label(runs[0])}",
+    fig = deck.page(f"Result analysis: per-track SDR on the {evaluation_label(runs[0])}",
                     "One box per checkpoint and phase method; dots are tracks")
     labels = [f"{r.checkpoint}\n{phase_label(r.phase)}" for r in runs]
     rng = np.random.default_rng(0)  # fixed jitter: the same report for the same inputs
@@ -282,7 +368,7 @@ def boxplot_page(deck: Deck, runs: list[Run]) -> None:
 
 def metrics_page(deck: Deck, runs: list[Run]) -> None:
     header, rows = metrics_table(runs)
-    fig = deck.page(f"BSSEval metrics on the {evaluation_label(runs[0])}",
+    fig = deck.page(f"Result analysis: BSSEval metrics on the {evaluation_label(runs[0])}",
                     "Median over tracks of the per-track median (dB), from museval's per-track results")
     draw_table(fig, 0.79, header, rows, size=11)
     deck.add(fig)
@@ -292,7 +378,7 @@ def experiment_pages(deck: Deck, experiment: Experiment) -> None:
     header, rows = experiment_table(experiment)
     for start in range(0, len(rows), EXPERIMENT_ROWS_PER_PAGE):
         chunk = rows[start:start + EXPERIMENT_ROWS_PER_PAGE]
-        fig = deck.page(f"Experiment: {experiment.title}", "Median SDR (dB)")
+        fig = deck.page(f"Result analysis: experiment {experiment.title}", "Median SDR (dB)")
         draw_table(fig, 0.79, header, chunk, column_maxima(chunk, (1, 2)), size=11)
         deck.add(fig)
 
@@ -330,7 +416,7 @@ def spectrogram_page(deck: Deck, samples: list[Sample], runs: dict[str, Run]) ->
     same.sort(key=lambda s: phase_order(runs[s.run].phase) if s.run in runs else (True, s.run))
     audio, rate = load_audio(first.folder / "mixture.wav")
     mix, ref = mel_db(audio, rate)
-    fig = deck.page(f"Spectrograms: {first.track}",
+    fig = deck.page(f"Result analysis: spectrograms of {first.track}",
                     f"{len(audio) / rate:.0f} s listening excerpt; estimates of {checkpoint or first.run}")
     columns = 2 + len(same)
     width = 0.9 / columns
@@ -361,16 +447,18 @@ def spectrogram_png(path: Path, audio: np.ndarray, rate: int, ref: float) -> Non
 # -------------------------------------------------------------- the PDF
 
 def write_pdf(path: Path, training: Training, runs: list[Run], samples: list[Sample],
-              experiments: list[Experiment]) -> int:
+              experiments: list[Experiment], author: Author = Author()) -> int:
     """Write the slides; returns the number of pages."""
-    with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": "Source separation report"}) as pdf:
+    metadata = {"Title": "Source separation report", **({"Author": author.name} if author.name else {})}
+    with atomic_path(path) as tmp, PdfPages(tmp, metadata=metadata) as pdf:
         deck = Deck(pdf)
-        cover_page(deck, training, runs)
+        cover_page(deck, training, runs, author)
         novelty_page(deck, training, runs, experiments)
         methodology_page(deck, training, runs)
         for group in groups(runs):
             results_page(deck, group)
         findings_page(deck, training, runs)
+        approach_pages(deck, training, runs)
         loss_page(deck, training)
         for group in groups(runs):
             boxplot_page(deck, group)
@@ -380,4 +468,6 @@ def write_pdf(path: Path, training: Training, runs: list[Run], samples: list[Sam
             spectrogram_page(deck, samples, {r.name: r for r in runs})
         for experiment in experiments:
             experiment_pages(deck, experiment)
+        discussion_page(deck, training, runs)
+        references_pages(deck, training, runs, author)
         return deck.pages

@@ -34,6 +34,11 @@ def db(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.2f}"
 
 
+def plural(count: int, noun: str) -> str:
+    """1 epoch, 2 epochs."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
@@ -59,11 +64,17 @@ def run_label(run: Run) -> str:
     return f"{run.checkpoint} · {phase_label(run.phase)}"
 
 
-def default_train_args(mask: str = "magnitude") -> dict:
-    """train.py's defaults for a model with `mask` masks (--loss's default depends on it)."""
-    from train import build_parser as train_parser  # train.py's own defaults, so they never drift
+def default_train_args(train_args: dict) -> dict:
+    """train.py's defaults as train_args records them for a run of this one's model and
+    masks: the flags train.py resolves (--loss by the mask, --mask-init by the model) at
+    the value it resolves them to, so a flag left at its default never reads as changed."""
+    from train import build_parser as train_parser, resolve_mask_init  # train.py's own, so they never drift
 
-    return {**vars(train_parser().parse_args([])), "loss": DEFAULT_LOSSES[mask]}
+    defaults = vars(train_parser().parse_args([]))
+    model, mask = train_args.get("model", defaults["model"]), train_args.get("mask", defaults["mask"])
+    return {**defaults, "loss": DEFAULT_LOSSES[mask],
+            "mask_init": resolve_mask_init(None, model, not train_args.get("no_mask", False),
+                                           train_args.get("mask_activation", defaults["mask_activation"]))}
 
 
 # ---------------------------------------------------------------- tables
@@ -129,16 +140,16 @@ def validation_figures(row: dict) -> str:
 def training_finding(training: Training) -> str:
     history = training.history
     best, last = next(h for h in history if h["epoch"] == training.best_epoch), history[-1]
-    text = (f"Training ran {last['epoch']} epochs in {duration(sum(h['seconds'] for h in history))}; best.pt "
+    text = (f"Training ran {plural(last['epoch'], 'epoch')} in {duration(sum(h['seconds'] for h in history))}; best.pt "
             f"({best_basis(training)}) is epoch {best['epoch']} ({validation_figures(best)})")
     if last["epoch"] > best["epoch"]:
         since = last["epoch"] - best["epoch"]
-        text += (f" and the validation did not improve in the last {f'{since} epochs' if since > 1 else 'epoch'} "
+        text += (f" and the validation did not improve in the last {plural(since, 'epoch') if since > 1 else 'epoch'} "
                  f"({validation_figures(last)} at the end)")
     text += f"; final training loss {last['train_loss']:.4g}."
     drops = sum(b["lr"] < a["lr"] for a, b in zip(history, history[1:]))
     if drops and training.train_args.get("lr_schedule", "plateau") == "plateau":
-        text += f" The learning rate was lowered {drops} time(s), to {last['lr']:.3g}."
+        text += f" The learning rate was lowered {plural(drops, 'time')}, to {last['lr']:.3g}."
     return text
 
 
@@ -232,7 +243,7 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
                       f"and the best: {', '.join(extra)}.")
     beyond += [f"Also scored on the {evaluation_label(g[0])}." for g in groups(runs) if g[0].subset != "test"]
     if experiments:
-        beyond.append(f"{len(experiments)} experiment table(s): {', '.join(e.title for e in experiments)}.")
+        beyond.append(f"{plural(len(experiments), 'experiment table')}: {', '.join(e.title for e in experiments)}.")
 
     test = {(r.epoch, r.phase) for r in runs if r.subset == "test"}
     missing = [f"Epoch {e} with the mixture phase on the test set." for e in REQUIRED_EPOCHS
@@ -240,7 +251,7 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
     if (training.best_epoch, "griffinlim") not in test:
         missing.append(f"Griffin-Lim on the best epoch ({training.best_epoch}) on the test set.")
 
-    defaults = default_train_args(training.train_args.get("mask", "magnitude"))
+    defaults = default_train_args(training.train_args)
     changed = [f"--{k.replace('_', '-')} {flag_value(v)} (default {flag_value(defaults[k])})"
                for k, v in training.train_args.items()
                if k in defaults and k not in INCIDENTAL_FLAGS and v != defaults[k]]
@@ -249,6 +260,26 @@ def novelty(training: Training, runs: list[Run], experiments: list[Experiment]) 
         out["Required results not found"] = missing
     out["Training flags changed from the defaults"] = changed or ["None: every training flag at its default."]
     return out
+
+
+def discussion_prompts(training: Training, runs: list[Run]) -> list[str]:
+    """Questions the discussion page puts to the student, chosen by what the runs hold;
+    the answers are the student's (the report never writes them)."""
+    main = groups(runs)[0]
+    phases = {r.phase for r in main}
+    prompts = []
+    if len({r.epoch for r in main if r.phase == "mixture"}) > 1:
+        prompts.append("Why does the SDR change between the scored epochs as it does? Compare the loss curves: "
+                       "where does the validation loss flatten, and does the SDR follow it?")
+    if {"mixture", "griffinlim"} <= phases:
+        prompts.append("Griffin-Lim starts from the same magnitudes as the mixture phase: why does its SDR differ "
+                       "so much, and do the two sound as different as the numbers say (listening page)?")
+    if phases - {"mixture", "griffinlim"}:
+        prompts.append("What do the other phase methods change, and is their gain worth their cost in time?")
+    prompts += ["Which tracks separate worst (per-track SDR), and what do they have in common when you listen?",
+                "Vocals against accompaniment: which is harder here, and why?",
+                "What would you change first with more time or compute, and what do you expect it to gain?"]
+    return prompts
 
 
 def architecture(cfg: dict) -> str:
@@ -293,25 +324,33 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
             *(augment or ["no augmentation"]),
         ],
         "Training": [
-            f"{args['epochs']} epochs, batch {args['batch_size']}, Adam lr {args['lr']:g}, "
+            f"{plural(args['epochs'], 'epoch')}, batch {args['batch_size']}, Adam lr {args['lr']:g}, "
             f"weight decay {args['weight_decay']:g}, seed {args['seed']}"
             + (f"; trained on {training.machine}" if training.machine else ""),
-            (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {args['lr_decay_patience']} epochs"
+            (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {plural(args['lr_decay_patience'], 'epoch')}"
              if args.get("lr_schedule", "plateau") == "plateau" else f"lr schedule: {LR_SCHEDULES[args['lr_schedule']]}"),
             f"loss: {LOSSES[args.get('loss', 'mse')].description}; best.pt = {best_basis(training)}",
         ],
         "Evaluation": [
             "museval BSSEval v4 on 1 s frames: median over frames per track, then median over tracks",
             "phase: " + ", ".join(phase_label(p) for p in sorted({r.phase for r in runs}, key=phase_order)),
+            *gl_backend_lines(runs),
         ],
     }
+
+
+def gl_backend_lines(runs: list[Run]) -> list[str]:
+    """Which Griffin-Lim backend ran (summary.json records it; older ones do not)."""
+    backends = {r.gl_backend or "not recorded" for r in runs if r.phase == "griffinlim"}
+    names = {"librosa": "librosa.griffinlim", "torch": "the torch backend (the same update, on the device)"}
+    return [f"Griffin-Lim ran as {' and '.join(names.get(b, b) for b in sorted(backends))}"] if backends else []
 
 
 # ------------------------------------------------------------------ results.md
 
 def write_markdown(path: Path, training: Training, runs: list[Run], experiments: list[Experiment]) -> None:
     best = next(h for h in training.history if h["epoch"] == training.best_epoch)
-    parts = [f"# Results\n\nModel: {training.parameters:,} parameters; {len(training.history)} epochs; best "
+    parts = [f"# Results\n\nModel: {training.parameters:,} parameters; {plural(len(training.history), 'epoch')}; best "
              f"epoch {training.best_epoch} ({best_basis(training)}: {validation_figures(best)}). SDR in dB: median over "
              "tracks of the per-track median over 1 s frames (museval BSSEval v4)."]
     for group in groups(runs):

@@ -1,5 +1,6 @@
 """report.py on a tiny run trained, scored and sampled here from generated tracks: the
-PDF's pages, the Markdown tables, the listening page in a real browser, the CLI errors."""
+PDF's pages in the homework template's order (cover with name, student ID and link, the
+references), the Markdown tables, the listening page in a real browser, the CLI errors."""
 
 from __future__ import annotations
 
@@ -21,15 +22,22 @@ import pytest
 import inference
 import preprocess
 import report
+import report_references
 import report_text
 import train
 from augment import AUGMENTATION_REGISTRY
+from conftest import VALID_TRACKS, write_hq_dataset
 from model import STEMS
 from phase import PHASE_METHODS
 from pipeline_helpers import REPO_ROOT
+from report_runs import load_runs, load_training
 from utils import run_cli
 
 CHROMIUM = shutil.which("chromium")
+AUTHOR = {"--name": "Ada Lovelace", "--student-id": "r12345678", "--link": "https://example.org/ada/separation"}
+# The homework template's headings, in its order; every page's title starts with one.
+TEMPLATE = ("Vocals / accompaniment separation", "Novelty", "Methodology", "Results on the", "Findings",
+            "Details of the approach", "Result analysis", "Discussion", "References")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -51,24 +59,49 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> SimpleN
     return run
 
 
-def make_report(run: SimpleNamespace, out: Path, samples: Path | None = None, experiments: Path | None = None) -> Path:
+def make_report(run: SimpleNamespace, out: Path, samples: Path | None = None, experiments: Path | None = None,
+                author: Sequence[str] = ()) -> Path:
     report.main(["--checkpoint-dir", str(run.checkpoints), "--results-dir", str(run.results),
                  "--samples-dir", str(samples or run.samples), "--experiments-dir", str(experiments or out / "none"),
-                 "--out", str(out)])
+                 "--out", str(out), *author])
     return out
 
 
 @pytest.fixture(scope="module")
 def built(tiny_run: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_report(tiny_run, tmp_path_factory.mktemp("report"))
+    return make_report(tiny_run, tmp_path_factory.mktemp("report"), author=[a for kv in AUTHOR.items() for a in kv])
 
 
-def expected_pages(run: SimpleNamespace, with_samples: bool, experiment_rows: Sequence[int] = ()) -> int:
+def built_pdf(out: Path) -> Path:
+    return out / f"{AUTHOR['--student-id']}_report.pdf"
+
+
+def page_texts(pdf: Path) -> list[str]:
+    """Each page's text, as pdftotext reads it (titles first: they are the topmost text)."""
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return text.split("\f")[:-1]  # pdftotext ends every page with a form feed
+
+
+def titled(texts: list[str], title: str) -> int:
+    """How many pages' titles start with `title` (a flowing text page and its continuations)."""
+    return sum(t.lstrip().startswith(title) for t in texts)
+
+
+def expected_pages(run: SimpleNamespace, pdf: Path, with_samples: bool, experiment_rows: Sequence[int] = ()) -> int:
     """Counted from the inputs: cover, novelty, methodology, a results page per evaluation
-    set, findings, loss curves, per set a box-plot page and a BSSEval page (museval wrote
-    its JSON), a spectrogram page if there are samples, experiment tables of up to 14 rows a page."""
+    set, findings, the details of the approach, loss curves, per set a box-plot page and a
+    BSSEval page (museval wrote its JSON), a spectrogram page if there are samples,
+    experiment tables of up to 14 rows a page, discussion, references. The approach and
+    references pages flow onto as many pages as their text needs: read from the PDF, at
+    least one each."""
     sets = len({(s["subset"], s["split"], tuple(sorted(s["tracks"]))) for s in run.summaries})
-    return 3 + sets + 2 + 2 * sets + with_samples + sum(math.ceil(n / 14) for n in experiment_rows)
+    texts = page_texts(pdf)
+    approach, references = titled(texts, "Details of the approach"), titled(texts, "References")
+    assert approach >= 1 and references >= 1
+    return (3 + sets + 1 + approach + 1 + 2 * sets + with_samples + sum(math.ceil(n / 14) for n in experiment_rows)
+            + 1 + references)
 
 
 def pdf_page_boxes(path: Path) -> list[tuple[float, ...]]:
@@ -115,8 +148,8 @@ def page_sources(path: Path) -> Sources:
 # ------------------------------------------------------------------- the outputs
 
 def test_pdf_pages_are_16_9_and_match_the_inputs(built: Path, tiny_run: SimpleNamespace) -> None:
-    boxes = pdf_page_boxes(built / "report.pdf")
-    assert len(boxes) == expected_pages(tiny_run, with_samples=True)
+    boxes = pdf_page_boxes(built_pdf(built))
+    assert len(boxes) == expected_pages(tiny_run, built_pdf(built), with_samples=True)
     for x0, y0, x1, y1 in boxes:
         assert (x1 - x0) / (y1 - y0) == pytest.approx(16 / 9, rel=1e-3)
 
@@ -154,7 +187,7 @@ def test_without_samples_and_with_experiments(tiny_run: SimpleNamespace, tmp_pat
             for k in range(1, 16)]
     (experiments / "hidden_size.json").write_text(json.dumps(rows))
     out = make_report(tiny_run, tmp_path / "report", tmp_path / "no_samples", experiments)
-    assert len(pdf_page_boxes(out / "report.pdf")) == expected_pages(tiny_run, with_samples=False,
+    assert len(pdf_page_boxes(out / "report.pdf")) == expected_pages(tiny_run, out / "report.pdf", with_samples=False,
                                                                      experiment_rows=[len(rows)])
     assert not (out / "index.html").exists()
     table = markdown_tables((out / "results.md").read_text())["Experiment: hidden size"]
@@ -164,7 +197,7 @@ def test_without_samples_and_with_experiments(tiny_run: SimpleNamespace, tmp_pat
 def test_pdf_pages_render_with_content(built: Path, tmp_path: Path) -> None:
     if not shutil.which("pdftoppm"):
         pytest.skip("pdftoppm (poppler-utils) is not installed")
-    subprocess.run(["pdftoppm", "-r", "24", "-png", "-f", "1", "-l", "6", str(built / "report.pdf"),
+    subprocess.run(["pdftoppm", "-r", "24", "-png", "-f", "1", "-l", "6", str(built_pdf(built)),
                     str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) == 6
@@ -173,6 +206,77 @@ def test_pdf_pages_render_with_content(built: Path, tmp_path: Path) -> None:
         assert pixels.shape[1] / pixels.shape[0] == pytest.approx(16 / 9, rel=0.02)
         assert (pixels < 0.9).mean() > 0.01, f"{page.name} is blank"
         assert pixels.std() > 0.05, f"{page.name} is flat"
+
+
+def test_pages_follow_the_template(built: Path) -> None:
+    """Every page's title is one of the template's headings, in the template's order, all
+    of them present; the cover holds the name, ID and link; the discussion is marked as the
+    student's to write."""
+    texts = page_texts(built_pdf(built))
+    order = [next(i for i, heading in enumerate(TEMPLATE) if text.lstrip().startswith(heading)) for text in texts]
+    assert order == sorted(order) and set(order) == set(range(len(TEMPLATE))), [t.split("\n")[0] for t in texts]
+    cover = texts[0]
+    for value in AUTHOR.values():
+        assert value in cover
+    assert "3 epochs" in cover
+    methodology = " ".join(next(t for t in texts if t.lstrip().startswith("Methodology")).split())
+    assert "Griffin-Lim ran as librosa.griffinlim" in methodology  # --gl-backend auto on the CPU
+    discussion = next(t for t in texts if t.lstrip().startswith("Discussion"))
+    assert "TO BE WRITTEN BY THE STUDENT" in discussion
+
+
+def test_references_cite_what_the_run_used(built: Path, tiny_run: SimpleNamespace) -> None:
+    """The tiny run used the Open-Unmix model, MUSDB18, museval and Griffin-Lim: those are
+    cited in full, with this repository's link; the Wiener filter and the band-split RNN,
+    which it did not use, are not."""
+    text = " ".join(" ".join(t.split()) for t in page_texts(built_pdf(built)) if t.lstrip().startswith("References"))
+    for words in ["Journal of Open Source Software, vol. 4, no. 41, p. 1667, 2019",
+                  "The MUSDB18 corpus for music separation", "doi:10.5281/zenodo.1117372",
+                  "The 2018 Signal Separation Evaluation Campaign", "Signal estimation from modified short-time Fourier",
+                  "A fast Griffin-Lim algorithm", AUTHOR["--link"]]:
+        assert words in text, words
+    assert "norbert" not in text and "Band-split" not in text
+    training, runs = load_training(tiny_run.checkpoints), load_runs(tiny_run.results)
+    wiener = [SimpleNamespace(phase="wiener")]
+    bsrnn = SimpleNamespace(model_config={"model": "bsrnn"})
+    keys = {w.key for w in report_references.cited(bsrnn, runs + wiener)}
+    assert {"bsrnn", "norbert", "griffin-lim", "fast-griffin-lim"} <= keys
+    assert not {"bsrnn", "norbert"} & {w.key for w in report_references.cited(training, runs)}
+
+
+def test_bad_student_id_is_a_one_line_error(tiny_run: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    argv = ["--checkpoint-dir", str(tiny_run.checkpoints), "--results-dir", str(tiny_run.results),
+            "--student-id", "../r1", "--out", str(tmp_path)]
+    assert run_cli(report.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --student-id") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_run_with_default_flags_lists_none_as_changed(tmp_path: Path) -> None:
+    """train.py with no recipe or model flag (only where its files go, the device and
+    --epochs 1): the novelty page lists --epochs alone as changed, and never a flag that
+    train.py resolves (--mask-init to "ones", --loss by the mask); the cover says 1 epoch."""
+    root = write_hq_dataset(tmp_path / "hq", {"train": [(VALID_TRACKS[0], 1), (VALID_TRACKS[1], 2),
+                                                        ("Synth A - One", 3)], "test": [("Synth D - Four", 6)]},
+                            seconds=7.0)  # the default 6-s excerpts need tracks longer than 6 s
+    preprocess.main(["--root", str(root), "--is-wav", "--cache", str(tmp_path / "cache")])
+    checkpoints = tmp_path / "checkpoints"
+    train.main(["--cache", str(tmp_path / "cache"), "--checkpoint-dir", str(checkpoints), "--workers", "0",
+                "--device", "cpu", "--epochs", "1"])
+    inference.main(["--root", str(root), "--is-wav", "--checkpoint", str(checkpoints / "best.pt"), "--device", "cpu",
+                    "--samples", "0", "--workers", "0", "--out", str(tmp_path / "results")])
+    training = load_training(checkpoints)
+    assert training.train_args["mask_init"] == "ones"  # recorded resolved: the case that read as changed
+    flags = report_text.novelty(training, load_runs(tmp_path / "results"), [])["Training flags changed from the defaults"]
+    assert flags == ["--epochs 1 (default 150)"]
+    report.main(["--checkpoint-dir", str(checkpoints), "--results-dir", str(tmp_path / "results"),
+                 "--samples-dir", str(tmp_path / "results"), "--out", str(tmp_path / "report")])
+    texts = page_texts(tmp_path / "report" / "report.pdf")
+    novelty = " ".join(next(t for t in texts if t.lstrip().startswith("Novelty")).split())
+    assert "--epochs 1 (default 150)" in novelty and "--mask-init" not in novelty and "--loss" not in novelty
+    assert "1 epoch," in texts[0] and "1 epochs" not in " ".join(texts)
 
 
 def test_listening_page_plays_in_chromium(built: Path, tmp_path: Path) -> None:
@@ -225,6 +329,7 @@ def test_missing_inputs_are_one_line_errors(tiny_run: SimpleNamespace, tmp_path:
 def test_help_shows_defaults() -> None:
     out = subprocess.run([sys.executable, str(REPO_ROOT / "report.py"), "--help"], capture_output=True, text=True,
                          check=True).stdout
+    assert "--student-id" in out and "--link" in out and "--name" in out
     for flag, default in [("--checkpoint-dir", "checkpoints"), ("--results-dir", "results"),
                           ("--samples-dir", "samples"), ("--out", "report")]:
         assert re.search(rf"{flag} \S+\s+.*?\(default: {default}\)", out, re.S), flag
