@@ -93,12 +93,13 @@ MODELS = {"umx": ("umx", "magnitude"), "bsrnn": ("bsrnn", "magnitude"), "bsrnn-c
 # batches, relative to how far fp32's mean loss fell from the first round to the last). The
 # first step differs by the forward pass's rounding alone (and every model's loss lies far
 # from 0 at its start); the last round also by where the rounded gradients have taken the
-# weights. Measured on the CPU (its autocast rounds as CUDA's does) for the three models at
-# full size, 24 steps of 2 x 3 s: at most 0.01% on the first step and 0.2% of fp32's fall on
-# the last round, bf16 and fp16 alike (see bench/README.md). The limits leave room for the
-# GPU's own arithmetic (TF32 matmuls under fp32, cuDNN's kernels), yet a precision that
-# breaks (an fp16 layer that overflows or flushes to zero, a run that stops learning) lies
-# off by a good part of the fall: one that does not learn at all, by 100%.
+# weights. Measured on the CPU (its autocast has bf16 and fp16 too, though not CUDA's
+# kernels) for the three models at full size, 24 steps of 2 x 3 s: at most 0.021% on the
+# first step and 0.21% of fp32's fall on the last round (bench/README.md has the table and
+# the command). The limits, some 50 times those, leave room for a GPU's own arithmetic
+# (TF32 matmuls under fp32, cuDNN's kernels, non-deterministic reductions), while a precision
+# that breaks (an fp16 layer that overflows or flushes to zero, a run that stops learning)
+# lies off by a good part of the fall: one that does not learn at all, by 100%.
 TOLERANCES = {"bf16": (0.01, 0.10), "fp16": (0.01, 0.10)}
 SEED = 42
 
@@ -453,8 +454,8 @@ def precision_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, de
 
 def train_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, device: torch.device,
                   workdir: Path) -> None:
-    """train.main at each precision, as a user runs it (in this process, its output kept
-    in the record only when it fails)."""
+    """train.main at each precision, as a user runs it (in this process; what it printed
+    is kept in the record when it fails)."""
     model_flags = [] if sizes.hidden_size is None else ["--hidden-size", str(sizes.hidden_size)]
     model_flags += [] if sizes.nb_layers is None else ["--nb-layers", str(sizes.nb_layers)]
     for precision_name in precisions_to_check(device):
@@ -471,7 +472,7 @@ def train_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, device
                 with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                     train.main(argv)
             except BaseException:
-                print(output.getvalue()[-2000:], file=sys.stderr)
+                record[f"{precision_name} output"] = output.getvalue()[-3000:]
                 raise
             with open(directory / "log.csv") as f:
                 rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -547,8 +548,8 @@ def ddp_worker(result_path: Path, cache_dir: str, device_name: str, sizes: Sizes
         sampler.set_epoch(1)
         synchronize(device)
         started = time.perf_counter()
-        train_loss = train.train_epoch(net, loader, optimizer, precision.grad_scaler(device.type), device, True, 1,
-                                       False, precision)
+        train_loss = train.train_epoch(net, loader, optimizer, precision.grad_scaler(device.type), device,
+                                       from_stems=True, epoch=1, progress=False, precision=precision)
         synchronize(device)
         epoch_seconds = time.perf_counter() - started
         validation = train.validate(net, cache, cache.names("valid"), device, precision)
@@ -794,6 +795,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if min(args.batch_sizes) < 1:
             raise UserError("--batch-sizes must be positive")
         sizes = Sizes(**{**asdict(sizes), "batch_sizes": tuple(args.batch_sizes)})
+    if args.root is not None and not Path(args.root).is_dir():
+        raise UserError(f"--root {args.root} is not a directory")
     if args.ddp_worker:
         ddp_worker(Path(args.ddp_worker[0]), args.ddp_worker[1], args.device, sizes)
         return
@@ -809,10 +812,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.results["device"] = describe_device(device)
     run.results["sizes"] = asdict(sizes)
     facts = run.results["device"]
-    print(f"{facts.get('name', device)}: compute capability {facts.get('capability', '-')}, "
-          f"{facts.get('memory_gib', '-')} GiB; torch {facts['torch']}, CUDA {facts.get('cuda', '-')}; "
-          f"auto precision {facts['auto_precision']} ({facts['auto_reason']}); checking "
-          f"{', '.join(facts['precisions_checked'])}; budget {args.budget:g} s", flush=True)
+    card = (f"{facts['name']}: compute capability {facts['capability']}, {facts['memory_gib']} GiB; CUDA "
+            f"{facts['cuda']}, " if device.type == "cuda" else f"{device}: ")
+    print(f"{card}torch {facts['torch']}; auto precision {facts['auto_precision']} ({facts['auto_reason']}); "
+          f"checking {', '.join(facts['precisions_checked'])}; budget {args.budget:g} s", flush=True)
     needs_data = ("precision", "train", "torchrun", "throughput")
     with contextlib.ExitStack() as stack:
         workdir = Path(args.workdir) if args.workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))

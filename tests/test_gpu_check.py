@@ -45,6 +45,19 @@ def test_every_precision_runs_on_the_cpu():
     assert gpu_check.precisions_to_check(torch.device("cpu")) == ["fp32", "bf16", "fp16"]
 
 
+def test_agreement_is_zero_for_the_same_run_and_one_for_a_run_that_does_not_learn():
+    losses = [10.0, 9.0, 6.0, 5.0, 2.0, 1.0]  # rounds of two batches: means 9.5, 5.5, 1.5
+    reference = {"losses": losses, "first_round_mean": 9.5, "last_round_mean": 1.5}
+    assert gpu_check.agreement(reference, reference) == {"first_step": 0.0, "last_round": 0.0}
+    stuck = {"losses": [10.0, 9.0] * 3, "first_round_mean": 9.5, "last_round_mean": 9.5}
+    assert gpu_check.agreement(stuck, reference) == {"first_step": 0.0, "last_round": 1.0}
+    assert 1.0 > max(last for _, last in gpu_check.TOLERANCES.values())
+    # The complex model's loss crosses 0: the last round is measured against fp32's fall, not its value.
+    crossing = {"losses": [4.0, 2.0, -1.0, -2.0, -3.0, -3.0], "first_round_mean": 3.0, "last_round_mean": -3.0}
+    off = {**crossing, "last_round_mean": -2.4}
+    assert gpu_check.agreement(off, crossing)["last_round"] == pytest.approx(0.1)
+
+
 def test_a_spent_budget_skips_every_section(capsys, tmp_path):
     out = tmp_path / "out.json"
     code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--budget", "0", "--out", out], capsys)
@@ -116,6 +129,11 @@ def test_quick_run_on_the_cpu_passes_every_check(tmp_path):
         for name in ("bf16", "fp16"):
             assert set(runs[name]["vs_fp32"]) == {"reference", "first_step", "last_round"}
         assert len(runs["fp32"]["losses"]) == report["sizes"]["agreement_steps"]
+    # The tiny umx's fp16 gradients overflow at the scaler's first scales: the skipped steps are
+    # found, and fp16 is compared with an fp32 run that skips the same updates.
+    umx = sections["precision"]["umx"]
+    assert umx["fp16"]["skipped_steps"] and umx["fp16"]["vs_fp32"]["reference"] == "fp32 with fp16's skips"
+    assert umx["fp32 with fp16's skips"]["skipped_steps"] == umx["fp16"]["skipped_steps"]
     assert {name: sections["train"][name]["recorded_precision"] for name in ("fp32", "bf16", "fp16")} == {
         "fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
     assert sections["torchrun"]["backend"] == "gloo" and sections["torchrun"]["world_size"] == 1
