@@ -34,11 +34,11 @@ def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **p
         return []
     return [phase for phase in phases if PHASE_METHODS[phase].cpu_bound(device, **phase_options)]
 
-# What one pool process needs at its peak, scoring a 4-minute MUSDB18 track on the CPU
-# (the default model, museval's whole-track projections the largest part): 4,448 MiB
-# measured, rounded up; the main process needs about 0.3 GiB (docs/speed.md#inference-memory).
-# Longer tracks need more.
-WORKER_MEMORY = 4.5 * 2**30
+# What one pool process needs at its peak, scoring a 4-minute MUSDB18 track on the CPU with
+# the mixture phase and Griffin-Lim (the default model; museval's whole-track projections
+# the largest part): 4,821 MiB measured, rounded up; the main process needs about 0.3 GiB
+# (docs/speed.md#inference-memory). Longer tracks need more.
+WORKER_MEMORY = 5 * 2**30
 MAIN_MEMORY = 0.3 * 2**30
 
 

@@ -17,7 +17,7 @@ GIB = 2**30
 @pytest.mark.parametrize("cores, memory_gib, expected, limit", [
     (12, 16, 3, "memory"),        # a 12-core, 16 GB laptop: memory, not the cores, decides
     (2, 22, 2, "the cores"),
-    (16, 64, 14, "memory"),
+    (16, 64, 12, "memory"),
     (4, 3, 1, "memory"),          # less than one worker's need: still one, in the main process
     (1, 64, 1, "the cores"),
 ])
@@ -50,7 +50,7 @@ def test_inference_prints_its_choice_and_an_override_wins(monkeypatch, capsys, h
             "--device", "cpu", "--samples", "0", "--out", str(tmp_path / "results")]
     inference.main(argv)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--workers")]
-    assert lines == ["--workers 1: 64 cores, 5.0 GiB available memory, 4.5 GiB per worker on a 4-minute track; "
+    assert lines == ["--workers 1: 64 cores, 5.0 GiB available memory, 5.0 GiB per worker on a 4-minute track; "
                      "limited by memory (--workers N overrides)"]
     inference.main([*argv, "--workers", "0", "--out", str(tmp_path / "serial")])
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("--workers")]
