@@ -31,10 +31,12 @@ Sections, in this order:
               batch with the loader feeding it, and the GPU's busy fraction meanwhile
 
 Every section, and every item within one, runs in its own try: a failure is recorded in
-the JSON with its error and the run goes on; none starts after --budget seconds (recorded
-as skipped), so the whole stays under 8 minutes on a GPU (a section already started
-finishes; each is sized to take under a minute or two on a T4). The JSON is rewritten
-after every section, so an interrupted run leaves what it measured.
+the JSON with its error and the run goes on. None starts after --budget seconds (recorded
+as skipped; an item already started finishes, but torchrun is stopped at the budget's
+end, or after a minute where less was left when it started): the default leaves that
+last item and the start-up room within 8 minutes, and a slow card's skipped sections can
+be run on their own with --sections. The JSON is rewritten after every section, so an
+interrupted run leaves what it measured.
 
 Exit status: 0 when every check passed (skipped ones aside); 2, with one `error:` line,
 when a check failed or a section raised (the JSON written first), or when there is no
@@ -79,7 +81,7 @@ from bench.train_throughput import synchronize
 from cache import SOURCES, StemCache
 from losses import DEFAULT_LOSSES
 from model import STEMS, Vocoder, build_model, takes_complex
-from phase import PHASE_METHODS
+from phase import PHASE_METHODS, resolve_gl_backend
 from precision import Precision, cuda_capability, resolve_precision, set_up_precision
 from separation import separate
 from utils import HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli, write_text
@@ -144,7 +146,7 @@ DEFAULT_BATCH = 16  # train.py's --batch-size: the throughput section's loader-f
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", default="gpu_check.json", help="the JSON file written (atomically, after every section)")
-    p.add_argument("--budget", type=float, default=420.0,
+    p.add_argument("--budget", type=float, default=400.0,
                    help="seconds after which no further section or item starts (recorded as skipped)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="the sections to run (data always runs when another needs it)")
@@ -341,33 +343,40 @@ def new_model(name: str, sizes: Sizes, device: torch.device, seed: int = SEED) -
     return build_model(config).to(device)
 
 
-def train_steps(model: torch.nn.Module, batches: Sequence, steps: int, precision: Precision, device: torch.device,
-                loss_name: str, watch_scaler: bool = False,
-                skip: Collection[int] = ()) -> tuple[list[float], float, list[int]]:
-    """`steps` optimizer steps as train.train_epoch takes them, on `batches` in turn ->
-    (each step's loss, seconds, the steps the gradient scaler skipped). The losses are read
-    back once, at the end. watch_scaler: read the scale after every step (a wait for the
-    device) to find the steps it skipped, whose gradients held an inf or NaN. The steps in
-    `skip` compute their loss but do not update the weights, as such a skipped step."""
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scaler = precision.grad_scaler(device.type)
-    complex_input = takes_complex(model)
-    losses, skipped = [], []
-    synchronize(device)
-    started = time.perf_counter()
-    for step in range(steps):
-        mixture, targets = train.batch_targets(batches[step % len(batches)], True, device, complex_input)
-        loss = train.separation_loss(model, mixture, targets, precision, loss_name)
-        losses.append(loss.detach())
-        if step in skip:
-            continue
-        scale = scaler.get_scale() if watch_scaler and precision.scales_gradients else None
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batch,
+               precision: Precision, device: torch.device, loss_name: str, update: bool = True) -> torch.Tensor:
+    """One training step as train.train_epoch takes it, on a loader batch; its loss, not
+    read back. Without `update` only the loss is computed (a step the scaler would skip)."""
+    mixture, targets = train.batch_targets(batch, True, device, takes_complex(model))
+    loss = train.separation_loss(model, mixture, targets, precision, loss_name)
+    if update:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if scale is not None and scaler.get_scale() < scale:
+    return loss.detach()
+
+
+def train_steps(model: torch.nn.Module, batches: Sequence, steps: int, precision: Precision, device: torch.device,
+                loss_name: str, watch_scaler: bool = False,
+                skip: Collection[int] = ()) -> tuple[list[float], float, list[int]]:
+    """`steps` training steps on `batches` in turn -> (each step's loss, seconds, the steps
+    the gradient scaler skipped). The losses are read back once, at the end. watch_scaler:
+    read the scale after every step (a wait for the device) to find the steps it skipped,
+    whose gradients held an inf or NaN. The steps in `skip` compute their loss but do not
+    update the weights, as such a skipped step."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = precision.grad_scaler(device.type)
+    watch = watch_scaler and precision.scales_gradients
+    losses, skipped = [], []
+    synchronize(device)
+    started = time.perf_counter()
+    for step in range(steps):
+        scale = scaler.get_scale() if watch else None
+        losses.append(train_step(model, optimizer, scaler, batches[step % len(batches)], precision, device, loss_name,
+                                 update=step not in skip))
+        if watch and scaler.get_scale() < scale:
             skipped.append(step)
     synchronize(device)
     seconds = time.perf_counter() - started
@@ -572,7 +581,7 @@ def separate_section(record: dict, run: Run, sizes: Sizes, device: torch.device)
     record["audio_seconds"] = sizes.separate_seconds
     vocoder = Vocoder(nb_bins=N_FFT // 2 + 1, hop=HOP, **sizes.vocoder).to(device).eval()
     options = {"gl_iters": sizes.gl_iters, "vocoder": vocoder}
-    default_backend = PHASE_METHODS["griffinlim"].defaults["gl_backend"]
+    default_backend = resolve_gl_backend(PHASE_METHODS["griffinlim"].defaults["gl_backend"], device)
     other_backend = "torch" if default_backend == "librosa" else "librosa"
     record["griffinlim_default_backend"] = default_backend
     for model_name in ("umx", "bsrnn-complex"):
@@ -671,19 +680,12 @@ def fed_rate(model_name: str, cache: StemCache, sizes: Sizes, device: torch.devi
     loader, sampler = train.make_loader(cache, "stems", sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
                                         min(DEFAULT_BATCH, max(sizes.batch_sizes)), sizes.workers, SEED, device)
     batches = batches_forever(loader, sampler)
-    model = new_model(model_name, sizes, device)
-    loss_name = DEFAULT_LOSSES[MODELS[model_name][1]]
-    model.train()
+    model = new_model(model_name, sizes, device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = precision.grad_scaler(device.type)
 
     def one_step() -> None:
-        mixture, targets = train.batch_targets(next(batches), True, device, takes_complex(model))
-        loss = train.separation_loss(model, mixture, targets, precision, loss_name)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, optimizer, scaler, next(batches), precision, device, DEFAULT_LOSSES[MODELS[model_name][1]])
 
     for _ in range(sizes.warmup_steps):  # the workers' start, cuDNN's choice of kernels
         one_step()
@@ -719,7 +721,9 @@ def fed_rate(model_name: str, cache: StemCache, sizes: Sizes, device: torch.devi
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+    """torch's own out-of-memory error, or cuDNN's or cuBLAS's failure to allocate."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or any(
+        sign in str(err) for sign in ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 def throughput_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, device: torch.device) -> None:
