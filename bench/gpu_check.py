@@ -77,7 +77,7 @@ import checkpoint
 import train
 from augment import AUGMENTATIONS
 from bench.common import batches_forever
-from bench.train_throughput import synchronize
+from bench.train_throughput import FULL_TRAIN_TRACKS, synchronize
 from cache import SOURCES, StemCache
 from losses import DEFAULT_LOSSES
 from model import STEMS, Vocoder, build_model, takes_complex
@@ -773,6 +773,26 @@ def throughput_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, d
             print(f"  {model_name:<14}with the loader: batch {fed['batch_size']}, {fed['workers']} workers: "
                   f"{fed['steps_per_s']:.2f} steps/s, {fed['excerpts_per_s']:.1f} excerpts/s; GPU busy {busy}",
                   flush=True)
+    record["by_model"] = {model_name: model_summary(record[model_name]) for model_name in MODELS}
+    print(f"  {'model':<14}{'largest batch run':>18}{'reserved MiB at 16':>20}{'fed excerpts/s':>16}"
+          f"{'epoch, PROJECTED':>18}", flush=True)
+    for model_name, row in record["by_model"].items():
+        epoch = row["epoch_minutes_projected"]
+        print(f"  {model_name:<14}{row['largest_batch_run'] or '-':>18}{row['reserved_mib_at_16'] or '-':>20}"
+              f"{row['fed_excerpts_per_s'] or '-':>16}{'-' if epoch is None else f'{epoch:.1f} min':>18}", flush=True)
+
+
+def model_summary(rows: dict) -> dict:
+    """One model's throughput rows in the figures a card's table needs: the largest batch
+    that ran, the memory torch reserved at the default batch, the loader-fed rate, and the
+    training part of a full-scale epoch (FULL_TRAIN_TRACKS x 64 excerpts) projected from it."""
+    ran = [int(key.split()[1]) for key, row in rows.items() if key.startswith("batch ") and "steps_per_s" in row]
+    fed = rows.get("loader_fed") or {}
+    rate = fed.get("excerpts_per_s")
+    return {"largest_batch_run": max(ran, default=None),
+            "reserved_mib_at_16": rows.get(f"batch {DEFAULT_BATCH}", {}).get("peak_reserved_mib"),
+            "fed_excerpts_per_s": rate,
+            "epoch_minutes_projected": round(FULL_TRAIN_TRACKS * 64 / rate / 60, 1) if rate else None}
 
 
 # ----------------------------------------------------------------------- main

@@ -111,6 +111,7 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(capsys, tmp_path, 
         assert rows["batch 4"]["out_of_memory"] is True and "CUDA out of memory" in rows["batch 4"]["error"]
         assert rows["batch 8"] == {"status": "skipped: batch 4 ran out of memory"}
         assert rows["loader_fed"]["excerpts_per_s"] > 0 and rows["loader_fed"]["busy_fraction"] == "skipped: needs CUDA"
+        assert section["by_model"][model]["largest_batch_run"] == 2
 
 
 @pytest.mark.slow
