@@ -205,8 +205,7 @@ class Run:
                 function(record)
                 record["status"] = "ok"
             except Exception as err:  # any failure: recorded, and the next section runs
-                record["status"] = "error"
-                record["error"] = error_text(err)
+                record |= {"status": "error", "error": error_text(err), "traceback": traceback.format_exc()[-4000:]}
                 print(f"  ERROR: {record['error']}", flush=True)
             record["seconds"] = round(time.monotonic() - started, 1)
         if record["status"] != "ok":
@@ -223,7 +222,7 @@ class Run:
             record[key] = function()
             return record[key]
         except Exception as err:
-            record[key] = {"status": "error", "error": error_text(err)}
+            record[key] = {"status": "error", "error": error_text(err), "traceback": traceback.format_exc()[-4000:]}
             print(f"  {key}: ERROR {record[key]['error']}", flush=True)
             return None
 
@@ -747,7 +746,8 @@ def throughput_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, d
                 rows[key] = fixed_batch_rate(model_name, batch_size, cache, sizes, device, precision)
             except Exception as err:
                 if not is_out_of_memory(err):
-                    rows[key] = {"status": "error", "error": error_text(err)}
+                    rows[key] = {"status": "error", "error": error_text(err),
+                                 "traceback": traceback.format_exc()[-4000:]}
                     print(f"  {model_name:<14}{batch_size:>6}  ERROR {rows[key]['error']}", flush=True)
                     continue
                 rows[key] = {"out_of_memory": True, "error": error_text(err)}

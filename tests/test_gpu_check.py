@@ -85,6 +85,7 @@ def test_a_failing_phase_method_is_recorded_and_the_others_run(capsys, tmp_path,
     assert section["status"] == "ok"  # the section went on past its failed item
     assert section["umx"]["misi"]["status"] == "error"
     assert section["umx"]["misi"]["error"].startswith("RuntimeError: planted failure")
+    assert "in separate" in section["umx"]["misi"]["traceback"]  # the whole story, for a run on a lent GPU
     ran = set(section["umx"]) | set(section["bsrnn-complex"])
     assert set(PHASE_METHODS) - {"misi"} <= ran
     assert all(check["passed"] for check in result["checks"]) and len(result["checks"]) >= len(PHASE_METHODS)
