@@ -15,7 +15,8 @@ Sections, in this order:
               hardware (fp32 always, fp16 from compute capability 7.0, bf16 from 8.0):
               optimizer steps from the same initial weights on the same batches (LSTM
               dropout off, so the runs differ by their arithmetic alone); checks every loss
-              is finite and each precision's losses agree with fp32's (TOLERANCES)
+              is finite and each precision's losses agree with fp32's (TOLERANCES); a
+              model the card cannot hold at batch 4 is recorded as skipped
   train       train.main, a few epochs of umx at each of those precisions: finite training
               and validation losses in log.csv, and the checkpoint records the precision
   torchrun    torchrun --nproc_per_node 1 of this script's own DDP worker: an NCCL process
@@ -132,7 +133,7 @@ class Sizes:
 
 
 FULL = Sizes(train_tracks=8, valid_tracks=2, track_seconds=20.0, seq_dur=6.0, hidden_size=None, nb_layers=None,
-             agreement_batch=8, agreement_batches=4, agreement_steps=24, train_epochs=2, train_samples_per_track=8,
+             agreement_batch=4, agreement_batches=4, agreement_steps=24, train_epochs=2, train_samples_per_track=8,
              train_batch=16, separate_seconds=30.0, gl_iters=32, vocoder={}, batch_sizes=(8, 16, 32),
              warmup_steps=2, timed_steps=5, fed_seconds=5.0, workers=min(4, os.cpu_count() or 1))
 QUICK = Sizes(train_tracks=3, valid_tracks=1, track_seconds=2.0, seq_dur=0.5, hidden_size=16, nb_layers=1,
@@ -212,9 +213,10 @@ class Run:
             print(f"--- {name}: {record['status']}", flush=True)
         self.write()
 
-    def item(self, record: dict, key: str, function: Callable[[], dict]) -> dict | None:
+    def item(self, record: dict, key: str, function: Callable[[], dict], out_of_memory_ok: bool = False) -> dict | None:
         """record[key] = function(), or the error it raised, or skipped when the budget is
-        spent; returns the result (None unless it ran to the end)."""
+        spent; returns the result (None unless it ran to the end). out_of_memory_ok: running
+        out of GPU memory is the card's size, not a failure: recorded as skipped."""
         if self.time_left() <= 0:
             record[key] = {"status": "skipped: time budget spent"}
             return None
@@ -222,9 +224,17 @@ class Run:
             record[key] = function()
             return record[key]
         except Exception as err:
-            record[key] = {"status": "error", "error": error_text(err), "traceback": traceback.format_exc()[-4000:]}
-            print(f"  {key}: ERROR {record[key]['error']}", flush=True)
+            if out_of_memory_ok and is_out_of_memory(err):
+                record[key] = {"status": "skipped: out of memory", "error": error_text(err)}
+            else:
+                record[key] = {"status": "error", "error": error_text(err),
+                               "traceback": traceback.format_exc()[-4000:]}
+            print(f"  {key}: {record[key]['status']}: {record[key]['error']}", flush=True)
             return None
+        finally:
+            gc.collect()  # a failed run's tensors, before the next one asks for memory
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
 
 
 def error_text(err: BaseException) -> str:
@@ -426,7 +436,8 @@ def precision_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, de
         runs: dict = {}
         record[model_name] = runs
         for precision_name in precisions_to_check(device):
-            result = run.item(runs, precision_name, lambda: steps_from_init(model_name, precision_name))
+            result = run.item(runs, precision_name, lambda: steps_from_init(model_name, precision_name),
+                              out_of_memory_ok=True)
             if result is None:
                 continue
             finite = all(math.isfinite(loss) for loss in result["losses"])
@@ -443,7 +454,8 @@ def precision_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, de
                 run.check(f"precision: {model_name} {precision_name} the gradient scaler settles",
                           len(skipped) <= sizes.agreement_steps // 2, skipped=len(skipped), steps=sizes.agreement_steps)
                 reference_name = "fp32 with fp16's skips"
-                reference = run.item(runs, reference_name, lambda: steps_from_init(model_name, "fp32", set(skipped)))
+                reference = run.item(runs, reference_name, lambda: steps_from_init(model_name, "fp32", set(skipped)),
+                                     out_of_memory_ok=True)
                 reference = reference or {}
             if precision_name != "fp32" and "losses" in reference and finite:
                 first_limit, last_limit = TOLERANCES[precision_name]
@@ -764,9 +776,6 @@ def throughput_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, d
                       f"{row.get('peak_allocated_mib', '-'):>16}{row.get('peak_reserved_mib', '-'):>19}", flush=True)
     for model_name in MODELS:
         fed = run.item(record[model_name], "loader_fed", lambda: fed_rate(model_name, cache, sizes, device, precision))
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
         if fed is not None:
             busy = fed.get("busy_fraction", f"{fed.get('busy_fraction_nvml')} (NVML), "
                                             f"{fed.get('busy_fraction_events')} (CUDA events, an upper bound)")

@@ -115,6 +115,24 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(capsys, tmp_path, 
         assert section["by_model"][model]["largest_batch_run"] == 2
 
 
+def test_a_model_that_does_not_fit_for_the_precision_check_is_skipped_not_failed(capsys, tmp_path, monkeypatch):
+    real_steps = gpu_check.train_steps
+
+    def train_steps(model, *args, **kwargs):
+        if gpu_check.takes_complex(model):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        return real_steps(model, *args, **kwargs)
+
+    monkeypatch.setattr(gpu_check, "train_steps", train_steps)
+    out = tmp_path / "out.json"
+    code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--sections", "precision", "--out", out], capsys)
+    assert code == 0, stderr  # a card too small for a model is not a failed check
+    runs = json.loads(out.read_text())["sections"]["precision"]
+    assert {name: run["status"] for name, run in runs["bsrnn-complex"].items()} == {
+        name: "skipped: out of memory" for name in ("fp32", "bf16", "fp16")}
+    assert set(runs["bsrnn"]["bf16"]["vs_fp32"]) == {"reference", "first_step", "last_round"}
+
+
 @pytest.mark.slow
 def test_quick_run_on_the_cpu_passes_every_check(tmp_path):
     out = tmp_path / "gpu_check.json"
