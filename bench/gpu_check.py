@@ -775,7 +775,8 @@ def throughput_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, d
                 print(f"  {model_name:<14}{batch_size:>6}{row['steps_per_s']:10.2f}{row['excerpts_per_s']:12.1f}"
                       f"{row.get('peak_allocated_mib', '-'):>16}{row.get('peak_reserved_mib', '-'):>19}", flush=True)
     for model_name in MODELS:
-        fed = run.item(record[model_name], "loader_fed", lambda: fed_rate(model_name, cache, sizes, device, precision))
+        fed = run.item(record[model_name], "loader_fed", lambda: fed_rate(model_name, cache, sizes, device, precision),
+                       out_of_memory_ok=True)
         if fed is not None:
             busy = fed.get("busy_fraction", f"{fed.get('busy_fraction_nvml')} (NVML), "
                                             f"{fed.get('busy_fraction_events')} (CUDA events, an upper bound)")

@@ -100,7 +100,15 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(capsys, tmp_path, 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_rate(model_name, batch_size, *args)
 
+    real_fed_rate = gpu_check.fed_rate
+
+    def fed_rate(model_name, *args):
+        if model_name == "bsrnn-complex":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        return real_fed_rate(model_name, *args)
+
     monkeypatch.setattr(gpu_check, "fixed_batch_rate", fixed_batch_rate)
+    monkeypatch.setattr(gpu_check, "fed_rate", fed_rate)
     out = tmp_path / "out.json"
     code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--sections", "throughput", "--batch-sizes", "2", "4",
                                                    "8", "--out", out], capsys)
@@ -111,8 +119,12 @@ def test_out_of_memory_is_recorded_and_larger_batches_skipped(capsys, tmp_path, 
         assert rows["batch 2"]["steps_per_s"] > 0 and rows["batch 2"]["memory"] == "skipped: needs CUDA"
         assert rows["batch 4"]["out_of_memory"] is True and "CUDA out of memory" in rows["batch 4"]["error"]
         assert rows["batch 8"] == {"status": "skipped: batch 4 ran out of memory"}
-        assert rows["loader_fed"]["excerpts_per_s"] > 0 and rows["loader_fed"]["busy_fraction"] == "skipped: needs CUDA"
         assert section["by_model"][model]["largest_batch_run"] == 2
+    for model in ("umx", "bsrnn"):
+        fed = section[model]["loader_fed"]
+        assert fed["excerpts_per_s"] > 0 and fed["busy_fraction"] == "skipped: needs CUDA"
+    assert section["bsrnn-complex"]["loader_fed"]["status"] == "skipped: out of memory"
+    assert section["by_model"]["bsrnn-complex"]["epoch_minutes_projected"] is None
 
 
 def test_a_model_that_does_not_fit_for_the_precision_check_is_skipped_not_failed(capsys, tmp_path, monkeypatch):
