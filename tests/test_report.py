@@ -4,6 +4,7 @@ references), the Markdown tables, the listening page in a real browser, the CLI 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -242,6 +243,25 @@ def test_references_cite_what_the_run_used(built: Path, tiny_run: SimpleNamespac
     keys = {w.key for w in report_references.cited(bsrnn, runs + wiener)}
     assert {"bsrnn", "norbert", "griffin-lim", "fast-griffin-lim"} <= keys
     assert not {"bsrnn", "norbert"} & {w.key for w in report_references.cited(training, runs)}
+
+
+def test_griffinlim_on_the_best_of_the_required_epochs_counts(tiny_run: SimpleNamespace) -> None:
+    """Task 2 may be scored on best.pt's epoch or on the best of epochs 25, 50 and 150 by
+    validation SDR; on any other epoch it is still missing."""
+    training, runs = load_training(tiny_run.checkpoints), load_runs(tiny_run.results)
+    history = [{**h, "epoch": e, "valid_sdr_vocals": sdr} for h, e, sdr in zip(training.history, (25, 50, 150),
+                                                                              (1.0, 3.0, 2.0))]
+    training = dataclasses.replace(training, history=history, best_epoch=25)
+    template = next(r for r in runs if r.subset == "test")
+
+    def missing(gl_epoch: int) -> list[str]:
+        scored = [dataclasses.replace(template, epoch=e, phase="mixture") for e in (25, 50, 150)]
+        scored.append(dataclasses.replace(template, epoch=gl_epoch, phase="griffinlim"))
+        return report_text.novelty(training, scored, []).get("Required results not found", [])
+
+    assert report_text.best_epochs(training) == {25, 50}
+    assert missing(25) == [] and missing(50) == []
+    assert missing(150) == ["Griffin-Lim on the best epoch (25 or 50) on the test set."]
 
 
 def test_bad_student_id_is_a_one_line_error(tiny_run: SimpleNamespace, tmp_path: Path, capsys) -> None:
