@@ -1,0 +1,70 @@
+"""The CUDA code paths, on a machine without a GPU: training steps of every model kind
+under every precision, validation, and separation with every phase method, on fake CUDA
+tensors (tests/fake_cuda), each checking that its tensors stay on the device with the
+intended dtypes, and controls showing that a CPU tensor put in on purpose is caught.
+
+The scenarios run in one subprocess, which must load the stand-in CUDA runtime before
+torch; each is one test here. Where the runtime cannot be built (no C++ compiler, no torch
+headers) the tests skip with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fake_cuda import harness, scenarios
+from pipeline_helpers import REPO_ROOT, script_env
+
+
+@pytest.fixture(scope="module")
+def fake_cuda_library():
+    try:
+        return harness.build_shim()
+    except harness.ShimUnavailable as reason:
+        pytest.skip(f"fake CUDA runtime unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def results(fake_cuda_library, hq_cache, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("fake_cuda") / "results.json"
+    path = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-m", "fake_cuda.scenarios", "--library", str(fake_cuda_library),
+                             "--cache", str(hq_cache), "--out", str(out)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, env={**script_env(), "PYTHONPATH": path}, timeout=900)
+    assert out.is_file(), f"the scenarios did not finish (exit status {result.returncode}):\n{result.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.scenarios()))
+def test_on_fake_cuda(name, results):
+    result = results[name]
+    assert result["ok"], f"{result['error']}\nseen: {json.dumps(result['seen'], indent=1)}"
+
+
+def test_every_model_precision_and_phase_method_has_a_scenario():
+    from phase import PHASE_METHODS
+    from precision import PRECISIONS
+
+    names = scenarios.scenarios()
+    for kind in scenarios.MODEL_KINDS:
+        for precision in set(PRECISIONS) - {"auto"}:
+            assert f"train {kind} {precision}" in names and f"validate {kind} {precision}" in names
+    assert {name.split()[2] for name in names if name.startswith("separate ")} == set(PHASE_METHODS)
+
+
+def test_no_compiler_is_one_line_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(harness.ShimUnavailable, match=r"^no C\+\+ compiler \(no-such-compiler\) on PATH$"):
+        harness.build_shim(tmp_path)
+
+
+def test_failed_build_is_one_line_reason_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
+    with pytest.raises(harness.ShimUnavailable) as failure:
+        harness.build_shim(tmp_path)
+    assert "\n" not in str(failure.value) and "could not build" in str(failure.value)
+    assert not any(tmp_path.iterdir())
