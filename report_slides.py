@@ -250,7 +250,7 @@ def methodology_page(deck: Deck, training: Training, runs: list[Run]) -> None:
     for column, x in ((left, 0.05), (right, 0.53)):
         y = 0.77
         for heading, items in column:
-            y = bullets(fig, x, y, items, 62, size=12, heading=heading)
+            y = bullets(fig, x, y, items, 64, size=11.5, heading=heading)
     deck.add(fig)
 
 

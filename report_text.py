@@ -339,6 +339,8 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
             (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {plural(args['lr_decay_patience'], 'epoch')}"
              if args.get("lr_schedule", "plateau") == "plateau" else f"lr schedule: {LR_SCHEDULES[args['lr_schedule']]}"),
             f"loss: {LOSSES[args.get('loss', 'mse')].description}; best.pt = {best_basis(training)}",
+            *([f"precision: {args['precision']}" + (f" ({args['precision_reason']})" if args.get("precision_reason")
+                                                     else "")] if args.get("precision") else []),
         ],
         "Evaluation": [
             "museval BSSEval v4 on 1 s frames: median over frames per track, then median over tracks",
