@@ -163,14 +163,20 @@ CPU_WORK_ELEMENTS = 256
 
 def cpu_compute_log():
     """A TorchDispatchMode recording, by op name, every op that computes a CPU tensor of
-    CPU_WORK_ELEMENTS elements or more; views and copies between devices do not count.
+    CPU_WORK_ELEMENTS elements or more; views and copies from a device do not count.
     Enter it inside fake_cuda(); its .ops is a dict {op: count}."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    transfers = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default, torch.ops.aten.lift_fresh.default,
-                 torch.ops.aten.lift_fresh_copy.default, torch.ops.aten._pin_memory.default,
-                 torch.ops.aten.detach.default, torch.ops.aten.alias.default}
+    # Copies count only within the CPU (a dtype conversion there is CPU work); between devices
+    # they are the transfers every step makes.
+    copies = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
+    free = {torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default, torch.ops.aten._pin_memory.default,
+            torch.ops.aten.detach.default, torch.ops.aten.alias.default}
+
+    def from_the_cpu(func, args) -> bool:
+        sources = [a for a in args[1 if func == torch.ops.aten.copy_.default else 0:] if isinstance(a, torch.Tensor)]
+        return bool(sources) and sources[0].device.type == "cpu"
 
     class CpuCompute(TorchDispatchMode):
         def __init__(self) -> None:
@@ -179,7 +185,7 @@ def cpu_compute_log():
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            if func in transfers or func.is_view:
+            if func in free or func.is_view or func in copies and not from_the_cpu(func, args):
                 return out
             for tensor in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu" and tensor.numel() >= CPU_WORK_ELEMENTS:
