@@ -10,6 +10,7 @@ import queue
 import shutil
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -332,86 +333,96 @@ class StemBatch:
         as ScaledStems' on the CPU, so the audio is bit-identical on any device that
         rounds float32 multiplication as IEEE 754 does (CPUs and GPUs alike)."""
         codes = self.codes.to(device, non_blocking=True)
-        scales = self.scales.to(device, non_blocking=True)[:, :, None, None]
-        swaps = self.swaps.to(device, non_blocking=True)[:, :, None, None]
-        audio = codes.float().mul_(scales)
-        return torch.where(swaps, audio.flip(-2), audio)
+        scales = self.scales.to(device, non_blocking=True)
+        swaps = self.swaps.to(device, non_blocking=True)
+        # Each output channel reads channel [1, 0] of a swapped source, [0, 1] of the others:
+        # one gather of the int16 codes, then int16 x float32 gives float32 in one pass, with
+        # nothing read back to the host (a boolean mask would wait for the device).
+        channels = torch.stack([swaps, ~swaps], dim=-1).long()[..., None].expand(-1, -1, -1, codes.shape[-1])
+        return codes.gather(-2, channels) * scales[:, :, None, None]
 
 
 class BackgroundLoader:
     """--workers 0's loader for TrainChunks: a background thread of this process draws
-    each batch's items and copies their codes into one of `depth` preallocated StemBatch
-    buffers (page-locked when `pin`, for a GPU), while the training thread works on the
-    batch before. No worker processes, no pickling, no per-item allocation: the copies are
-    the only work in proportion to the data, and numpy runs them without the GIL.
+    each batch's items and copies their codes into a StemBatch buffer (page-locked when
+    `pin`, for a GPU), up to `depth` batches ahead, while the training thread works on the
+    batch before. No worker processes, no pickling, no memory allocated per batch in the
+    steady state: the copies are the only work in proportion to the data, and numpy runs
+    them without the GIL.
 
-    A batch is valid until the next one is asked for: its buffer is then refilled, once
-    (with `pin`) the work queued on the device so far, its copy included, has finished.
-    Batches are those a DataLoader with the same sampler and batch size delivers."""
+    A buffer is reused once the batch that holds it is no longer referenced (and, with
+    `pin`, the work queued on the GPU by then, its copy there included, has finished); a
+    view of its tensors kept beyond the batch itself would see it refilled. Batches are
+    those a DataLoader with the same sampler and batch size delivers."""
 
     def __init__(self, dataset: TrainChunks, sampler: Sampler[int], batch_size: int, pin: bool,
                  depth: int = 2) -> None:
-        self.dataset, self.sampler, self.batch_size, self.pin = dataset, sampler, batch_size, pin
-        self.buffers = [StemBatch.empty(batch_size, len(dataset.cache.sources), dataset.seq_len, pin)
-                        for _ in range(depth)]
+        self.dataset, self.sampler, self.batch_size, self.pin, self.depth = dataset, sampler, batch_size, pin, depth
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # (buffer, CUDA event to wait for or None)
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
-    def _fill(self, buffer: StemBatch, indices: Sequence[int]) -> StemBatch:
+    def _buffer(self) -> StemBatch:
+        """A free buffer, or a new one while every buffer is in use."""
+        try:
+            buffer, in_use = self._free.get_nowait()
+        except queue.Empty:
+            return StemBatch.empty(self.batch_size, len(self.dataset.cache.sources), self.dataset.seq_len, self.pin)
+        if in_use is not None:
+            in_use.synchronize()
+        return buffer
+
+    def _release(self, buffer: StemBatch) -> None:
+        event = None
+        if self.pin:  # after all the work queued on the current CUDA stream so far
+            event = torch.cuda.Event()
+            event.record()
+        self._free.put((buffer, event))
+
+    def _fill(self, indices: Sequence[int]) -> StemBatch:
+        buffer = self._buffer()
         codes, scales, swaps = buffer.codes.numpy(), buffer.scales.numpy(), buffer.swaps.numpy()
         for row, index in enumerate(indices):
             self.dataset.read_into(index, codes[row], scales[row], swaps[row])
-        return buffer[:len(indices)]
+        batch = buffer[:len(indices)]
+        weakref.finalize(batch, self._release, buffer)
+        return batch
 
     def __iter__(self) -> Iterator[StemBatch]:
         indices = list(self.sampler)
         batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        free: queue.Queue = queue.Queue()  # (buffer, the device's event to wait for or None); None: wake up
-        ready: queue.Queue = queue.Queue()  # (filled batch, its buffer), an exception, or None at the end
+        ready: queue.Queue = queue.Queue(maxsize=self.depth)  # batches, an exception, or None at the end
         stop = threading.Event()
-        for buffer in self.buffers:
-            free.put((buffer, None))
+
+        def put(entry) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce() -> None:
             try:
                 for batch_indices in batches:
-                    entry = free.get()
-                    if stop.is_set():
+                    if not put(self._fill(batch_indices)):
                         return
-                    buffer, in_use = entry
-                    if in_use is not None:
-                        in_use.synchronize()
-                    ready.put((self._fill(buffer, batch_indices), buffer))
-                ready.put(None)
+                put(None)
             except BaseException as err:  # re-raised in the training thread
-                ready.put(err)
+                put(err)
 
         thread = threading.Thread(target=produce, name="BackgroundLoader", daemon=True)
         thread.start()
-        taken = None
         try:
-            while True:
-                if taken is not None:  # the training step of the last batch is queued: its buffer may refill
-                    free.put((taken, self._device_event() if self.pin else None))
-                entry = ready.get()
-                if entry is None:
-                    return
+            while (entry := ready.get()) is not None:
                 if isinstance(entry, BaseException):
                     raise entry
-                batch, taken = entry
-                yield batch
+                yield entry
         finally:  # also when the training loop stops early: the thread ends after at most the batch it is on
             stop.set()
-            free.put(None)
             thread.join()
-
-    @staticmethod
-    def _device_event() -> "torch.cuda.Event":
-        """An event after all the work queued on the current CUDA stream so far."""
-        event = torch.cuda.Event()
-        event.record()
-        return event
 
 
 class MagnitudeChunks(Dataset):

@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
     g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
     g.add_argument("--augment", default="all", help=augment_help())
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    g.add_argument("--workers", type=int, default=0,
+                   help="0: with --data stems a background thread of this process loads the next batch while the "
+                        "device trains, the fastest measured at every size (docs/speed.md), with --data magnitudes "
+                        "the main process loads; N: N DataLoader worker processes")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=list(MODELS), default="umx",
                    help="umx: Open-Unmix-style BiLSTM; bsrnn: band-split RNN (Luo & Yu 2023)")

@@ -88,6 +88,20 @@ def process_bytes(pid: int, kind: str) -> int:
     return 0
 
 
+def tree_read_bytes() -> int:
+    """Bytes this process and its descendants have read from storage so far (Linux's
+    /proc/<pid>/io read_bytes: the reads the page cache did not serve); 0 without /proc."""
+    total = 0
+    for pid in process_tree(os.getpid()):
+        try:
+            for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+                if line.startswith("read_bytes:"):
+                    total += int(line.split()[1])
+        except OSError:  # the process ended meanwhile, or no /proc
+            pass
+    return total
+
+
 class PeakTreeMemory:
     """Peak of the summed memory of this process and its descendants, sampled every
     `interval` seconds by a background thread while the context is open."""

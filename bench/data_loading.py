@@ -5,6 +5,7 @@ step fed by each stem path.
     python -m bench.data_loading --cache cache --batches 40
     python -m bench.data_loading --cache cache --workers 0 2 --start-method spawn
     python -m bench.data_loading --full-size /data/full --batches 20   # a ~4-min-a-track cache, built once
+    python -m bench.data_loading --full-size /data/full --stems 2 --reload  # what the page cache keeps (cgroup)
     python -m bench.data_loading --cache cache --data stems --steps 3  # + a CPU training step, both paths
 
 Paths: `int16` is train.make_loader's (items carry each source's int16 codes and scale;
@@ -17,7 +18,9 @@ with 0 workers, else one per worker). `+ targets on CPU` adds train.batch_target
 --steps times train_epoch's loop (loader, then a step of the default model) with 0 workers.
 Before each loader starts every training track is opened in this process, as train.py's
 input statistics do, so workers started by spawn or forkserver get what training's get.
-Peak memory is the PSS of this process and its workers (Linux), sampled while timing."""
+Peak memory is the PSS of this process and its workers (Linux), sampled while timing;
+disk MB/excerpt what they read from storage (/proc/<pid>/io), 0 when the page cache
+holds the cache, about the excerpt's size when every excerpt comes from disk."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from augment import AUGMENTATIONS, Excerpt, augment_item
-from bench.common import PeakTreeMemory, batches_forever
+from bench.common import PeakTreeMemory, batches_forever, tree_read_bytes
 from cache import SOURCE_SETS, StemCache
 from data import EpochSampler, TrainChunks
 from losses import DEFAULT_LOSSES
@@ -91,10 +94,14 @@ def loader_for(path: str, cache: StemCache, kind: str, workers: int, args) -> tu
                        seed=0, device=torch.device("cpu"))
 
 
-def time_loader(cache: StemCache, path: str, batches: int, workers: int, args) -> tuple[float, float, int, int]:
+def time_loader(cache: StemCache, path: str, batches: int, workers: int, first_epoch: int,
+                args) -> tuple[float, float, int, int, int]:
     """Seconds per batch of the loader alone and of the loader plus batch_targets on the CPU,
-    over `batches` batches after the warm-up (one batch, and those the workers prefetch);
-    the batches in an epoch; the peak PSS in bytes of the process tree meanwhile."""
+    over `batches` batches of epochs from `first_epoch` on (each timing its own epochs, so
+    that none finds the excerpts of the one before in the page cache) after the warm-up
+    (one batch, and those the workers prefetch);
+    the batches in an epoch; the peak PSS in bytes of the process tree meanwhile; the bytes
+    it read from storage over the timed batches (what the page cache did not hold)."""
     kind = "magnitudes" if path == "magnitudes" else "stems"
     for name in cache.names("train"):  # open every track's array, as input_statistics does in train.py
         (cache.stems(name) if kind == "stems" else cache.magnitudes(name))[0]
@@ -102,9 +109,10 @@ def time_loader(cache: StemCache, path: str, batches: int, workers: int, args) -
     with PeakTreeMemory() as memory:
         loader, sampler = loader_for(path, cache, kind, workers, args)
         load = with_targets = 0.0
-        iterator = batches_forever(loader, sampler)
+        iterator = batches_forever(loader, sampler, first_epoch)
         for _ in range(1 + 2 * workers):  # DataLoader's prefetch_factor 2 per worker arrive at once
             next(iterator)
+        read_before = tree_read_bytes()
         for _ in range(batches):
             started = time.perf_counter()
             batch = next(iterator)
@@ -114,8 +122,9 @@ def time_loader(cache: StemCache, path: str, batches: int, workers: int, args) -
             load += loaded - started
             with_targets += time.perf_counter() - started
         n_batches = len(loader)
+        read = tree_read_bytes() - read_before  # before the workers exit with their counts
         del iterator, loader  # the workers exit
-    return load / batches, with_targets / batches, n_batches, memory.peak
+    return load / batches, with_targets / batches, n_batches, memory.peak, read
 
 
 def time_steps(cache: StemCache, path: str, args) -> float:
@@ -144,6 +153,27 @@ def time_steps(cache: StemCache, path: str, args) -> float:
     return seconds
 
 
+def reload_page_cache(cache: StemCache, kinds: Sequence[str]) -> float:
+    """Drop the cache's files from the page cache, then read them all once, so that it
+    holds what this machine's memory, or the memory cgroup this runs in, lets it keep of
+    them, as in a long training run (a cgroup counts only the pages its processes read).
+    Returns the seconds the reading took."""
+    files = [f for kind in kinds for f in sorted((cache.root / kind).glob("*.npy"))]
+    os.sync()  # dirty pages cannot be dropped
+    for path in files:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+    started = time.perf_counter()
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(1 << 24):
+                pass
+    return time.perf_counter() - started
+
+
 def cache_bytes(cache: StemCache, kind: str) -> int:
     return sum(f.stat().st_size for f in (cache.root / kind).glob("*.npy"))
 
@@ -166,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (each count timed)")
     p.add_argument("--loader-only", action="store_true", help="skip batch_targets on the CPU")
+    p.add_argument("--reload", action="store_true",
+                   help="first drop the cache from the page cache and read it once, so that the page cache holds what "
+                        "memory (or a memory cgroup's limit) lets it keep, as in a long run")
     p.add_argument("--steps", type=int, default=0, help="also time this many training steps per stem path (0: none)")
     p.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(), default=None,
                    help="how workers start (default: Python's on this platform)")
@@ -183,20 +216,24 @@ def main(argv: list[str] | None = None) -> None:
     paths["both"] = paths["stems"] + paths["magnitudes"]
     kinds = ("stems", "magnitudes") if args.data == "both" else (args.data,)
     cores = os.cpu_count() or 1
+    if args.reload:
+        seconds = reload_page_cache(cache, kinds)
+        print(f"cache dropped from the page cache and read once in {seconds:.0f} s")
     print(f"{cache.root}: {len(cache.names('train'))} train tracks, {len(cache.sources)} stems, "
           f"{', '.join(f'{kind} {cache_bytes(cache, kind) / 1e9:.2f} GB' for kind in kinds)}; {cores} cores; "
           f"workers start by {multiprocessing.get_start_method()}, {torch.get_num_threads()} torch threads")
     print(f"{'path':<10} {'workers':>7} {'loader s/batch':>15} {'excerpts/s':>11} {'per core':>9} {'epoch s':>8} "
-          f"{'+ targets on CPU s/batch':>25} {'peak PSS MB':>12}")
+          f"{'+ targets on CPU s/batch':>25} {'peak PSS MB':>12} {'disk MB/excerpt':>16}")
     rates = {}
-    for path in paths[args.data]:
-        for workers in args.workers:
-            load, with_targets, n_batches, peak = time_loader(cache, path, args.batches, workers, args)
-            rates[path, workers] = args.batch_size / load
-            busy = min(cores, max(1, workers))
-            print(f"{path:<10} {workers:7d} {load:15.4f} {rates[path, workers]:11.1f} "
-                  f"{rates[path, workers] / busy:9.1f} {load * n_batches:8.1f} "
-                  f"{with_targets if not args.loader_only else float('nan'):25.3f} {peak / 1e6:12.0f}", flush=True)
+    configs = [(path, workers) for workers in args.workers for path in paths[args.data]]
+    for timing, (path, workers) in enumerate(configs):
+        load, with_targets, n_batches, peak, read = time_loader(cache, path, args.batches, workers, 1 + 1000 * timing,
+                                                                args)
+        rates[path, workers] = args.batch_size / load
+        busy = min(cores, max(1, workers))
+        print(f"{path:<10} {workers:7d} {load:15.4f} {rates[path, workers]:11.1f} {rates[path, workers] / busy:9.1f} "
+              f"{load * n_batches:8.1f} {with_targets if not args.loader_only else float('nan'):25.3f} "
+              f"{peak / 1e6:12.0f} {read / 1e6 / (args.batches * args.batch_size):16.2f}", flush=True)
     if "stems" in kinds:
         for workers in args.workers:
             print(f"loader excerpts/s int16 / float32, {workers} workers: "
