@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from fake_cuda import harness, scenarios
-from pipeline_helpers import REPO_ROOT, script_env
+from pipeline_helpers import REPO_ROOT, run_script, script_env
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,19 @@ def test_failed_build_is_one_line_reason_and_leaves_nothing(tmp_path, monkeypatc
         harness.build_shim(tmp_path)
     assert "\n" not in str(failure.value) and "could not build" in str(failure.value)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_gpu_memory_bench_measures_full_size_umx(fake_cuda_library, tmp_path):
+    out = tmp_path / "gpu_memory.json"
+    result = run_script("-m", "bench.gpu_memory", "--models", "umx", "--precisions", "fp16", "--batch", "2",
+                        "--line-batch", "1", "--seconds", "1", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"umx +fp16 +[\d,]+ +[\d,]+ +[\d,]+ +[\d,.]+ \|", result.stdout), result.stdout
+    figures = json.loads(out.read_text())
+    one, two = sorted(figures["measurements"], key=lambda row: row["batch"])
+    assert two["total_mib"] > one["total_mib"] > one["weights_mib"] + one["adam_mib"] > 0
+    assert two["saved_mib"] > one["saved_mib"] > 0
+    (row,) = figures["table"]
+    largest = [row["largest_batch"][card] for card in sorted(figures["cards_mib"], key=figures["cards_mib"].get)]
+    assert largest == sorted(largest) and largest[0] > 0
