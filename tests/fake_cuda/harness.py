@@ -82,6 +82,11 @@ def build_shim(build_dir: Path = BUILD_DIR) -> Path:
     return library
 
 
+# How many values have been read from fake CUDA tensors: on a GPU, each read waits for the
+# device to finish the work queued before it.
+device_reads = 0
+
+
 def _placeholder_scalar(fake_mode, func, tensor):
     """The value of item(), int(), float(), bool() and tolist() on a fake tensor, which has
     none: the value of a healthy run at each read these code paths make. Floats 0.0 (a
@@ -89,6 +94,8 @@ def _placeholder_scalar(fake_mode, func, tensor):
     step yet"), booleans False (istft's check that the window's overlap-add vanishes
     somewhere)."""
     import torch
+    global device_reads
+    device_reads += tensor.device.type == "cuda"
     if tensor.dtype == torch.bool:
         return False
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex:

@@ -36,6 +36,10 @@ CHUNK_SECONDS = 2.5    # validation chunks of the 4-second tracks: a whole one a
 MIXTURE_SECONDS = 3.5  # separated in two segments, the second with a lead-in
 SEGMENT_SECONDS, OVERLAP_SECONDS = 2.0, 0.5
 GL_ITERS = 2
+# The sync scenarios' epoch: 3 tracks x 4 excerpts in batches of 2, 6 steps; reads a step
+# of train_epoch may make in all: check_finite's at the end of the epoch (twice: the last
+# step ends a SYNC_STEPS block too) and the mean loss's.
+SYNC_EXCERPTS_PER_TRACK, FIXED_READS = 4, 3
 # label -> (--model, --mask) of each kind of model
 MODEL_KINDS = {"umx": ("umx", "magnitude"), "bsrnn": ("bsrnn", "magnitude"), "bsrnn-complex": ("bsrnn", "complex")}
 # Options per phase method beyond its defaults, one separation each: every Griffin-Lim backend that runs.
@@ -66,6 +70,7 @@ class Seen:
         self.tensors: dict[str, set[str]] = {}
         self.cpu_ops: dict[str, int] = {}
         self.autocast_dtypes: set[str] = set()
+        self.device_reads, self.steps = 0, 0  # values read back from the device, over training steps
 
     def add(self, what: str, tensor) -> None:
         if tensor is not None:
@@ -78,7 +83,8 @@ class Seen:
 
     def as_json(self) -> dict:
         return {"tensors": {k: sorted(v) for k, v in self.tensors.items()}, "cpu_ops": self.cpu_ops,
-                "autocast_dtypes": sorted(self.autocast_dtypes)}
+                "autocast_dtypes": sorted(self.autocast_dtypes), "device_reads": self.device_reads,
+                "steps": self.steps}
 
 
 @contextlib.contextmanager
@@ -223,7 +229,7 @@ def check_step(seen: Seen, kind: str, precision_name: str, from_stems: bool = Tr
 
 
 def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: str = "stems",
-                 loss: str | None = None, move_model: bool = True) -> float:
+                 loss: str | None = None, move_model: bool = True, excerpts_per_track: int = 1) -> float:
     """train.train_epoch over train.make_loader's loader for the device, on fake CUDA."""
     import torch
 
@@ -233,7 +239,8 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
     from precision import resolve_precision
 
     model = tiny_model(kind)
-    loader, _ = train.make_loader(cache=StemCache(cache), data_kind=data, seq_dur=SEQ_SECONDS, samples_per_track=1,
+    loader, _ = train.make_loader(cache=StemCache(cache), data_kind=data, seq_dur=SEQ_SECONDS,
+                                  samples_per_track=excerpts_per_track,
                                   augmentations=(), batch_size=BATCH_SIZE, workers=0, seed=0, device=device())
     loss = loss or DEFAULT_LOSSES[MODEL_KINDS[kind][1]]
     with harness.fake_cuda():
@@ -243,10 +250,13 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
         check(precision.name == precision_name, f"resolve_precision({precision_name!r}) gave {precision.name}")
         scaler = precision.grad_scaler("cuda")
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        reads_before = harness.device_reads
         with watching(seen, model):
             mean_loss = train.train_epoch(model=model, loader=harness.OnTheHost(loader), optimizer=optimizer, scaler=scaler,
                                           device=device(), from_stems=data == "stems", epoch=1, progress=False,
                                           precision=precision, loss_name=loss)
+        seen.device_reads = harness.device_reads - reads_before
+        seen.steps = len(loader)
         check(isinstance(mean_loss, float), f"train_epoch returned {type(mean_loss).__name__}, not a float")
         for parameter in model.parameters():
             seen.add("parameters", parameter)
@@ -267,6 +277,20 @@ def train_scenario(kind: str, precision_name: str, data: str = "stems", loss: st
     def scenario(seen: Seen, cache: Path) -> None:
         run_training(seen, kind, precision_name, cache, data, loss)
         check_step(seen, kind, precision_name, from_stems=data == "stems")
+    return scenario
+
+
+def sync_scenario(precision_name: str):
+    """An epoch of many steps reads values back from the device a fixed number of times
+    (train.check_finite's and the mean loss's), not at every step; except that under fp16
+    the GradScaler reads whether it found an inf at every step (torch's GradScaler.step
+    does, for an optimizer that is not fused)."""
+    def scenario(seen: Seen, cache: Path) -> None:
+        run_training(seen, "umx", precision_name, cache, excerpts_per_track=SYNC_EXCERPTS_PER_TRACK)
+        check(seen.steps > FIXED_READS, f"only {seen.steps} steps: too few to tell reads per step from fixed ones")
+        allowed = FIXED_READS + (seen.steps if precision_name == "fp16" else 0)
+        check(seen.device_reads <= allowed,
+              f"{seen.device_reads} values read from the device over {seen.steps} steps, at most {allowed} expected")
     return scenario
 
 
@@ -408,6 +432,8 @@ def scenarios() -> dict[str, Callable[[Seen, Path], None]]:
     for kind in MODEL_KINDS:
         for precision_name in precisions:
             table[f"train {kind} {precision_name}"] = train_scenario(kind, precision_name)
+    for precision_name in precisions:
+        table[f"sync umx {precision_name}: no value read back at every step"] = sync_scenario(precision_name)
     table["train umx fp16 magnitude-cache"] = train_scenario("umx", "fp16", data="magnitudes")
     for loss, entry in LOSSES.items():
         if loss not in DEFAULT_LOSSES.values():
