@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from fake_cuda import harness  # imports no torch: the fake CUDA runtime must load first
 
@@ -36,9 +36,9 @@ CHUNK_SECONDS = 2.5    # validation chunks of the 4-second tracks: a whole one a
 MIXTURE_SECONDS = 3.5  # separated in two segments, the second with a lead-in
 SEGMENT_SECONDS, OVERLAP_SECONDS = 2.0, 0.5
 GL_ITERS = 2
-# The sync scenarios' epoch: 3 tracks x 4 excerpts in batches of 2, 6 steps; reads a step
-# of train_epoch may make in all: check_finite's at the end of the epoch (twice: the last
-# step ends a SYNC_STEPS block too) and the mean loss's.
+# The sync scenarios' epoch: 3 tracks x 4 excerpts in batches of 2, 6 steps; and the values
+# train_epoch may read back from the device in a whole epoch: train.check_finite's at its end
+# (twice: the last step also ends a block of SYNC_STEPS) and the mean loss.
 SYNC_EXCERPTS_PER_TRACK, FIXED_READS = 4, 3
 # label -> (--model, --mask) of each kind of model
 MODEL_KINDS = {"umx": ("umx", "magnitude"), "bsrnn": ("bsrnn", "magnitude"), "bsrnn-complex": ("bsrnn", "complex")}
@@ -88,7 +88,7 @@ class Seen:
 
 
 @contextlib.contextmanager
-def spy(module, name: str, record: Callable) -> None:
+def spy(module, name: str, record: Callable) -> Iterator[None]:
     """module.name wrapped so that record(result, *args) sees each call's result; the
     callers look the name up in the module, so they call the wrapper."""
     original = getattr(module, name)
@@ -106,7 +106,7 @@ def spy(module, name: str, record: Callable) -> None:
 
 
 @contextlib.contextmanager
-def watching(seen: Seen, *models):
+def watching(seen: Seen, *models) -> Iterator[None]:
     """Records into `seen` the model's inputs and outputs of the step (train.batch_targets,
     estimate_stems, every losses.LOSSES function, separation.separate_estimates, each phase
     method's inputs), every LSTM's input and output, the dtypes autocast produced on the device,
