@@ -11,7 +11,7 @@ import shutil
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -299,10 +299,12 @@ class TrainChunks(Dataset):
 class StemBatch:
     """A batch of TrainChunks items as the loader delivers it: codes (B, sources, channels,
     samples) int16, scales (B, sources) float32 and swaps (B, sources) bool. stems() turns
-    it into audio on the training device; len() is the batch size."""
+    it into audio on the training device; len() is the batch size. `audio`: that audio,
+    already made on the CPU by a loader for a CPU device (BackgroundLoader), else None."""
     codes: torch.Tensor
     scales: torch.Tensor
     swaps: torch.Tensor
+    audio: torch.Tensor | None = None
 
     @staticmethod
     def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> "StemBatch":
@@ -321,7 +323,8 @@ class StemBatch:
         return self.codes.shape[0]
 
     def __getitem__(self, rows: slice) -> "StemBatch":
-        return StemBatch(self.codes[rows], self.scales[rows], self.swaps[rows])
+        return StemBatch(self.codes[rows], self.scales[rows], self.swaps[rows],
+                         None if self.audio is None else self.audio[rows])
 
     def pin_memory(self) -> "StemBatch":
         """Page-locked copies (DataLoader's pin_memory=True calls this)."""
@@ -332,6 +335,8 @@ class StemBatch:
         times its scale, its channels reversed where swapped. The same float32 products
         as ScaledStems' on the CPU, so the audio is bit-identical on any device that
         rounds float32 multiplication as IEEE 754 does (CPUs and GPUs alike)."""
+        if self.audio is not None and self.audio.device == torch.device(device):
+            return self.audio
         codes = self.codes.to(device, non_blocking=True)
         scales = self.scales.to(device, non_blocking=True)
         swaps = self.swaps.to(device, non_blocking=True)
@@ -344,20 +349,22 @@ class StemBatch:
 
 class BackgroundLoader:
     """--workers 0's loader for TrainChunks: a background thread of this process draws
-    each batch's items and copies their codes into a StemBatch buffer (page-locked when
+    each batch's items and copies their codes into a StemBatch buffer (page-locked with
     `pin`, for a GPU), up to `depth` batches ahead, while the training thread works on the
     batch before. No worker processes, no pickling, no memory allocated per batch in the
     steady state: the copies are the only work in proportion to the data, and numpy runs
-    them without the GIL.
+    them without the GIL. With `make_audio` (for a CPU device) the thread also makes each
+    batch's audio (StemBatch.audio), so that a CPU step does not wait for it.
 
-    A buffer is reused once the batch that holds it is no longer referenced (and, with
-    `pin`, the work queued on the GPU by then, its copy there included, has finished); a
-    view of its tensors kept beyond the batch itself would see it refilled. Batches are
-    those a DataLoader with the same sampler and batch size delivers."""
+    A buffer is reused once the batch that holds it is no longer referenced (and, on a
+    GPU, the work queued there by then, its copy there included, has finished); a view of
+    its tensors kept beyond the batch itself would see it refilled. Batches are those a
+    DataLoader with the same sampler and batch size delivers."""
 
     def __init__(self, dataset: TrainChunks, sampler: Sampler[int], batch_size: int, pin: bool,
-                 depth: int = 2) -> None:
-        self.dataset, self.sampler, self.batch_size, self.pin, self.depth = dataset, sampler, batch_size, pin, depth
+                 make_audio: bool = False, depth: int = 2) -> None:
+        self.dataset, self.sampler, self.batch_size, self.depth = dataset, sampler, batch_size, depth
+        self.pin, self.make_audio = pin, make_audio
         self._free: queue.SimpleQueue = queue.SimpleQueue()  # (buffer, CUDA event to wait for or None)
 
     def __len__(self) -> int:
@@ -386,6 +393,8 @@ class BackgroundLoader:
         for row, index in enumerate(indices):
             self.dataset.read_into(index, codes[row], scales[row], swaps[row])
         batch = buffer[:len(indices)]
+        if self.make_audio:
+            batch = replace(batch, audio=batch.stems(torch.device("cpu")))
         weakref.finalize(batch, self._release, buffer)
         return batch
 

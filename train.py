@@ -341,7 +341,8 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
     data.BackgroundLoader (one thread of this process fills the next batch while the device
     trains), otherwise a DataLoader with `workers` processes. multiprocessing_context
     ('fork', 'spawn', ...; None: the platform's default) is how workers start; it needs
-    workers > 0. Stem batches are data.StemBatch, page-locked when `device` is a GPU."""
+    workers > 0. Stem batches are data.StemBatch, page-locked when `device` is a GPU; for a
+    CPU `device` the background thread also makes their audio."""
     names = cache.names("train")
     if data_kind == "stems":
         dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed,
@@ -355,7 +356,7 @@ def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_tr
     sampler = EpochSampler(len(dataset), seed, rank, world)
     pin = device.type == "cuda"
     if data_kind == "stems" and workers == 0:
-        return BackgroundLoader(dataset, sampler, batch_size // world, pin), sampler
+        return BackgroundLoader(dataset, sampler, batch_size // world, pin, make_audio=device.type == "cpu"), sampler
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
                         collate_fn=StemBatch.collate if data_kind == "stems" else None, pin_memory=pin,
                         persistent_workers=workers > 0, drop_last=False, multiprocessing_context=multiprocessing_context)

@@ -9,13 +9,15 @@ step fed by each stem path.
     python -m bench.data_loading --cache cache --data stems --steps 3  # + a CPU training step, both paths
 
 Paths: `int16` is train.make_loader's (items carry each source's int16 codes and scale;
-with --workers 0 a background thread fills pinned buffers, data.BackgroundLoader);
+with --workers 0 a background thread fills reused buffers, data.BackgroundLoader, timed
+as it feeds a GPU: the codes alone, the buffers not page-locked here);
 `float32` is the item path it replaced (FloatItems: each item converted to float32,
 scaled and swapped on the CPU, then batched by a DataLoader). Both draw the same items.
 Per core: excerpts/s over the cores the loader keeps busy (its thread or main process
 with 0 workers, else one per worker). `+ targets on CPU` adds train.batch_targets
 (conversion, mixture and |STFT|) on this CPU, the work the int16 path moves to the device.
---steps times train_epoch's loop (loader, then a step of the default model) with 0 workers.
+--steps times train_epoch's loop (loader, then a step of the default model) with 0 workers,
+the two paths taking turns step by step.
 Before each loader starts every training track is opened in this process, as train.py's
 input statistics do, so workers started by spawn or forkserver get what training's get.
 Peak memory is the PSS of this process and its workers (Linux), sampled while timing;
@@ -38,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from augment import AUGMENTATIONS, Excerpt, augment_item
 from bench.common import PeakTreeMemory, batches_forever, tree_read_bytes
 from cache import SOURCE_SETS, StemCache
-from data import EpochSampler, TrainChunks
+from data import BackgroundLoader, EpochSampler, TrainChunks
 from losses import DEFAULT_LOSSES
 from model import build_model
 from precision import set_up_precision
@@ -86,10 +88,19 @@ def float_loader(cache: StemCache, seq_dur: float, samples_per_track: int, augme
                       persistent_workers=workers > 0, multiprocessing_context=multiprocessing_context), sampler
 
 
-def loader_for(path: str, cache: StemCache, kind: str, workers: int, args) -> tuple:
-    """(loader, sampler) of `path` ('int16', 'float32' or 'magnitudes'), training's settings, seed 0."""
+def loader_for(path: str, cache: StemCache, kind: str, workers: int, args, training_device: str = "cuda") -> tuple:
+    """(loader, sampler) of `path` ('int16', 'float32' or 'magnitudes'), training's settings, seed 0.
+    int16 with 0 workers: train.make_loader's background thread as it feeds a GPU
+    (`training_device` cuda: the codes alone, here in memory that is not page-locked) or
+    a CPU (cpu: the thread also makes the audio)."""
     if path == "float32":
         return float_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers, 0)
+    if path == "int16" and workers == 0:
+        chunks = TrainChunks(cache, cache.names("train"), int(args.seq_dur * SAMPLE_RATE), args.samples_per_track,
+                             AUGMENTATIONS, 0)
+        sampler = EpochSampler(len(chunks), 0)
+        return BackgroundLoader(chunks, sampler, args.batch_size, pin=False,
+                                make_audio=training_device == "cpu"), sampler
     return make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers,
                        seed=0, device=torch.device("cpu"))
 
@@ -127,30 +138,32 @@ def time_loader(cache: StemCache, path: str, batches: int, workers: int, first_e
     return load / batches, with_targets / batches, n_batches, memory.peak, read
 
 
-def time_steps(cache: StemCache, path: str, args) -> float:
-    """Seconds per step of train_epoch's loop with 0 workers: the next batch, then a step
-    of the default model (float32 on the CPU) on it, after one warm-up step."""
-    config = new_model_config("umx", None, None, True, True, None)
-    torch.manual_seed(0)
-    model = build_model(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+def time_steps(cache: StemCache, args) -> dict[str, float]:
+    """Seconds per step of train_epoch's loop with 0 workers, per stem path: the next
+    batch, then a step of the default model (float32 on the CPU) on it. The two paths
+    take turns step by step, each with its own copy of the model, so that a change in
+    the machine's load meets both; one warm-up step each."""
     precision = set_up_precision("fp32", torch.device("cpu"))
+    runs = {}
+    for path in ("float32", "int16"):
+        torch.manual_seed(0)
+        model = build_model(new_model_config("umx", None, None, True, True, None))
+        loader, sampler = loader_for(path, cache, "stems", 0, args, training_device="cpu")
+        runs[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), batches_forever(loader, sampler))
+    seconds = dict.fromkeys(runs, 0.0)
     scaler = precision.grad_scaler("cpu")
-    loader, sampler = loader_for(path, cache, "stems", 0, args)
-    iterator = batches_forever(loader, sampler)
-    started = 0.0
     for step in range(1 + args.steps):
-        if step == 1:
+        for path, (model, optimizer, batches) in runs.items():
             started = time.perf_counter()
-        mixture, targets = batch_targets(next(iterator), True, torch.device("cpu"))
-        loss = separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES["magnitude"])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    seconds = (time.perf_counter() - started) / args.steps
-    del iterator, loader
-    return seconds
+            mixture, targets = batch_targets(next(batches), True, torch.device("cpu"))
+            loss = separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES["magnitude"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if step > 0:
+                seconds[path] += time.perf_counter() - started
+    return {path: total / args.steps for path, total in seconds.items()}
 
 
 def reload_page_cache(cache: StemCache, kinds: Sequence[str]) -> float:
@@ -239,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"loader excerpts/s int16 / float32, {workers} workers: "
                   f"{rates['int16', workers] / rates['float32', workers]:.2f}x")
     if args.steps and "stems" in kinds:
-        seconds = {path: time_steps(cache, path, args) for path in ("float32", "int16")}
+        seconds = time_steps(cache, args)
         print(f"CPU training step with 0 workers (loader + default model, batch {args.batch_size}): "
               f"float32 {seconds['float32']:.2f} s, int16 {seconds['int16']:.2f} s, "
               f"int16 / float32 {seconds['int16'] / seconds['float32']:.3f}")

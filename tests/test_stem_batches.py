@@ -55,7 +55,8 @@ def epoch_batches(loader, sampler, epoch: int) -> list:
 @pytest.mark.parametrize("augmentations", EVERY_COMBINATION, ids=lambda a: "+".join(a) or "none")
 def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_click_cache, augmentations):
     """A full epoch of train.make_loader's batches (0 workers: the background thread),
-    turned into audio as batch_targets does, equals the float32 path's batches bit for bit,
+    turned into audio as batch_targets does (by the thread for a CPU device, else from the
+    codes on the device), equals the float32 path's batches bit for bit,
     and so do the model inputs and targets; on the four- and the two-stem cache."""
     for cache in (click_cache, two_stem_click_cache):
         new, new_sampler = train.make_loader(cache, "stems", SEQ_DUR, 3, augmentations, 4, 0, seed=9, device=CPU)
@@ -65,7 +66,10 @@ def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_
         assert len(new_batches) == len(old_batches) == len(new)
         for new_batch, old_batch in zip(new_batches, old_batches):
             assert new_batch.codes.dtype == torch.int16 and len(new_batch) == len(old_batch)
+            assert new_batch.audio is not None  # for a CPU device the loader's thread makes the audio
             torch.testing.assert_close(new_batch.stems(CPU), old_batch, rtol=0, atol=0)
+            from_codes = StemBatch(new_batch.codes, new_batch.scales, new_batch.swaps)  # as on a GPU
+            torch.testing.assert_close(from_codes.stems(CPU), old_batch, rtol=0, atol=0)
         mixture, targets = train.batch_targets(new_batches[0], True, CPU)
         old_mixture, old_targets = train.batch_targets(old_batches[0], True, CPU)
         torch.testing.assert_close(mixture, old_mixture, rtol=0, atol=0)
@@ -121,7 +125,7 @@ def loader_threads() -> list[threading.Thread]:
 def test_background_loader_stops_its_thread_and_passes_on_errors(click_cache):
     names = click_cache.names("train")
     ds = TrainChunks(click_cache, names, 2000, 4, (), seed=2)
-    loader = BackgroundLoader(ds, EpochSampler(len(ds), 2), 2, pin=False)
+    loader = BackgroundLoader(ds, EpochSampler(len(ds), 2), 2, pin=False, make_audio=True)
     batches = iter(loader)
     next(batches)
     assert len(loader_threads()) == 1
