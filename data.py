@@ -1,5 +1,6 @@
 """MUSDB18 access and the train/valid/test splits, decoding tracks into the stem cache,
-the input statistics, the training datasets and their sampler. The cache's format is
+the input statistics, the training datasets, their int16 batches (StemBatch), the
+background-thread loader and the sampler. The cache's format is
 cache.py's, the augmentations augment.py's, automix's beat analysis rhythm.py's."""
 
 from __future__ import annotations
