@@ -10,7 +10,8 @@ Phases: (1) build DIR/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav
 tracks already complete are kept; every file is written atomically); (2) preprocess the
 train and valid splits into DIR/cache with data.preprocess, as preprocess.py does, and
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
---contexts start method, with the process tree's peak memory; (4) one training step on
+--contexts start method, with the process tree's peak memory, beside the float32 item path
+it replaced (bench.data_loading.FloatItems); (4) one training step on
 the device; (5) train.validate over the valid tracks, once; (6) separation.separate
 (mixture phase) and evaluation.evaluate_track (museval) on one test track, and each of
 --phases on it, timed per process as inference.py with a pool runs it (on a CPU all on
