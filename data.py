@@ -333,8 +333,8 @@ class StemBatch:
 
     def stems(self, device: torch.device) -> torch.Tensor:
         """(B, sources, channels, samples) float32 audio on `device`: each source's codes
-        times its scale, its channels reversed where swapped. The same float32 products
-        as ScaledStems' on the CPU, so the audio is bit-identical on any device that
+        times its scale, its channels reversed where swapped: one float32 product per
+        sample, as a CPU makes it, so the audio is bit-identical on any device that
         rounds float32 multiplication as IEEE 754 does (CPUs and GPUs alike)."""
         if self.audio is not None and self.audio.device == torch.device(device):
             return self.audio
