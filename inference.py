@@ -23,7 +23,7 @@ from evaluation import evaluate, format_table, median_over_tracks
 from file_separation import separate_files
 from model import takes_complex
 from parallel import WORKER_MEMORY, ModelFiles, default_workers
-from phase import PHASE_METHODS, WIENER_EPS, default_phases
+from phase import GL_BACKENDS, PHASE_METHODS, WIENER_EPS, default_phases, resolve_gl_backend
 from separation import check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one or more (the model runs once per track, each gets its own row of results; default: "
                         "model when every checkpoint has complex masks, its own estimate, on which train.py "
                         "validates it; else mixture when evaluating, as Task 1 asks, and wiener with --input, the "
-                        "best-sounding: +1.6 dB vocals SDR over mixture on clips outside the training set). "
+                        "best-scoring on the validation clips: README's results table). "
                         "mixture: copy the mixture phase; griffinlim: librosa.griffinlim on each estimate from "
                         "a random phase (Task 2's reference); griffinlim-mixinit: the same iteration from the "
                         "mixture phase; misi: Multiple Input Spectrogram Inversion, all stems jointly kept "
@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations of griffinlim, griffinlim-mixinit and misi")
     g.add_argument("--gl-momentum", type=float, default=0.99,
                    help="fast Griffin-Lim momentum of griffinlim and griffinlim-mixinit (librosa's default)")
-    g.add_argument("--gl-backend", default="librosa", choices=("librosa", "torch"),
-                   help="backend of griffinlim: librosa (librosa.griffinlim itself) or torch (the same update "
-                        "from the same seeded start, batched over stems and channels on --device; the fast "
-                        "one, choose it for many tracks). griffinlim-mixinit and misi always run in torch")
+    g.add_argument("--gl-backend", default="auto", choices=list(GL_BACKENDS),
+                   help="backend of griffinlim: " + "; ".join(f"{k}: {v}" for k, v in GL_BACKENDS.items())
+                        + ". Both give the same signals from the same start (tested); on a GPU the torch one "
+                          "runs there instead of on the CPU. summary.json records which ran. "
+                          "griffinlim-mixinit and misi always run in torch")
     g.add_argument("--wiener-iters", type=int, default=1,
                    help="EM iterations of wiener (0: its initial estimate alone; Open-Unmix: 1)")
     g.add_argument("--wiener-softmask", action=argparse.BooleanOptionalAction, default=True,
@@ -112,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers < 0:
         raise UserError("--workers must not be negative")
     device = resolve_device(args.device)
-    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=args.gl_backend,
+    gl_backend = resolve_gl_backend(args.gl_backend, device)
+    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=gl_backend,
                          wiener_iters=args.wiener_iters, wiener_softmask=args.wiener_softmask,
                          wiener_eps=args.wiener_eps, wiener_win_len=args.wiener_win_len, seed=args.seed)
     # No --phase: the default depends on the models' masks (default_phases), and never needs a vocoder.
@@ -154,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             record = summary.Summary(
                 checkpoint=str(path), epoch=states[name].get("epoch"), phase=phase, subset=args.subset,
                 split=args.split, median_sdr=median_over_tracks(run.sdr), tracks=run.sdr,
-                phase_seconds=run.phase_seconds, vocoder=str(args.vocoder) if phase == "vocoder" else None)
+                phase_seconds=run.phase_seconds, vocoder=str(args.vocoder) if phase == "vocoder" else None,
+                gl_backend=gl_backend if phase == "griffinlim" else None)
             summary.write(out / record.run, record)
     print(format_table(scores))
     print(f"results in {out}/<checkpoint>-<phase>/{summary.FILE_NAME}")

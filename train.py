@@ -21,7 +21,7 @@ import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import checkpoint
+from batch_fit import check_batch_fits
 from augment import augment_help, parse_augmentations
-from cache import StemCache, mixture_and_targets
+from cache import SOURCES, StemCache, mixture_and_targets
 from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
                   mask_statistics)
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
@@ -187,6 +188,29 @@ def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targ
                     loss: str = "mse") -> torch.Tensor:
     """The --loss between the model's estimates of both stems and the targets, in float32."""
     return LOSSES[loss].function(estimate_stems(model, mixture, precision), targets)
+
+
+def probe_step(model: torch.nn.Module, data_kind: str, seq_dur: float, precision: Precision, loss_name: str,
+               device: torch.device) -> Callable[[int], None]:
+    """run_step(batch_size): one forward and backward pass of `model` on random excerpts of
+    the run's shape, for batch_fit's measurement. The model's weights, buffers (BatchNorm's
+    running statistics) and every random stream are as they were afterwards, so a run that
+    measures repeats one that does not."""
+    samples = int(seq_dur * SAMPLE_RATE)
+
+    def run_step(batch_size: int) -> None:
+        saved = {name: value.clone() for name, value in model.state_dict().items()}
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if data_kind == "stems":
+                batch = torch.randn(batch_size, len(SOURCES), 2, samples, device=device)
+            else:
+                batch = torch.rand(batch_size, 3, nb_frames(samples), 2, N_FFT // 2 + 1, device=device)
+            mixture, targets = batch_targets(batch, data_kind == "stems", device, takes_complex(model))
+            separation_loss(model, mixture, targets, precision, loss_name).backward()
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+
+    return run_step
 
 
 def check_loss(loss: str, mask: str) -> None:
@@ -449,8 +473,17 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     log(f"model: {count_parameters(model):,} parameters ({json.dumps(model.config)})")
     log(f"precision: {precision.name} ({precision.reason})")
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # Fused on CUDA: one kernel for every parameter, and under fp16 the GradScaler hands it the
+    # found-inf flag on the device instead of reading it back at every step.
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                 fused=device.type == "cuda")
     scaler = precision.grad_scaler(device.type)
+    adam_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())  # its two moments
+    step_memory = check_batch_fits(device, args.batch_size // rank_and_world()[1],
+                                   probe_step(model, args.data, args.seq_dur, precision, args.loss, device), adam_bytes)
+    if step_memory is not None:
+        log(f"memory: about {step_memory.at(args.batch_size // rank_and_world()[1]) / 2**30:.1f} GiB per step "
+            f"({step_memory.per_excerpt / 2**30:.2f} GiB per excerpt)")
     history: list[dict] = []
     start_epoch = 1
     if resume_state is not None:
