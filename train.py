@@ -32,7 +32,7 @@ from tqdm import tqdm
 import checkpoint
 from batch_fit import check_batch_fits
 from augment import augment_help, parse_augmentations
-from cache import SOURCES, StemCache, mixture_and_targets
+from cache import StemCache, mixture_and_targets
 from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
                   mask_statistics)
 from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
@@ -190,10 +190,10 @@ def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targ
     return LOSSES[loss].function(estimate_stems(model, mixture, precision), targets)
 
 
-def probe_step(model: torch.nn.Module, data_kind: str, seq_dur: float, precision: Precision, loss_name: str,
-               device: torch.device) -> Callable[[int], None]:
+def probe_step(model: torch.nn.Module, data_kind: str, sources: int, seq_dur: float, precision: Precision,
+               loss_name: str, device: torch.device) -> Callable[[int], None]:
     """run_step(batch_size): one forward and backward pass of `model` on random excerpts of
-    the run's shape, for batch_fit's measurement. The model's weights, buffers (BatchNorm's
+    the run's shape (`sources` stems each, as the cache holds), for batch_fit's measurement. The model's weights, buffers (BatchNorm's
     running statistics) and every random stream are as they were afterwards, so a run that
     measures repeats one that does not."""
     samples = int(seq_dur * SAMPLE_RATE)
@@ -202,7 +202,7 @@ def probe_step(model: torch.nn.Module, data_kind: str, seq_dur: float, precision
         saved = {name: value.clone() for name, value in model.state_dict().items()}
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if data_kind == "stems":
-                batch = torch.randn(batch_size, len(SOURCES), 2, samples, device=device)
+                batch = torch.randn(batch_size, sources, 2, samples, device=device)
             else:
                 batch = torch.rand(batch_size, 3, nb_frames(samples), 2, N_FFT // 2 + 1, device=device)
             mixture, targets = batch_targets(batch, data_kind == "stems", device, takes_complex(model))
@@ -480,7 +480,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     scaler = precision.grad_scaler(device.type)
     adam_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())  # its two moments
     step_memory = check_batch_fits(device, args.batch_size // rank_and_world()[1],
-                                   probe_step(model, args.data, args.seq_dur, precision, args.loss, device), adam_bytes)
+                                   probe_step(model, args.data, len(cache.sources), args.seq_dur, precision, args.loss, device), adam_bytes)
     if step_memory is not None:
         log(f"memory: about {step_memory.at(args.batch_size // rank_and_world()[1]) / 2**30:.1f} GiB per step "
             f"({step_memory.per_excerpt / 2**30:.2f} GiB per excerpt)")

@@ -32,6 +32,7 @@ from cache import StemCache
 from losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
 from precision import PRECISIONS, Precision, set_up_precision
+from data import StemBatch
 from train import batch_targets, check_loss, make_loader, new_model_config, separation_loss, validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                                       args.workers, seed=0, device=device)
         batches = batches_forever(loader, sampler)
         loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
-        fixed = next(batches).to(device)
+        fixed = next(batches)  # on the device once: (b) times the step alone
+        fixed = fixed.stems(device) if isinstance(fixed, StemBatch) else fixed.to(device)
         reset_peak_memory(device)
         step_rate = rate(lambda: step(model, optimizer, scaler, fixed, kind == "stems", device, precision, loss_name),
                          args.steps, args.batch_size, device, args.warmup)

@@ -70,7 +70,7 @@ def test_the_probe_step_leaves_model_and_random_streams_as_they_were(config, dat
     model.train()
     before = {name: value.clone() for name, value in model.state_dict().items()}
     loss = DEFAULT_LOSSES[config.get("mask", "magnitude")]
-    run_step = train.probe_step(model, data, 0.5, resolve_precision("fp32", cpu), loss, cpu)
+    run_step = train.probe_step(model, data, 2, 0.5, resolve_precision("fp32", cpu), loss, cpu)
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
