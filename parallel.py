@@ -55,9 +55,10 @@ def available_memory() -> tuple[int | None, str]:
     half the physical memory, a guess at what other programs leave; None where neither
     can be read."""
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "available"
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available"
     except OSError:
         pass
     try:

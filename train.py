@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import checkpoint
-from batch_fit import check_batch_fits
+from batch_fit import GIB, check_batch_fits
 from augment import augment_help, parse_augmentations
 from cache import StemCache, mixture_and_targets
 from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
@@ -193,9 +193,9 @@ def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targ
 def probe_step(model: torch.nn.Module, data_kind: str, sources: int, seq_dur: float, precision: Precision,
                loss_name: str, device: torch.device) -> Callable[[int], None]:
     """run_step(batch_size): one forward and backward pass of `model` on random excerpts of
-    the run's shape (`sources` stems each, as the cache holds), for batch_fit's measurement. The model's weights, buffers (BatchNorm's
-    running statistics) and every random stream are as they were afterwards, so a run that
-    measures repeats one that does not."""
+    the run's shape (`sources` stems each, as the cache holds), for batch_fit's measurement.
+    The model's weights, buffers (BatchNorm's running statistics) and every random stream
+    are as they were afterwards, so a run that measures repeats one that does not."""
     samples = int(seq_dur * SAMPLE_RATE)
 
     def run_step(batch_size: int) -> None:
@@ -221,6 +221,9 @@ def check_loss(loss: str, mask: str) -> None:
     if LOSSES[loss].mask != mask:
         raise UserError(f"--loss {loss} compares {LOSSES[loss].mask} estimates: with --mask {mask} use one of "
                         f"{', '.join(name for name, entry in LOSSES.items() if entry.mask == mask)}")
+
+
+SYNC_STEPS = 50  # train_epoch reads the device back once in this many steps, and at an epoch's last
 
 
 def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: torch.device, from_stems: bool,
@@ -254,11 +257,7 @@ def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: 
             check_finite(first_bad_step, first_bad_loss, epoch)
             if progress:
                 bar.set_postfix(loss=f"{total.item() / count:.4g}")
-    check_finite(first_bad_step, first_bad_loss, epoch)
     return all_mean(total, count)
-
-
-SYNC_STEPS = 50
 
 
 def check_finite(first_bad_step: torch.Tensor, first_bad_loss: torch.Tensor, epoch: int) -> None:
@@ -479,11 +478,13 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
                                  fused=device.type == "cuda")
     scaler = precision.grad_scaler(device.type)
     adam_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())  # its two moments
-    step_memory = check_batch_fits(device, args.batch_size // rank_and_world()[1],
-                                   probe_step(model, args.data, len(cache.sources), args.seq_dur, precision, args.loss, device), adam_bytes)
+    process_batch = args.batch_size // rank_and_world()[1]
+    step_memory = check_batch_fits(device, process_batch, probe_step(model, args.data, len(cache.sources),
+                                                                     args.seq_dur, precision, args.loss, device),
+                                   adam_bytes)
     if step_memory is not None:
-        log(f"memory: about {step_memory.at(args.batch_size // rank_and_world()[1]) / 2**30:.1f} GiB per step "
-            f"({step_memory.per_excerpt / 2**30:.2f} GiB per excerpt)")
+        log(f"memory: about {step_memory.at(process_batch) / GIB:.1f} GiB per step "
+            f"({step_memory.per_excerpt / GIB:.2f} GiB per excerpt)")
     history: list[dict] = []
     start_epoch = 1
     if resume_state is not None:

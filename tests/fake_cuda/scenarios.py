@@ -37,9 +37,9 @@ MIXTURE_SECONDS = 3.5  # separated in two segments, the second with a lead-in
 SEGMENT_SECONDS, OVERLAP_SECONDS = 2.0, 0.5
 GL_ITERS = 2
 # The sync scenarios' epoch: 3 tracks x 4 excerpts in batches of 2, 6 steps; and the values
-# train_epoch may read back from the device in a whole epoch: train.check_finite's at its end
-# (twice: the last step also ends a block of SYNC_STEPS) and the mean loss.
-SYNC_EXCERPTS_PER_TRACK, FIXED_READS = 4, 3
+# train_epoch may read back from the device in a whole epoch: train.check_finite's at its last
+# step and the mean loss.
+SYNC_EXCERPTS_PER_TRACK, FIXED_READS = 4, 2
 # label -> (--model, --mask) of each kind of model
 MODEL_KINDS = {"umx": ("umx", "magnitude"), "bsrnn": ("bsrnn", "magnitude"), "bsrnn-complex": ("bsrnn", "complex")}
 # Options per phase method beyond its defaults, one separation each: every Griffin-Lim backend that runs.
