@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
-from augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
-from cache import SOURCES, ScaledStems, StemCache
+from training.augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
+from formats.cache import SOURCES, ScaledStems, StemCache
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, stft
 
 

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Sequence
 
 
-import checkpoint
-import experiment_table
-import summary
-from cache import StemCache
+from formats import checkpoint
+from formats import experiment_table
+from formats import summary
+from formats.cache import StemCache
 from model import BSRNN_SIZES, config_mask
-from phase import PHASE_METHODS, default_phases
+from separation.phase import PHASE_METHODS, default_phases
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli, write_text
 
 REPO = Path(__file__).resolve().parent

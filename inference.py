@@ -16,15 +16,15 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import summary
-from checkpoint import load_separator, load_vocoder
+from formats import summary
+from formats.checkpoint import load_separator, load_vocoder
 from data import check_track, open_musdb, select_tracks
-from evaluation import evaluate, format_table, median_over_tracks
-from file_separation import separate_files
+from separation.evaluation import evaluate, format_table, median_over_tracks
+from separation.audio_files import separate_files
 from model import takes_complex
-from parallel import WORKER_MEMORY, ModelFiles, default_workers
-from phase import GL_BACKENDS, PHASE_METHODS, WIENER_EPS, default_phases, resolve_gl_backend
-from separation import check_phases
+from separation.processes import WORKER_MEMORY, ModelFiles, default_workers
+from separation.phase import GL_BACKENDS, PHASE_METHODS, WIENER_EPS, default_phases, resolve_gl_backend
+from separation.segments import check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
 
 

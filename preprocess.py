@@ -15,7 +15,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from cache import SOURCE_SETS, StemCache
+from formats.cache import SOURCE_SETS, StemCache
 from data import open_musdb, preprocess
 from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 

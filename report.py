@@ -33,10 +33,10 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from report_listening import write_listening_page
-from report_runs import load_experiments, load_runs, load_samples, load_training
-from report_slides import Author, write_pdf
-from report_text import write_markdown
+from reporting.listening import write_listening_page
+from reporting.runs import load_experiments, load_runs, load_samples, load_training
+from reporting.slides import Author, write_pdf
+from reporting.text import write_markdown
 from utils import HelpFormatter, UserError, add_debug_flag, run_cli
 
 

@@ -17,7 +17,6 @@ import io
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,98 +28,20 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import checkpoint
-from batch_fit import GIB, check_batch_fits
-from augment import augment_help, parse_augmentations
-from cache import StemCache, mixture_and_targets
+from formats import checkpoint
+from training.batch_fit import GIB, check_batch_fits
+from training.augment import augment_help, parse_augmentations
+from formats.cache import StemCache, mixture_and_targets
 from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
                   mask_statistics)
-from losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
-from precision import PRECISIONS, Precision, set_up_precision
-from model import (BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, STEMS, bandwidth_bins,
-                   build_model, config_mask, count_parameters, takes_complex, transform_input)
-from schedules import LR_SCHEDULES, make_scheduler
-from utils import (HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, nb_frames, remove_stale_parts,
+from training.losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
+from training.precision import PRECISIONS, Precision, set_up_precision
+from model import BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, bandwidth_bins, build_model, config_mask, count_parameters, takes_complex, transform_input
+from training.schedules import make_scheduler
+from training.settings import DEFAULT_SAVE_EPOCHS, build_parser
+from utils import (HOP, N_FFT, SAMPLE_RATE, STEMS, HelpFormatter, UserError, add_debug_flag, machine_description,
+                   nb_frames, remove_stale_parts,
                    istft, resolve_device, run_cli, stft, write_text)
-
-DEFAULT_SAVE_EPOCHS = (25, 50, 150)
-
-
-def model_default(model: str, parameter: str):
-    """A model constructor's default, for the help text (so it never drifts from model.py)."""
-    return inspect.signature(MODELS[model]).parameters[parameter].default
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--cache", default="cache", help="cache directory written by preprocess.py")
-    g.add_argument("--data", choices=("stems", "magnitudes"), default="stems",
-                   help="train from cached stems (STFT on the device, all augmentations) or cached magnitudes")
-    g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
-    g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
-    g.add_argument("--augment", default="all", help=augment_help())
-    g.add_argument("--workers", type=int, default=0,
-                   help="0: with --data stems a background thread of this process loads the next batch while the "
-                        "device trains, the fastest measured at every size (docs/speed.md), with --data magnitudes "
-                        "the main process loads; N: N DataLoader worker processes")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=list(MODELS), default="umx",
-                   help="umx: Open-Unmix-style BiLSTM; bsrnn: band-split RNN (Luo & Yu 2023)")
-    g.add_argument("--hidden-size", type=int, default=None,
-                   help=f"umx: width of the encoder, LSTM and decoder (default {model_default('umx', 'hidden_size')}); "
-                        f"bsrnn: features per band, N (default {BSRNN_SIZES['magnitude'][0]}), with --mask complex "
-                        f"{BSRNN_SIZES['complex'][0]}")
-    g.add_argument("--nb-layers", type=int, default=None,
-                   help=f"umx: BiLSTM layers, 0 for a per-frame network (default {model_default('umx', 'nb_layers')}); "
-                        f"bsrnn: pairs of time and band LSTMs (default {BSRNN_SIZES['magnitude'][1]}), with --mask "
-                        f"complex {BSRNN_SIZES['complex'][1]}")
-    g.add_argument("--no-mask", action="store_true", help="umx only: output magnitudes directly instead of masks")
-    g.add_argument("--unidirectional", action="store_true",
-                   help="causal LSTMs over time (real-time variant; bsrnn's LSTMs across bands stay bidirectional)")
-    g.add_argument("--bandwidth", type=float, default=None,
-                   help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
-    g.add_argument("--mask", choices=list(MASKS), default="magnitude",
-                   help="; ".join(f"{k}: {v}" for k, v in MASKS.items()) + ". complex needs --model bsrnn")
-    g.add_argument("--mask-activation", choices=list(MASK_ACTIVATIONS), default="relu",
-                   help="magnitude masks only (refused with --mask complex, whose masks have no activation): "
-                        + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
-    g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
-                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
-    g.add_argument("--mask-init", choices=list(MASK_INITS), default=None,
-                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in MASK_INITS.items())
-                        + " (default: ones)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
-    g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay")
-    g.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="plateau",
-                   help="; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()).replace("%", "%%"))  # argparse
-    g.add_argument("--lr-decay-patience", type=int, default=80, help="plateau: ReduceLROnPlateau patience (epochs)")
-    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="plateau: ReduceLROnPlateau factor")
-    g.add_argument("--loss", choices=list(LOSSES), default=None,
-                   help=f"default {' or '.join(f'{loss} with --mask {mask}' for mask, loss in DEFAULT_LOSSES.items())}. "
-                        + loss_help())
-    g.add_argument("--stem-weights", type=float, nargs=len(STEMS), default=None, metavar=tuple(s.upper() for s in STEMS),
-                   help="each stem's weight in the training loss, relative to their mean (default: equal); the "
-                        "validation loss stays unweighted, so runs with different weights compare")
-    g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: by the card's compute capability, bf16 on 8.0 and later (A100, H100, RTX 30/40), "
-                        "fp16 with a gradient scaler on 7.x (V100, T4), fp32 before 7.0 (GTX 10 series) and on "
-                        "the CPU. bf16 and fp16: the linear and norm layers under autocast, the loss in float32; "
-                        "the LSTMs in float32 under bf16, in fp16 (cuDNN) under fp16 on CUDA. fp32: float32 "
-                        "throughout (on Ampere and later its matmuls on TF32 tensor cores)")
-    g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint-dir", default="checkpoints", help="where checkpoints and log.csv go")
-    g.add_argument("--save-epochs", type=int, nargs="+", default=None,
-                   help="epochs kept as epoch_NNN.pt (default: those of 25 50 150 within --epochs)")
-    g.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
-    add_debug_flag(p)
-    return p
-
 
 def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
                      bidirectional: bool, bandwidth: float | None, mask_activation: str = "relu",
@@ -396,7 +317,7 @@ def write_log(path: Path, history: list[dict]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
     device = setup_distributed(args.device)
     try:
         run(args, device)
@@ -529,7 +450,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         if not is_main:
             continue
         facts = {"input_stats": stats, "epoch": epoch, "history": history, "best_epoch": best["epoch"],
-                 "train_args": train_args, "machine": machine_description(device)}
+                 "train_args": train_args, "machine": machine_description(device, rank_and_world()[1])}
         if best["epoch"] == epoch:
             checkpoint.save(ckpt_dir / "best.pt", checkpoint.separator_state(model, **facts))
         if epoch in save_epochs:
@@ -541,14 +462,6 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  SDR "
               f"{' / '.join(f'{sdr:.2f}' for sdr in validation.sdr.values())} dB  best epoch {best['epoch']}  "
               f"{history[-1]['seconds']:.1f}s")
-
-
-def machine_description(device: torch.device) -> str:
-    """What trained this checkpoint, for the report: host CPU and the GPU if one was used."""
-    name = f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores"
-    if device.type == "cuda":
-        name += f", {torch.cuda.get_device_name(device)} x{rank_and_world()[1]}"
-    return name
 
 
 def resolve_mask_init(requested: str | None, model: str, use_mask: bool, mask_activation: str) -> str | None:

@@ -7,6 +7,8 @@ import argparse
 import contextlib
 import functools
 import os
+import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import torch
 SAMPLE_RATE = 44100
 N_FFT = 4096
 HOP = 1024
+STEMS = ("vocals", "accompaniment")  # what the separators estimate, in this order
 
 
 class UserError(Exception):
@@ -244,6 +247,22 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+def machine_description(device: torch.device | None = None, gpus: int = 1) -> str:
+    """The machine, for checkpoints and the report: system, CPU model and cores, and the GPU
+    (`gpus` of them) when `device` is CUDA, or the first visible one when `device` is None."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    description = f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores"
+    if device is None and torch.cuda.is_available():
+        device = torch.device("cuda", 0)
+    if device is not None and device.type == "cuda":
+        return description + f", {torch.cuda.get_device_name(device)} x{gpus}"
+    return description + ", no CUDA GPU"
 
 
 # ------------------------------------------------------------------------- CLI

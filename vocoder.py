@@ -7,7 +7,7 @@ the separator's magnitude estimates into waveforms.
 It learns, from the training split of the stem cache only (vocals and accompaniment,
 each channel as its own mono signal), to rebuild a waveform from the log mel spectrogram
 of its |STFT| (utils.log_mel of utils.stft: the separator's n_fft, hop and window). The
-network (model.Vocoder) is Vocos-style: ConvNeXt blocks at the frame rate and an inverse
+network (mel_vocoder.Vocoder) is Vocos-style: ConvNeXt blocks at the frame rate and an inverse
 STFT head, which trains in minutes on a CPU where a HiFi-GAN upsampling stack would take
 days. The loss has no adversarial term: Vocos adds one for perceptual quality, but this
 project scores SDR and the reconstruction losses alone train fast. It is
@@ -36,11 +36,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import checkpoint
-from cache import StemCache
+from formats import checkpoint
+from formats.cache import StemCache
 from data import VocoderChunks
-from model import Vocoder, count_parameters
-from phase import vocode
+from model import count_parameters
+from separation.mel_vocoder import Vocoder
+from separation.phase import vocode
 from utils import (HOP, MEL_FLOOR, MEL_FMAX, N_FFT, N_MELS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag,
                    log_mel, resolve_device, run_cli, stft)
 

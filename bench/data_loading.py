@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from augment import AUGMENTATIONS, Excerpt, augment_item
+from training.augment import AUGMENTATIONS, Excerpt, augment_item
 from bench.common import PeakTreeMemory, batches_forever, tree_read_bytes
-from cache import SOURCE_SETS, StemCache
+from formats.cache import SOURCE_SETS, StemCache
 from data import BackgroundLoader, EpochSampler, TrainChunks
-from losses import DEFAULT_LOSSES
+from training.losses import DEFAULT_LOSSES
 from model import build_model
-from precision import set_up_precision
+from training.precision import set_up_precision
 from train import batch_targets, make_loader, new_model_config, separation_loss
 from utils import SAMPLE_RATE, HelpFormatter, UserError, run_cli
 

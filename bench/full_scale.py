@@ -12,7 +12,7 @@ train and valid splits into DIR/cache with data.preprocess, as preprocess.py doe
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
 --contexts start method, with the process tree's peak memory, beside the float32 item path
 it replaced (bench.data_loading.FloatItems); (4) one training step on
-the device; (5) train.validate over the valid tracks, once; (6) separation.separate
+the device; (5) train.validate over the valid tracks, once; (6) segments.separate
 (mixture phase) and evaluation.evaluate_track (museval) on one test track, and each of
 --phases on it, timed per process as inference.py with a pool runs it (on a CPU all on
 one thread, as in a pool process that separates whole tracks; on a GPU the model on the
@@ -42,21 +42,23 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-import evaluation
+from separation import evaluation
 import inference
-import parallel
-import separation
-from augment import AUGMENTATIONS
+from separation import processes
+from separation import segments
+from training.augment import AUGMENTATIONS
 from bench.common import PeakTreeMemory, batches_forever, one_thread
 from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,
                                     synchronize)
-from cache import SOURCES, StemCache
+from formats.cache import SOURCES, StemCache
 from data import check_track, decode_stems, input_statistics, open_musdb, preprocess
-from losses import DEFAULT_LOSSES
-from model import MODELS, STEMS, build_model
-from phase import PHASE_METHODS
-from precision import PRECISIONS, Precision, set_up_precision
-from train import machine_description, make_loader, new_model_config, validate
+from training.losses import DEFAULT_LOSSES
+from model import MODELS, build_model
+from utils import STEMS
+from separation.phase import PHASE_METHODS
+from training.precision import PRECISIONS, Precision, set_up_precision
+from train import make_loader, new_model_config, validate
+from utils import machine_description
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,
                    resolve_device, run_cli, write_text)
 
@@ -369,25 +371,25 @@ def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.d
 
 
 def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, phases: Sequence[str]) -> dict:
-    """On the first test track, in seconds per minute of audio: separation.separate (mixture
+    """On the first test track, in seconds per minute of audio: segments.separate (mixture
     phase: the model, the STFTs and that phase), evaluation.evaluate_track (museval), and
     each of `phases` by itself, as inference.py with a pool of one process per core runs
-    them: on a CPU all in a pool process on one thread (parallel.models_in_workers); on a
+    them: on a CPU all in a pool process on one thread (processes.models_in_workers); on a
     GPU the model and the phases it keeps in this process, and those it pools
-    (parallel.pooled_phases) as a PhaseJob on one thread, as in a pool process. museval
+    (processes.pooled_phases) as a PhaseJob on one thread, as in a pool process. museval
     runs on one thread either way."""
     import museval  # noqa: F401  (imported here so that its import is not timed)
 
     track = sorted(open_musdb(str(out), True, "test").tracks, key=lambda t: t.name)[0]
     mixture = evaluation.track_mixture(track)
     minutes = mixture.shape[0] / SAMPLE_RATE / 60
-    in_workers = parallel.models_in_workers(device, 2)  # as with any pool (--workers above 1)
+    in_workers = processes.models_in_workers(device, 2)  # as with any pool (--workers above 1)
     where_the_model_runs = one_thread if in_workers else contextlib.nullcontext
     model.eval()
     with where_the_model_runs():
-        separation.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+        segments.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
         started = time.perf_counter()
-        estimates = separation.separate(model, mixture, ["mixture"], device)["mixture"]
+        estimates = segments.separate(model, mixture, ["mixture"], device)["mixture"]
         separate_s = time.perf_counter() - started
     print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
     with one_thread():  # as in a pool process
@@ -396,10 +398,10 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
         museval_s = time.perf_counter() - started
     defaults = inference.build_parser().parse_args([])
     options = {k: getattr(defaults, k) for k in ("gl_iters", "gl_momentum", "gl_backend", "wiener_iters", "seed")}
-    pooled = [] if in_workers else parallel.pooled_phases(phases, device, 2, **options)
+    pooled = [] if in_workers else processes.pooled_phases(phases, device, 2, **options)
     timings: dict[str, float] = {}
     with where_the_model_runs():
-        separated = separation.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
+        separated = segments.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
     for phase in pooled:
         print(f"{phase} on one thread ...", flush=True)
         with one_thread():
@@ -414,7 +416,7 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
 def project_test_evaluation(results: dict, cores: int) -> dict:
     """inference.py --workers `cores` on `cores` cores, with the measured phases, on the
     FULL_TEST_TRACKS of the full-size build (its drawn lengths, whatever --tracks and
-    --minutes built). On a CPU (parallel.models_in_workers) each pool process separates
+    --minutes built). On a CPU (processes.models_in_workers) each pool process separates
     whole tracks on one thread: the model, every phase method and museval once per phase;
     the tracks go, in name order, each to the first process that is free (as
     ProcessPoolExecutor hands them out), and the projection is when the last one finishes
@@ -428,7 +430,7 @@ def project_test_evaluation(results: dict, cores: int) -> dict:
     model_s = results["separate_s_per_audio_minute"] - phase_s.get("mixture", 0.0)
     museval_s = len(phase_s) * results["museval_s_per_audio_minute"]
     projection = {"phases": list(phase_s), "cores": cores, "audio_minutes": minutes}
-    if parallel.models_in_workers(torch.device(results["machine"]["device"]), cores):
+    if processes.models_in_workers(torch.device(results["machine"]["device"]), cores):
         track_s = model_s + sum(phase_s.values()) + museval_s  # per audio minute, in one pool process
         finish = [0.0] * cores  # a min-heap of the processes' busy-until times
         for length in lengths:

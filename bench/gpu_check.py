@@ -25,7 +25,7 @@ Sections, in this order:
               for a single process)
   separate    separation.separate with every phase method on the device (umx for the
               magnitude methods, the complex-mask model for "model"; the vocoder an
-              untrained model.Vocoder), Griffin-Lim with both backends
+              untrained mel_vocoder.Vocoder), Griffin-Lim with both backends
   throughput  per model and --batch-sizes at --precision auto: steps/s, excerpts/s and peak
               GPU memory (torch's allocated and reserved) of a training step on a batch
               already loaded (out of memory recorded, not an error); then at the default
@@ -74,17 +74,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import checkpoint
+from formats import checkpoint
 import train
-from augment import AUGMENTATIONS
+from training.augment import AUGMENTATIONS
 from bench.common import batches_forever
 from bench.train_throughput import FULL_TRAIN_TRACKS, synchronize
-from cache import SOURCES, StemCache
-from losses import DEFAULT_LOSSES
-from model import STEMS, Vocoder, build_model, takes_complex
-from phase import PHASE_METHODS, resolve_gl_backend
-from precision import Precision, cuda_capability, resolve_precision, set_up_precision
-from separation import separate
+from formats.cache import SOURCES, StemCache
+from training.losses import DEFAULT_LOSSES
+from model import build_model, takes_complex
+from utils import STEMS
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS, resolve_gl_backend
+from training.precision import Precision, cuda_capability, resolve_precision, set_up_precision
+from separation.segments import separate
 from utils import HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +126,7 @@ class Sizes:
     train_batch: int
     separate_seconds: float    # length of the separated mixture
     gl_iters: int
-    vocoder: dict              # model.Vocoder's size ({}: its defaults), untrained
+    vocoder: dict              # mel_vocoder.Vocoder's size ({}: its defaults), untrained
     batch_sizes: tuple[int, ...]
     warmup_steps: int
     timed_steps: int

@@ -56,9 +56,9 @@ def measure(kind: str, precision_name: str, batch: int, seconds: float) -> dict:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     import train
-    from losses import DEFAULT_LOSSES
+    from training.losses import DEFAULT_LOSSES
     from model import build_model, takes_complex
-    from precision import resolve_precision
+    from training.precision import resolve_precision
     from tests.fake_cuda import harness
     from utils import SAMPLE_RATE
 

@@ -1,6 +1,6 @@
 """Inference speed, side by side in one run:
 
-1. separation real-time factor of separation.separate (default-size model, random weights,
+1. separation real-time factor of segments.separate (default-size model, random weights,
    mixture phase) on the CPU, and on CUDA when available;
 2. museval (evaluation.evaluate_track) over the same tracks and the same estimates, serial
    and in inference.py's process pool (--workers), checking that the scores are equal;
@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import checkpoint
-import evaluation
-import file_separation
-import parallel
-import separation
+from formats import checkpoint
+from separation import evaluation
+from separation import audio_files
+from separation import processes
+from separation import segments
 from bench import phase_speed
 from data import open_musdb
-from model import STEMS, Separator
-from phase import PHASE_METHODS
+from model import Separator
+from utils import STEMS
+from separation.phase import PHASE_METHODS
 from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio
 
 
@@ -43,18 +44,18 @@ def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> 
     torch.manual_seed(0)
     model = Separator().to(device).eval()
     mixture = (0.1 * np.random.default_rng(0).standard_normal((int(seconds * SAMPLE_RATE), 2))).astype(np.float32)
-    separation.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+    segments.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
     started = time.perf_counter()
     for _ in range(repeats):
-        separation.separate(model, mixture, ["mixture"], device)
+        segments.separate(model, mixture, ["mixture"], device)
     return repeats * seconds / (time.perf_counter() - started)
 
 
 def museval_speed(tracks, workers: int) -> tuple[float, dict]:
     """Wall seconds of evaluate_track over `tracks` with fixed estimates (a half of the
-    mixture per stem) through parallel.Workers(workers); also the scores."""
+    mixture per stem) through processes.Workers(workers); also the scores."""
     started = time.perf_counter()
-    with parallel.Workers(workers) as pool:
+    with processes.Workers(workers) as pool:
         for track in tracks:
             half = (track.audio * 0.5).astype(np.float32)
             pool.submit(track.name, evaluation.evaluate_track, track, {stem: half for stem in STEMS})
@@ -74,7 +75,7 @@ def cpu_seconds() -> float:
 
 def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: list[int],
                 gl_iters: int) -> dict[int, tuple[float, float]]:
-    """(wall seconds, CPU seconds of this process and the pool's) of file_separation.separate_files
+    """(wall seconds, CPU seconds of this process and the pool's) of audio_files.separate_files
     on `files` stereo WAVs of `seconds` (noise under a slow tremolo) with a default-size
     random Separator, per worker count; raises if the stems written differ from the first
     count's. On a machine others load, the CPU seconds show whether the pool added work."""
@@ -93,7 +94,7 @@ def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: l
     for count in workers:
         out = folder / f"workers{count}"
         started, cpu = time.perf_counter(), cpu_seconds()
-        file_separation.separate_files(inputs, checkpoint_path, out, [phase], "wav", torch.device("cpu"), count,
+        audio_files.separate_files(inputs, checkpoint_path, out, [phase], "wav", torch.device("cpu"), count,
                                        gl_iters=gl_iters, gl_momentum=0.99, gl_backend="librosa", wiener_iters=1,
                                        seed=0)
         wall[count] = time.perf_counter() - started, cpu_seconds() - cpu  # the pool has ended: its CPU counts

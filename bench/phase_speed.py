@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
-import checkpoint
-from model import STEMS
-from phase import PHASE_METHODS
+from formats import checkpoint
+from utils import STEMS
+from separation.phase import PHASE_METHODS
 from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
@@ -112,7 +112,7 @@ def speed_table(runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
 
 
 def sdr_table(track, runs: dict[str, tuple[float, float, np.ndarray]]) -> str:
-    from evaluation import evaluate_track
+    from separation.evaluation import evaluate_track
 
     lines = [f"{'method':<22} {'vocals':>8} {'accomp.':>8} {'seconds':>8}", "-" * 49]
     for label, (seconds, _, signals) in runs.items():

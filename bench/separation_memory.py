@@ -1,11 +1,11 @@
-"""Peak memory of separation.separate on a 1-minute and a 10-minute input, each case in a
+"""Peak memory of segments.separate on a 1-minute and a 10-minute input, each case in a
 fresh subprocess (peak RSS = the child's VmHWM / ru_maxrss), with the default-size model
 (random weights: memory does not depend on them).
 
     python -m bench.separation_memory                       # 1 and 10 minutes, segmented and whole
     python -m bench.separation_memory --minutes 1 10 --phase griffinlim --gl-backend torch
 
-'segmented' is separation.separate as it runs (60-second segments); 'whole' passes one
+'segmented' is segments.separate as it runs (60-second segments); 'whole' passes one
 segment as long as the track, i.e. the separation before segmenting. The input (float32)
 and the output arrays necessarily grow with the track; the table shows their size and the
 peak above the process's RSS once the input exists."""
@@ -47,7 +47,7 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     import torch
 
 
-    import separation
+    from separation import segments
     from model import Separator
 
     if threads:
@@ -60,8 +60,8 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     started = time.perf_counter()
     # 'whole': one segment holding the track; at least SEGMENT_SAMPLES, as segments must
     # be longer than their overlap, which an input of a few seconds is not.
-    segment = max(samples + 1, separation.SEGMENT_SAMPLES) if whole else separation.SEGMENT_SAMPLES
-    out = separation.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
+    segment = max(samples + 1, segments.SEGMENT_SAMPLES) if whole else segments.SEGMENT_SAMPLES
+    out = segments.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
                              gl_iters=8)
     seconds = time.perf_counter() - started
     output_mb = sum(a.nbytes for a in out[phase].values()) / 2**20

@@ -26,12 +26,12 @@ import time
 
 import torch
 
-from augment import AUGMENTATIONS
+from training.augment import AUGMENTATIONS
 from bench.common import batches_forever
-from cache import StemCache
-from losses import DEFAULT_LOSSES, LOSSES
+from formats.cache import StemCache
+from training.losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
-from precision import PRECISIONS, Precision, set_up_precision
+from training.precision import PRECISIONS, Precision, set_up_precision
 from data import StemBatch
 from train import batch_targets, check_loss, make_loader, new_model_config, separation_loss, validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli

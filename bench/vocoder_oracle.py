@@ -22,9 +22,9 @@ import argparse
 import numpy as np
 import torch
 
-import checkpoint
-from cache import StemCache, mixture_and_targets
-from phase import PHASE_METHODS
+from formats import checkpoint
+from formats.cache import StemCache, mixture_and_targets
+from separation.phase import PHASE_METHODS
 from utils import HelpFormatter, UserError, log_mel, run_cli, stft
 
 MEASURES = ("SDR", "SI-SDR", "energy", "log-mel L1", "spec. conv.")

@@ -19,7 +19,7 @@ import soundfile as sf
 import stempeg
 import torch
 
-import checkpoint
+from formats import checkpoint
 from model import Separator
 from pipeline_helpers import REPO_ROOT, run_script
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import augment
-from augment import APPLY_ORDER, AUGMENTATION_REGISTRY, Excerpt, TrackPool, augment_item
+from training import augment
+from training.augment import APPLY_ORDER, AUGMENTATION_REGISTRY, Excerpt, TrackPool, augment_item
 from utils import UserError
 
 

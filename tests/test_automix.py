@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-import rhythm
+from training import rhythm
 import train
 import utils
-from augment import parse_augmentations
-from cache import SOURCES, StemCache
+from training.augment import parse_augmentations
+from formats.cache import SOURCES, StemCache
 from data import MagnitudeChunks, TrainChunks
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from test_data import item_audio, locate

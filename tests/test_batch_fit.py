@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import batch_fit
+from training import batch_fit
 import train
-from losses import DEFAULT_LOSSES
+from training.losses import DEFAULT_LOSSES
 from model import build_model
-from precision import resolve_precision
+from training.precision import resolve_precision
 from utils import UserError
 
 GIB = 2 ** 30

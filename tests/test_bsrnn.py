@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
-import separation
-import report_text
+from formats import checkpoint
+from separation import segments
+from reporting import text as report_text
 import train
 import utils
-from model import (STEMS, BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters,
-                   layout_band_widths)
+from model import BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters, layout_band_widths
+from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from test_model import forward_random_magnitudes
 
@@ -184,7 +184,7 @@ def test_best_checkpoint_loads_and_separates(bsrnn_run):
     for key, tensor in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], tensor), key
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, size=(3 * 44100, 2)).astype(np.float32)
-    out = separation.separate(model, audio, ["mixture"], torch.device("cpu"))["mixture"]
+    out = segments.separate(model, audio, ["mixture"], torch.device("cpu"))["mixture"]
     assert set(out) == set(STEMS)
     for stem in STEMS:
         assert out[stem].shape == audio.shape and np.isfinite(out[stem]).all()

@@ -16,7 +16,7 @@ import torch
 import preprocess
 import train
 import utils
-from cache import CACHE_VERSION, SOURCES, ScaledStems, StemCache
+from formats.cache import CACHE_VERSION, SOURCES, ScaledStems, StemCache
 from conftest import SYNTH_TRACKS, VALID_TRACKS
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from utils import UserError

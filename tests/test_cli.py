@@ -141,7 +141,7 @@ def test_train_resume_without_checkpoint(tmp_path, hq_cache, capsys):
 
 
 def test_train_cache_without_validation_tracks(tmp_path, capsys):
-    from cache import SOURCES, StemCache
+    from formats.cache import SOURCES, StemCache
 
     cache = StemCache.create_or_open(tmp_path / "cache")
     cache.add_track("only", "train", np.zeros((len(SOURCES), 2, 44100), dtype=np.float32), magnitudes=False)

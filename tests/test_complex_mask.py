@@ -14,20 +14,21 @@ import pytest
 import soundfile as sf
 import torch
 
-import checkpoint
-import experiment_table
+from formats import checkpoint
+from formats import experiment_table
 import experiments
 import inference
-import report_text
-import separation
-import summary
+from reporting import text as report_text
+from separation import segments
+from formats import summary
 import train
 import utils
-from cache import StemCache, mixture_and_targets
-from losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
-from model import BSRNN_SIZES, STEMS, BandSplitRNN, build_model, count_parameters, takes_complex
-from phase import PHASE_METHODS, default_phases
-from precision import resolve_precision
+from formats.cache import StemCache, mixture_and_targets
+from training.losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
+from model import BSRNN_SIZES, BandSplitRNN, build_model, count_parameters, takes_complex
+from utils import STEMS
+from separation.phase import PHASE_METHODS, default_phases
+from training.precision import resolve_precision
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process, run_script
 from test_speed import OVERLAP, SEGMENT, _music
 from utils import HOP, N_FFT, SAMPLE_RATE, istft, stft
@@ -123,8 +124,8 @@ def test_unit_mask_separates_the_mixture_segment_by_segment():
     """The 1 + 0j mask through separate(): --phase model gives the mixture back, also over
     several segments and their crossfades; its magnitude under the mixture phase too."""
     model, mixture = constant_masks((1 + 0j, 0j)), _music(4.0)
-    out = separation.separate(model, mixture, ["model", "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)
-    assert len(separation.segment_bounds(len(mixture), SEGMENT, OVERLAP)) >= 3
+    out = segments.separate(model, mixture, ["model", "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)
+    assert len(segments.segment_bounds(len(mixture), SEGMENT, OVERLAP)) >= 3
     for phase in ("model", "mixture"):
         np.testing.assert_allclose(out[phase]["vocals"], mixture, rtol=0, atol=1e-5)
         np.testing.assert_allclose(out[phase]["accompaniment"], 0, rtol=0, atol=1e-6)
@@ -212,9 +213,9 @@ def test_each_mask_has_a_default_loss_of_its_kind():
 
 def test_phase_model_is_the_istft_of_the_estimate_and_the_others_take_its_magnitude():
     model, mixture = tiny_complex(), _music(1.5)
-    got = separation.separate(model, mixture, ["model", "mixture", "wiener"], CPU)
+    got = segments.separate(model, mixture, ["model", "mixture", "wiener"], CPU)
     spec = stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
-    estimate = separation.separate_estimates(model, spec)
+    estimate = segments.separate_estimates(model, spec)
     assert estimate.is_complex()
     expected = {"model": istft(estimate, len(mixture)).numpy(),
                 "mixture": PHASE_METHODS["mixture"](estimate.abs(), spec, len(mixture)),
@@ -230,11 +231,11 @@ def _segmented_and_whole(nb_layers: int) -> tuple[np.ndarray, np.ndarray, np.nda
     and whole, and which samples lie farther than one FFT frame from any segment edge."""
     model, mixture = tiny_complex(nb_layers), _music(7.0)
     length = len(mixture)
-    chunked = separation.separate(model, mixture, ["model"], CPU, segment=SEGMENT, overlap=OVERLAP)["model"]
-    whole = separation.separate(model, mixture, ["model"], CPU, segment=length + 1, overlap=OVERLAP)["model"]
-    assert len(separation.segment_bounds(length, SEGMENT, OVERLAP)) >= 4
+    chunked = segments.separate(model, mixture, ["model"], CPU, segment=SEGMENT, overlap=OVERLAP)["model"]
+    whole = segments.separate(model, mixture, ["model"], CPU, segment=length + 1, overlap=OVERLAP)["model"]
+    assert len(segments.segment_bounds(length, SEGMENT, OVERLAP)) >= 4
     interior = np.ones(length, bool)
-    for start, stop in separation.segment_bounds(length, SEGMENT, OVERLAP):
+    for start, stop in segments.segment_bounds(length, SEGMENT, OVERLAP):
         interior[max(0, start - N_FFT):start + N_FFT] = False
         interior[max(0, stop - N_FFT):stop + N_FFT] = False
     interior[:N_FFT] = interior[-N_FFT:] = True  # the signal's own edges are the same in both
@@ -269,9 +270,9 @@ def test_segmented_phase_model_with_lstms_stays_close():
 def test_a_deferred_phase_job_takes_the_magnitude_of_complex_estimates():
     model, mixture = tiny_complex(), _music(4.0)
     options = dict(gl_iters=2, gl_backend="torch", seed=1)
-    serial = separation.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    serial = segments.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                  **options)
-    deferred = separation.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    deferred = segments.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                    defer=["griffinlim", "model"], **options)
     for phase in ("griffinlim", "model"):
         job = deferred[phase]
@@ -285,7 +286,7 @@ def test_phase_model_needs_complex_masks():
     torch.manual_seed(0)
     magnitude = BandSplitRNN(**TINY).eval()
     with pytest.raises(utils.UserError, match="--phase model needs a model with complex masks"):
-        separation.separate(magnitude, _music(0.5), ["mixture", "model"], CPU)
+        segments.separate(magnitude, _music(0.5), ["mixture", "model"], CPU)
     assert [p for p, m in PHASE_METHODS.items() if not m.applies_to(False)] == ["model"]
     assert all(m.applies_to(True) for m in PHASE_METHODS.values())
 
@@ -382,7 +383,7 @@ def test_input_defaults_to_the_models_own_estimate(complex_run, tmp_path, capsys
                                                 "--out", tmp_path / "out", "--device", "cpu", "--workers", "0"], capsys)
     assert code == 0, err
     model, _ = checkpoint.load_separator(complex_run / "last.pt")
-    expected = separation.separate(model, mixture, ["model"], CPU)["model"]
+    expected = segments.separate(model, mixture, ["model"], CPU)["model"]
     for stem in STEMS:
         written, rate = sf.read(tmp_path / "out" / "song" / f"{stem}.wav", dtype="float32")
         assert rate == SAMPLE_RATE and written.shape == mixture.shape

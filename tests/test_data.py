@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 import data
 import utils
-from cache import SOURCES, StemCache
+from formats.cache import SOURCES, StemCache
 from data import EpochSampler, MagnitudeChunks, StemBatch, TrainChunks
 from utils import UserError
 

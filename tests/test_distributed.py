@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import checkpoint
+from formats import checkpoint
 from data import EpochSampler
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, script_env
 

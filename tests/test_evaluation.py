@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-import evaluation
+from separation import evaluation
 import utils
-from model import STEMS
+from utils import STEMS
 
 REAL_TRACK = "Music Delta - 80s Rock"
 GENERATED_TRACK = "Synth D - Four"

@@ -10,14 +10,14 @@ import math
 import pytest
 import torch
 
-import checkpoint
-import experiment_table
+from formats import checkpoint
+from formats import experiment_table
 import experiments
 import train
-from losses import DEFAULT_LOSSES
+from training.losses import DEFAULT_LOSSES
 from model import build_model, count_parameters, takes_complex
-from checkpoint import load_separator
-from precision import resolve_precision
+from formats.checkpoint import load_separator
+from training.precision import resolve_precision
 from pipeline_helpers import assert_one_error_line, run_script
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",

@@ -47,8 +47,8 @@ def test_on_fake_cuda(name, results):
 
 
 def test_every_model_precision_and_phase_method_has_a_scenario():
-    from phase import PHASE_METHODS
-    from precision import PRECISIONS
+    from separation.phase import PHASE_METHODS
+    from training.precision import PRECISIONS
 
     names = scenarios.scenarios()
     for kind in scenarios.MODEL_KINDS:

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
+from formats import checkpoint
 import inference
 import preprocess
 import train
 import utils
-from cache import CACHE_VERSION, SOURCES, StemCache
+from formats.cache import CACHE_VERSION, SOURCES, StemCache
 from conftest import VALID_TRACKS, write_hq_dataset
 from model import Separator
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, assert_one_error_line, run_in_process, script_env

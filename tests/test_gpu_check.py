@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import gpu_check
-from phase import PHASE_METHODS
+from separation.phase import PHASE_METHODS
 from pipeline_helpers import assert_one_error_line, run_in_process, run_script
 
 QUICK_CPU = ["--device", "cpu", "--quick"]

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import checkpoint
+from formats import checkpoint
 import inference
-import parallel
-import separation
+from separation import processes
+from separation import segments
 import utils
 from model import Separator
 from pipeline_helpers import REPO_ROOT, assert_one_error_line, script_env
@@ -166,9 +166,9 @@ def test_input_in_parallel_equals_serial(files, tmp_path, capsys, monkeypatch):
     for mode, workers in (("serial", 0), ("pool", 2), ("model here", 2)):
         with monkeypatch.context() as patch:
             if mode == "pool":
-                patch.setattr(separation, "separate_estimates", _model_must_not_run_here)
+                patch.setattr(segments, "separate_estimates", _model_must_not_run_here)
             if mode == "model here":
-                patch.setattr(parallel, "models_in_workers", lambda device, workers: False)
+                patch.setattr(processes, "models_in_workers", lambda device, workers: False)
             code, out, err = run(["--input", *inputs, "--checkpoint", files["random"], "--out", tmp_path / mode,
                                   "--device", "cpu", "--phase", "griffinlim", "--gl-iters", "2",
                                   "--workers", workers], capsys)

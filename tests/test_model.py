@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import checkpoint
-from model import STEMS, Separator, bandwidth_bins, build_model, count_parameters
+from formats import checkpoint
+from model import Separator, bandwidth_bins, build_model, count_parameters
+from utils import STEMS
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import phase
-from evaluation import RunScores, evaluate_track, format_table
+from separation import phase
+from separation.evaluation import RunScores, evaluate_track, format_table
 from inference import build_parser
-from separation import separate
-from model import STEMS, Vocoder
-from phase import PHASE_METHODS, resolve_gl_backend
+from separation.segments import separate
+from utils import STEMS
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS, resolve_gl_backend
 from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
 
 TRACK = "Music Delta - 80s Rock"

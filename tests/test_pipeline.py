@@ -15,16 +15,17 @@ import pytest
 import soundfile as sf
 import torch
 
-import checkpoint
+from formats import checkpoint
 import data
 import inference
-import evaluation
-import separation
+from separation import evaluation
+from separation import segments
 import train
 import utils
-from cache import StemCache
+from formats.cache import StemCache
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
-from model import STEMS, Separator, build_model, count_parameters
+from model import Separator, build_model, count_parameters
+from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, run_script
 
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
@@ -318,7 +319,7 @@ class _Oracle(torch.nn.Module):
 
 def test_separate_with_mixture_phase_reconstructs_mixture():
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, size=(30001, 2)).astype(np.float32)
-    out = separation.separate(_Oracle(), audio, ["mixture"], torch.device("cpu"))
+    out = segments.separate(_Oracle(), audio, ["mixture"], torch.device("cpu"))
     assert set(out["mixture"]) == set(STEMS)
     assert out["mixture"]["vocals"].shape == audio.shape
     np.testing.assert_allclose(out["mixture"]["vocals"], audio, atol=1e-5)
@@ -330,9 +331,9 @@ def test_separate_estimates_chunks_stitch_exactly():
     torch.manual_seed(0)
     model = Separator(hidden_size=16, nb_layers=0, max_bin=200).eval()
     spec = utils.stft(torch.rand(2, 50 * 1024) - 0.5)
-    whole = separation.separate_estimates(model, spec)
+    whole = segments.separate_estimates(model, spec)
     with torch.no_grad():
         torch.testing.assert_close(whole, model(spec.abs()[None])[0], rtol=1e-5, atol=1e-5)
     for chunk, context in ((7, 3), (16, 0), (20, 40)):
-        torch.testing.assert_close(separation.separate_estimates(model, spec, chunk, context), whole,
+        torch.testing.assert_close(segments.separate_estimates(model, spec, chunk, context), whole,
                                    rtol=1e-5, atol=1e-5)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import checkpoint
-import precision
+from formats import checkpoint
+from training import precision
 import train
 from model import lstm_forward
 from pipeline_helpers import TINY_TRAIN

@@ -10,12 +10,12 @@ import musdb
 import numpy as np
 import pytest
 
-import checkpoint
+from formats import checkpoint
 import inference
 import preprocess
 import train
-from cache import SOURCES, StemCache
-from model import STEMS
+from formats.cache import SOURCES, StemCache
+from utils import STEMS
 from pipeline_helpers import TINY_TRAIN
 
 TRAIN_CLIPS = ["A Classic Education - NightOwl", "ANiMAL - Clinic A"]

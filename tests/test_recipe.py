@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
+from formats import checkpoint
 import data
-import schedules
+from training import schedules
 import train
 import utils
-from losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr, stem_mean
-from cache import StemCache
+from training.losses import LOSSES, Targets, compressed_mse, mixture_phase_audio, mse_and_sdr, soft_floor_sdr, stem_mean
+from formats.cache import StemCache
 from model import BandSplitRNN, Separator, build_model
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
 
@@ -132,7 +132,7 @@ def test_every_loss_weighs_the_stems(name):
 def test_mse_and_sdr_adds_the_negative_sdr_to_the_mse():
     """Half the mixture magnitude with the mixture phase is half the mixture waveform: the
     loss is the MSE minus SDR_WEIGHT x the floored SDR of that waveform, computed here directly."""
-    from losses import SDR_FLOOR, SDR_WEIGHT
+    from training.losses import SDR_FLOOR, SDR_WEIGHT
     mixture_mag, targets = _batch()
     estimate = 0.5 * mixture_mag[:, None].expand(-1, 2, -1, -1, -1)
     mixture = targets.audio.sum(1, keepdim=True)

@@ -23,15 +23,15 @@ import pytest
 import inference
 import preprocess
 import report
-import report_references
-import report_text
+from reporting import references as report_references
+from reporting import text as report_text
 import train
-from augment import AUGMENTATION_REGISTRY
+from training.augment import AUGMENTATION_REGISTRY
 from conftest import VALID_TRACKS, write_hq_dataset
-from model import STEMS
-from phase import PHASE_METHODS
+from utils import STEMS
+from separation.phase import PHASE_METHODS
 from pipeline_helpers import REPO_ROOT
-from report_runs import load_runs, load_training
+from reporting.runs import load_runs, load_training
 from utils import run_cli
 
 CHROMIUM = shutil.which("chromium")

@@ -1,5 +1,5 @@
 """Phase methods that make their own phase (Griffin-Lim, MISI, the vocoder) stay coherent
-across the segments separation.separate cuts a long track into: on a stationary input the
+across the segments segments.separate cuts a long track into: on a stationary input the
 crossfade at every segment boundary must not dip in level, as it does (~3 dB) when two
 segments with unrelated phases are summed."""
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import separation
-from model import STEMS, Vocoder
-from phase import PHASE_METHODS
+from separation import segments
+from utils import STEMS
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS
 from utils import HOP, N_FFT, SAMPLE_RATE, stft
 
 CPU = torch.device("cpu")
@@ -71,9 +72,9 @@ def worst_dip_db(audio: np.ndarray) -> float:
 
 def _dips(method: str, options: dict, seconds: float, **segmenting) -> dict[str, float]:
     mixture = _noise(seconds)
-    out = separation.separate(ConstantMasks(), mixture, [method], CPU, gl_iters=4, seed=0, vocoder=_vocoder(),
+    out = segments.separate(ConstantMasks(), mixture, [method], CPU, gl_iters=4, seed=0, vocoder=_vocoder(),
                              **options, **segmenting)[method]
-    assert len(separation.segment_bounds(mixture.shape[0], **segmenting)) >= 3
+    assert len(segments.segment_bounds(mixture.shape[0], **segmenting)) >= 3
     dips = {stem: worst_dip_db(out[stem]) for stem in STEMS}
     print(f"{method} {options}: worst 0.5-s dip {dips}")
     for stem in STEMS:
@@ -92,7 +93,7 @@ def test_no_level_dip_at_short_segment_boundaries(method, options):
 @pytest.mark.parametrize("method, options", METHODS, ids=IDS)
 def test_no_level_dip_at_real_segment_boundaries(method, options):
     """The real 60-s segments and 4-s crossfades, on 150 s of noise: two boundaries."""
-    dips = _dips(method, options, 150.0, segment=separation.SEGMENT_SAMPLES, overlap=separation.SEGMENT_OVERLAP)
+    dips = _dips(method, options, 150.0, segment=segments.SEGMENT_SAMPLES, overlap=segments.SEGMENT_OVERLAP)
     assert max(dips.values()) < MAX_DIP_DB, dips
 
 
@@ -122,7 +123,7 @@ def test_a_segment_continues_its_lead_in(method, options):
 
 def test_segmented_griffinlim_is_deterministic():
     mixture = _noise(4.0)
-    runs = [separation.separate(ConstantMasks(), mixture, ["griffinlim"], CPU, segment=64 * HOP, overlap=16 * HOP,
+    runs = [segments.separate(ConstantMasks(), mixture, ["griffinlim"], CPU, segment=64 * HOP, overlap=16 * HOP,
                                gl_iters=2, gl_backend=backend)["griffinlim"]
             for backend in ("librosa", "librosa", "torch")]
     for stem in STEMS:

@@ -1,5 +1,5 @@
 """Speed features that must not change results: segment-wise separation of long tracks
-(separation.separate), and museval and the phase methods that are slow on a CPU in a
+(segments.separate), and museval and the phase methods that are slow on a CPU in a
 process pool (inference.py --workers).
 
 The pool's results are compared bit for bit: here the main process runs one torch thread
@@ -19,14 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
+from formats import checkpoint
 import inference
-import parallel
-import separation
+from separation import processes
+from separation import segments
 import utils
 from conftest import SYNTH_TRACKS
-from model import STEMS, Separator, Vocoder
-from phase import PHASE_METHODS
+from model import Separator
+from utils import STEMS
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS
 from pipeline_helpers import assert_one_error_line, run_script
 from utils import HOP, N_FFT, SAMPLE_RATE
 
@@ -55,15 +57,15 @@ def _music(seconds: float, seed: int = 0) -> np.ndarray:
 
 def test_segment_bounds_cover_the_track_and_weights_sum_to_one():
     for length in (1, SEGMENT - 1, SEGMENT, SEGMENT + 1, SEGMENT + OVERLAP, 5 * SEGMENT + 12345):
-        bounds = separation.segment_bounds(length, SEGMENT, OVERLAP)
+        bounds = segments.segment_bounds(length, SEGMENT, OVERLAP)
         assert bounds[0][0] == 0 and bounds[-1][1] == length
         assert all(start % HOP == 0 for start, _ in bounds)  # on the whole track's frame grid
         assert all(stop - start > OVERLAP for start, stop in bounds[1:])
         total = np.zeros(length)
         for start, stop in bounds:
-            total[start:stop] += separation.crossfade_weights(start, stop, length, OVERLAP)
+            total[start:stop] += segments.crossfade_weights(start, stop, length, OVERLAP)
         np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    assert separation.segment_bounds(separation.SEGMENT_SAMPLES) == [(0, separation.SEGMENT_SAMPLES)]
+    assert segments.segment_bounds(segments.SEGMENT_SAMPLES) == [(0, segments.SEGMENT_SAMPLES)]
 
 
 @pytest.mark.parametrize("phase", [name for name, method in PHASE_METHODS.items() if not method.complex_estimate])
@@ -73,9 +75,9 @@ def test_short_track_is_separated_whole_exactly(phase):
     itself for griffinlim). (--phase model, for complex-mask models: test_complex_mask.py.)"""
     model, mixture = _model(1), _music(1.5)
     options = dict(gl_iters=2, seed=1, vocoder=Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval())
-    got = separation.separate(model, mixture, [phase], CPU, **options)[phase]
+    got = segments.separate(model, mixture, [phase], CPU, **options)[phase]
     spec = utils.stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
-    mag = separation.separate_estimates(model, spec)
+    mag = segments.separate_estimates(model, spec)
     method = PHASE_METHODS[phase]
     expected = method(mag, spec, mixture.shape[0], **method.select(options))
     for i, stem in enumerate(STEMS):
@@ -90,10 +92,10 @@ def test_segmented_separation_matches_whole_track():
     model, mixture = _model(0), _music(7.0)
     length = mixture.shape[0]
     timings: dict[str, float] = {}
-    chunked = separation.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    chunked = segments.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                  timings=timings)["mixture"]
-    whole = separation.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
-    bounds = separation.segment_bounds(length, SEGMENT, OVERLAP)
+    whole = segments.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    bounds = segments.segment_bounds(length, SEGMENT, OVERLAP)
     assert len(bounds) >= 4 and timings["mixture"] > 0
     interior = np.ones(length, bool)  # farther than one FFT frame from any segment edge
     for start, stop in bounds:
@@ -117,8 +119,8 @@ def test_segmented_lstm_separation_has_no_seams():
     must still have the right shape and stay close to the whole-track one everywhere."""
     model, mixture = _model(1), _music(5.0, seed=1)
     length = mixture.shape[0]
-    chunked = separation.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
-    whole = separation.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    chunked = segments.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
+    whole = segments.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
     for stem in STEMS:
         assert chunked[stem].shape == (length, 2)
         peak = np.abs(whole[stem]).max()
@@ -134,13 +136,13 @@ def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
     deferred are separate()'s own."""
     model, mixture = _model(1), _music(4.0)
     options = dict(gl_iters=2, seed=3, gl_backend=backend, gl_momentum=0.99)
-    serial = separation.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
-    deferred = separation.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    serial = segments.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
+    deferred = segments.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
                                   defer=[phase], **options)
-    assert isinstance(deferred[phase], separation.PhaseJob) and len(deferred[phase].segments) >= 4
-    with parallel.Workers(2) as pool:
+    assert isinstance(deferred[phase], segments.PhaseJob) and len(deferred[phase].segments) >= 4
+    with processes.Workers(2) as pool:
         for key in range(2):
-            pool.submit(key, separation.PhaseJob.run, deferred[phase])
+            pool.submit(key, segments.PhaseJob.run, deferred[phase])
         results = pool.results()
     for estimates, seconds in results.values():
         assert seconds > 0
@@ -152,21 +154,21 @@ def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
 def test_pooled_phases_follow_the_registry():
     cuda, options = torch.device("cuda"), dict(gl_backend="librosa", gl_iters=2)
     every = list(PHASE_METHODS)
-    assert parallel.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
-    assert parallel.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
+    assert processes.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
+    assert processes.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
     # on a GPU only librosa's Griffin-Lim stays on the CPU; the torch backend is the fast path there
-    assert parallel.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
-    assert parallel.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
+    assert processes.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
+    assert processes.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
 
 
 def test_models_run_in_the_pool_on_a_cpu_only():
     """On the CPU every pool process separates whole tracks with its own models; on a GPU
     the model stays in the main process and the pool gets the phase jobs (pooled_phases)."""
-    cuda, files = torch.device("cuda"), parallel.ModelFiles({"best": "best.pt"})
-    assert parallel.models_in_workers(CPU, 2) and not parallel.models_in_workers(CPU, 1)
-    assert not parallel.models_in_workers(cuda, 2)
+    cuda, files = torch.device("cuda"), processes.ModelFiles({"best": "best.pt"})
+    assert processes.models_in_workers(CPU, 2) and not processes.models_in_workers(CPU, 1)
+    assert not processes.models_in_workers(cuda, 2)
     for workers, device, models in ((0, CPU, None), (2, CPU, files), (2, cuda, None)):
-        with parallel.Workers(workers, device=device, models=files) as pool:  # no job: no process starts
+        with processes.Workers(workers, device=device, models=files) as pool:  # no job: no process starts
             assert pool.models == models and (pool.pool is None) == (workers == 0)
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import train
-from augment import AUGMENTATION_REGISTRY
+from training.augment import AUGMENTATION_REGISTRY
 from bench.data_loading import float_loader
-from cache import SOURCE_SETS, SOURCES, StemCache, mixture_and_targets
+from formats.cache import SOURCE_SETS, SOURCES, StemCache, mixture_and_targets
 from data import BackgroundLoader, EpochSampler, StemBatch, TrainChunks
 from pipeline_helpers import run_script
 from test_automix import click_stems, make_click_cache

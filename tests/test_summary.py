@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import summary
+from formats import summary
 from utils import UserError
 
 SCORES = {"a": {"vocals": 1.5, "accompaniment": 7.25}, "b": {"vocals": float("nan"), "accompaniment": 6.0}}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
+from formats import checkpoint
 import utils
 from model import Separator
 from utils import HOP, N_FFT, UserError

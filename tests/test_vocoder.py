@@ -12,13 +12,15 @@ import pytest
 import soundfile as sf
 import torch
 
-import checkpoint
+from formats import checkpoint
 import inference
 import utils
 import vocoder as vocoder_script
 from conftest import VALID_TRACKS
-from model import STEMS, Separator, Vocoder, count_parameters
-from phase import PHASE_METHODS, vocode
+from model import Separator, count_parameters
+from utils import STEMS
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS, vocode
 from pipeline_helpers import assert_one_error_line, run_script
 from test_input import save_like_train, tones
 
@@ -88,7 +90,7 @@ def test_a_steady_input_gives_a_steady_tone_at_any_bin(bin_index):
 
 
 def test_vocoder_phase_method_shape_and_batching(monkeypatch):
-    import phase
+    from separation import phase
 
     model = tiny_vocoder().eval()
     mag = utils.stft(torch.randn(2, 2, 7000)).abs()
@@ -162,7 +164,7 @@ def _best_matches(excerpts: list[torch.Tensor], signals: list[torch.Tensor]) -> 
 
 
 def test_vocoder_excerpts_are_stems_of_the_given_tracks(hq_cache):
-    from cache import StemCache
+    from formats.cache import StemCache
     from data import VocoderChunks
 
     cache = StemCache(hq_cache)

@@ -1,5 +1,5 @@
 """inference.py's default --workers: as many as the cores and the free memory allow
-(parallel.choose_workers), said in one line; --workers N overrides it."""
+(processes.choose_workers), said in one line; --workers N overrides it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import inference
-import parallel
-from parallel import MAIN_MEMORY, WORKER_MEMORY, choose_workers
+from separation import processes
+from separation.processes import MAIN_MEMORY, WORKER_MEMORY, choose_workers
 
 GIB = 2**30
 
@@ -35,17 +35,17 @@ def test_unreadable_memory_means_one_worker() -> None:
 
 
 def test_memory_reading_is_a_plausible_size() -> None:
-    memory, kind = parallel.available_memory()
+    memory, kind = processes.available_memory()
     assert kind in ("available", "half the physical") and 2**26 < memory < 2**50
-    assert parallel.available_cores() >= 1
+    assert processes.available_cores() >= 1
 
 
 def test_inference_prints_its_choice_and_an_override_wins(monkeypatch, capsys, hq_root: Path,
                                                           untrained_checkpoint: Path, tmp_path: Path) -> None:
     """With patched readings (64 cores, 5 GiB free: memory allows one worker) inference.py
     says so in one line and runs; with --workers 0 it prints no choice."""
-    monkeypatch.setattr(parallel, "available_cores", lambda: 64)
-    monkeypatch.setattr(parallel, "available_memory", lambda: (5 * GIB, "available"))
+    monkeypatch.setattr(processes, "available_cores", lambda: 64)
+    monkeypatch.setattr(processes, "available_memory", lambda: (5 * GIB, "available"))
     argv = ["--root", str(hq_root), "--is-wav", "--tracks", "Synth D - Four", "--checkpoint", str(untrained_checkpoint),
             "--device", "cpu", "--samples", "0", "--out", str(tmp_path / "results")]
     inference.main(argv)

@@ -13,7 +13,7 @@ The models are small (a few units per layer), the excerpts half a second and the
 a few seconds: on fake tensors the cost is per op, not per element, and the devices and
 dtypes do not depend on the sizes. Everything but the sizes is the code training and
 inference run: train.make_loader's loader over a real cache, train.train_epoch with the
-precision's GradScaler and Adam, train.validate, separation.separate.
+precision's GradScaler and Adam, train.validate, segments.separate.
 """
 
 from __future__ import annotations
@@ -108,14 +108,14 @@ def spy(module, name: str, record: Callable) -> Iterator[None]:
 @contextlib.contextmanager
 def watching(seen: Seen, *models) -> Iterator[None]:
     """Records into `seen` the model's inputs and outputs of the step (train.batch_targets,
-    estimate_stems, every losses.LOSSES function, separation.separate_estimates, each phase
+    estimate_stems, every losses.LOSSES function, segments.separate_estimates, each phase
     method's inputs), every LSTM's input and output, the dtypes autocast produced on the device,
     and the ops that computed on the CPU."""
     import torch
 
-    import losses
-    import phase
-    import separation
+    from training import losses
+    from separation import phase
+    from separation import segments
     import train
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -160,7 +160,7 @@ def watching(seen: Seen, *models) -> Iterator[None]:
     try:
         with spy(train, "batch_targets", targets_seen), \
                 spy(train, "estimate_stems", lambda result, *a: seen.add("estimates", result)), \
-                spy(separation, "separate_estimates", lambda result, *a: seen.add("estimates", result)), \
+                spy(segments, "separate_estimates", lambda result, *a: seen.add("estimates", result)), \
                 cpu_compute, Dtypes():
             yield
     finally:
@@ -234,9 +234,9 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
     import torch
 
     import train
-    from cache import StemCache
-    from losses import DEFAULT_LOSSES
-    from precision import resolve_precision
+    from formats.cache import StemCache
+    from training.losses import DEFAULT_LOSSES
+    from training.precision import resolve_precision
 
     model = tiny_model(kind)
     loader, _ = train.make_loader(cache=StemCache(cache), data_kind=data, seq_dur=SEQ_SECONDS,
@@ -297,10 +297,10 @@ def sync_scenario(precision_name: str):
 def validate_scenario(kind: str, precision_name: str):
     def scenario(seen: Seen, cache: Path) -> None:
         import train
-        from cache import StemCache
-        from losses import DEFAULT_LOSSES
-        from model import STEMS
-        from precision import resolve_precision
+        from formats.cache import StemCache
+        from training.losses import DEFAULT_LOSSES
+        from utils import STEMS
+        from training.precision import resolve_precision
 
         model = tiny_model(kind)
         stems = StemCache(cache)
@@ -319,9 +319,10 @@ def separate_scenario(kind: str, phase_name: str, options: dict):
     def scenario(seen: Seen, cache: Path) -> None:
         import numpy as np
 
-        import separation
-        from model import STEMS, Vocoder
-        from phase import PHASE_METHODS
+        from separation import segments
+        from utils import STEMS
+        from separation.mel_vocoder import Vocoder
+        from separation.phase import PHASE_METHODS
         from utils import HOP, SAMPLE_RATE
 
         model = tiny_model(kind).eval()
@@ -338,7 +339,7 @@ def separate_scenario(kind: str, phase_name: str, options: dict):
             if vocoder is not None:
                 method_options["vocoder"] = vocoder.to(device())
             with watching(seen, model):
-                out = separation.separate(model, mixture, [phase_name], device(), **sizes, **method_options)
+                out = segments.separate(model, mixture, [phase_name], device(), **sizes, **method_options)
         estimates = out[phase_name]
         check(set(estimates) == set(STEMS), f"separate gave {sorted(estimates)}")
         for stem, audio in estimates.items():
@@ -404,7 +405,7 @@ def cpu_lead_in():
     spectrum on the CPU whatever the device."""
     import torch
 
-    import phase
+    from separation import phase
     original = phase._lead_in_spectrum
     phase._lead_in_spectrum = lambda lead_in, device: original(lead_in, torch.device("cpu"))
     try:
@@ -423,9 +424,9 @@ def scenarios() -> dict[str, Callable[[Seen, Path], None]]:
     """Every scenario by name: each model kind under each precision for training and
     validation, each model kind with each phase method it can use, the other losses and
     the magnitude cache, and the controls."""
-    from losses import DEFAULT_LOSSES, LOSSES
-    from phase import PHASE_METHODS
-    from precision import PRECISIONS
+    from training.losses import DEFAULT_LOSSES, LOSSES
+    from separation.phase import PHASE_METHODS
+    from training.precision import PRECISIONS
 
     precisions = [p for p in PRECISIONS if p != "auto"]
     table: dict[str, Callable] = {}

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import STEMS
+from utils import STEMS
 from utils import UserError, write_text
 
 FILE_NAME = "summary.json"
@@ -42,8 +42,13 @@ class Summary:
 
     @property
     def run(self) -> str:
-        """The run's name and folder: <checkpoint file stem>-<phase>."""
-        return f"{Path(self.checkpoint).stem}-{self.phase}"
+        """The run's name and folder: run_name(checkpoint, phase)."""
+        return run_name(self.checkpoint, self.phase)
+
+
+def run_name(checkpoint: str | Path, phase: str) -> str:
+    """A run's name and folder: <checkpoint file stem>-<phase>."""
+    return f"{Path(checkpoint).stem}-{phase}"
 
 
 def write(folder: str | Path, summary: Summary) -> Path:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-import checkpoint
-import experiment_table
-import summary
-from experiment_table import Experiment
-from model import STEMS
+from formats import checkpoint
+from formats import experiment_table
+from formats import summary
+from formats.experiment_table import Experiment
+from utils import STEMS
 from utils import UserError
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import STEMS
-from parallel import ModelFiles, Workers
-from separation import PhaseJob, separate
+from utils import STEMS
+from separation.processes import ModelFiles, Workers
+from separation.segments import PhaseJob, separate
 from utils import SAMPLE_RATE, UserError, save_audio
 
 SAMPLE_SECONDS = 30.0  # listening excerpts: this long, from the middle of the track

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cache import ScaledStems, StemCache
+from formats.cache import ScaledStems, StemCache
 from utils import SAMPLE_RATE, write_text
 
 RHYTHM_FILE = "rhythm.json"  # in the cache directory, written by the first automix run

@@ -10,11 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from checkpoint import load_separator
+from formats.checkpoint import load_separator
 from model import takes_complex
-from parallel import ModelFiles, Workers
-from phase import default_phases
-from separation import PhaseJob, check_phases, separate
+from separation.processes import ModelFiles, Workers
+from separation.phase import default_phases
+from separation.segments import PhaseJob, check_phases, separate
 from utils import SAMPLE_RATE, UserError, audio_info, read_audio_any, resample, save_audio
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from model import Vocoder, build_model, count_parameters
+from model import build_model, count_parameters
+from separation.mel_vocoder import Vocoder
 from utils import HOP, MEL_FMAX, N_FFT, SAMPLE_RATE, UserError, atomic_path
 
 CHECKPOINT_VERSION = 1

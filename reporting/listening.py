@@ -12,13 +12,13 @@ from pathlib import Path
 from string import Template
 from urllib.parse import quote
 
-from model import STEMS
-from report_runs import Run, Sample, checkpoint_order, phase_order
-from report_slides import mel_db, spectrogram_png
-from report_text import db, phase_label
+from utils import STEMS
+from reporting.runs import Run, Sample, checkpoint_order, phase_order
+from reporting.slides import mel_db, spectrogram_png
+from reporting.text import db, phase_label
 from utils import load_audio, write_text
 
-TEMPLATE = Path(__file__).resolve().with_name("report_listening.html")
+TEMPLATE = Path(__file__).resolve().with_name("listening.html")
 
 
 def write_listening_page(out: Path, samples: list[Sample], runs: dict[str, Run]) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from augment import AUGMENTATION_REGISTRY, parse_augmentations
-from experiment_table import Experiment
-from losses import DEFAULT_LOSSES, LOSSES
-from model import MASKS, STEMS, config_mask
-from phase import PHASE_METHODS
-from report_runs import METRICS, Run, Training, checkpoint_order, groups, phase_order
-from schedules import LR_SCHEDULES
+from training.augment import AUGMENTATION_REGISTRY, parse_augmentations
+from formats.experiment_table import Experiment
+from training.losses import DEFAULT_LOSSES, LOSSES
+from model import MASKS, config_mask
+from utils import STEMS
+from separation.phase import PHASE_METHODS
+from reporting.runs import METRICS, Run, Training, checkpoint_order, groups, phase_order
+from training.schedules import LR_SCHEDULES
 from utils import write_text
 
 REQUIRED_EPOCHS = (25, 50, 150)
@@ -68,7 +69,8 @@ def default_train_args(train_args: dict) -> dict:
     """train.py's defaults as train_args records them for a run of this one's model and
     masks: the flags train.py resolves (--loss by the mask, --mask-init by the model) at
     the value it resolves them to, so a flag left at its default never reads as changed."""
-    from train import build_parser as train_parser, resolve_mask_init  # train.py's own, so they never drift
+    from train import resolve_mask_init  # train.py's own, so they never drift
+    from training.settings import build_parser as train_parser
 
     defaults = vars(train_parser().parse_args([]))
     model, mask = train_args.get("model", defaults["model"]), train_args.get("mask", defaults["mask"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from report_runs import Run, Training
+from reporting.runs import Run, Training
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ left to the student; references), and the spectrogram images the listening page 
 from __future__ import annotations
 
 import math
-import platform
 import re
 import subprocess
 import textwrap
@@ -25,16 +24,15 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from experiment_table import Experiment  # noqa: E402
-from model import STEMS  # noqa: E402
-from report_references import cited, repository_reference  # noqa: E402
-from report_runs import Run, Sample, Training, groups, phase_order  # noqa: E402
-from report_text import (architecture, db, discussion_prompts, duration, evaluation_label,  # noqa: E402
+from formats.experiment_table import Experiment  # noqa: E402
+from reporting.references import cited, repository_reference  # noqa: E402
+from reporting.runs import Run, Sample, Training, groups, phase_order  # noqa: E402
+from reporting.text import (architecture, db, discussion_prompts, duration, evaluation_label,  # noqa: E402
                          experiment_table, findings, methodology, metrics_table, novelty, phase_label, plural,
                          results_table)
-from utils import atomic_path, load_audio  # noqa: E402
+from utils import STEMS, atomic_path, load_audio, machine_description  # noqa: E402
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 PAGE_SIZE = (40 / 3, 7.5)  # inches: 960 x 540 pt, 16:9
 ACCENT = "#1f4e79"
 EXPERIMENT_ROWS_PER_PAGE = 14
@@ -78,18 +76,6 @@ def repository_url() -> str | None:
     parts = urlsplit(url)
     url = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
     return url.removesuffix(".git")
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        cpu = names[0].strip() if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
-    return f"{platform.system()} {platform.release()}, {cpu}, {gpu}"
 
 
 # -------------------------------------------------------------------- pages
@@ -219,7 +205,7 @@ def cover_page(deck: Deck, training: Training, runs: list[Run], author: Author) 
     # A missing author line shows the flag that fills it, so it is not handed in empty.
     lines = [("Name", author.name, "report.py --name"), ("Student ID", author.student_id, "report.py --student-id"),
              ("Code", link, "report.py --link"), ("Date", date.today().isoformat(), None), ("Commit", commit(), None),
-             ("Report built on", machine(), None), ("Model", f"{training.parameters:,} parameters", None),
+             ("Report built on", machine_description(), None), ("Model", f"{training.parameters:,} parameters", None),
              ("Training", f"{plural(len(training.history), 'epoch')}, "
                           f"{duration(sum(h['seconds'] for h in training.history))}", None)]
     y = 0.54

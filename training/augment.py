@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cache import StemCache
-from rhythm import automix_partners, track_rhythms
+from formats.cache import StemCache
+from training.rhythm import automix_partners, track_rhythms
 from utils import UserError
 
 GAIN_RANGE = (0.25, 1.25)

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from utils import HOP, N_FFT, UserError, istft, log_mel, stft
+from separation.mel_vocoder import vocode
+from utils import HOP, N_FFT, UserError, istft, stft
 
 # Bins (signals x frequencies x frames) per batch of the torch iterations: 128 MB per
 # complex64 copy, of which an iteration holds about five. One signal of a 3-minute track
@@ -389,31 +390,13 @@ def phase_model(estimate: torch.Tensor, mixture_spec: torch.Tensor, length: int,
 
 # ------------------------------------------------------------------- vocoder
 
-def vocode(vocoder: torch.nn.Module, mag: torch.Tensor, length: int,
-           known: torch.Tensor | None = None) -> torch.Tensor:
-    """The mel vocoder on magnitudes: mag (signals, bins, frames) on this project's STFT
-    -> (signals, length) audio. The vocoder sees only log_mel(mag), as in training.
-
-    known (signals, bins, P) complex, when given (see _lead_in_spectrum): the vocoder's
-    phase is a running sum from the segment's first frame on top of a carrier that also
-    starts there, so on the same input two segments differ, bin by bin, by a constant
-    turn. Each bin is turned by the one that best aligns its first P frames with known
-    (the angle of their magnitude-weighted correlation); the neighbouring bins that leak
-    into known turn a quarter per frame against it and average out."""
-    spec = vocoder(log_mel(mag, vocoder.n_mels))
-    if known is not None:
-        correlation = (known * spec[..., :known.shape[-1]].conj()).sum(-1, keepdim=True)
-        spec = spec * torch.polar(torch.ones_like(correlation.real), correlation.angle())
-    return istft(spec, length)
-
-
 def phase_vocoder(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
                   vocoder: torch.nn.Module | None = None, lead_in: np.ndarray | None = None) -> np.ndarray:
     """Every stem and channel through the trained mel vocoder (vocoder.py), which makes
     its own magnitudes and phases from the mel spectrogram of the estimate; the mixture
     is not used. The vocoder must be on the input's device. (stems, C, F, T) -> (stems, C, length)."""
     if vocoder is None:
-        raise ValueError("the vocoder phase method needs vocoder=<a trained model.Vocoder>")
+        raise ValueError("the vocoder phase method needs vocoder=<a trained mel_vocoder.Vocoder>")
     signals = estimate_mag.reshape(-1, *estimate_mag.shape[-2:])
     known = _lead_in_spectrum(lead_in, estimate_mag.device)
     known = None if known is None else known.reshape(-1, *known.shape[-2:])

@@ -13,8 +13,8 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from checkpoint import load_separator, load_vocoder
-from phase import PHASE_METHODS
+from formats.checkpoint import load_separator, load_vocoder
+from separation.phase import PHASE_METHODS
 
 
 def models_in_workers(device: torch.device, workers: int) -> bool:

@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from model import STEMS, takes_complex
-from phase import PHASE_METHODS
+from model import takes_complex
+from utils import STEMS
+from separation.phase import PHASE_METHODS
 from utils import HOP, SAMPLE_RATE, UserError, stft
 
 
