@@ -1,16 +1,16 @@
 """Decode the MUSDB18 training tracks once into a memory-mapped cache for train.py.
 
-    python preprocess.py --root /path/to/musdb18            # .stem.mp4 (needs ffmpeg)
+    python preprocess.py --root /path/to/musdb18            # .stem.mp4
     python preprocess.py --root /path/to/musdb18hq --is-wav # MUSDB18-HQ WAV folders
     python preprocess.py --root /path/to/musdb18 --stems 2  # vocals + accompaniment: half the size
 
 Caches musdb's 'train' split (training) and 'valid' split (the 14 validation tracks).
-The test set is never read. Re-running skips the tracks already cached."""
+The test set is never read. Re-running skips the tracks already cached. musdb reads both
+layouts through ffmpeg, which must be installed."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from typing import Sequence
 
 from tqdm import tqdm
@@ -40,8 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if not args.is_wav and shutil.which("ffmpeg") is None:
-        raise UserError("ffmpeg is not installed (needed to decode .stem.mp4); install it, e.g. apt-get install ffmpeg")
     splits = {split: open_musdb(args.root, args.is_wav, "train", split) for split in ("train", "valid")}
     remove_stale_parts(args.cache)
     cache = StemCache.create_or_open(args.cache, SOURCE_SETS[args.stems])

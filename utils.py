@@ -112,10 +112,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_parts(directory: str | os.PathLike) -> int:
-    """Delete temporary files that a killed process left behind in `directory` (and
-    below); run only where no other writer is active. Returns how many were removed."""
-    stale = list(Path(directory).rglob(".*.part")) if Path(directory).is_dir() else []
+def remove_stale_parts(directory: str | os.PathLike, name: str | None = None) -> int:
+    """Delete the temporary files (atomic_path's) that a killed process left behind: all
+    of them in `directory` and below, a folder no other writer uses, or with `name` only
+    those of directory/name, the one file this process writes in a shared folder.
+    Returns how many were removed."""
+    pattern = ".*.part" if name is None else f".{name}.*.part"
+    folder = Path(directory)
+    stale = [] if not folder.is_dir() else list(folder.rglob(pattern) if name is None else folder.glob(pattern))
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)

@@ -26,7 +26,6 @@ making the audio any closer to the reference. Hence its default weight 0.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,8 +41,9 @@ from data import VocoderChunks
 from model import count_parameters
 from separation.mel_vocoder import Vocoder
 from separation.phase import vocode
+from training.schedules import cosine_factor
 from utils import (HOP, MEL_FLOOR, MEL_FMAX, N_FFT, N_MELS, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag,
-                   log_mel, resolve_device, run_cli, stft)
+                   log_mel, remove_stale_parts, resolve_device, run_cli, stft)
 
 # (n_fft, hop, mel bands) of the mel loss terms: the separator's own resolution and three
 # shorter windows that see the onsets a 93 ms window smears. Fewer bands at the short
@@ -97,11 +97,6 @@ def vocoder_loss(vocoder: Vocoder, audio: torch.Tensor, complex_weight: float) -
     return mel + complex_weight * complex_l1, {"mel": mel.item(), "complex": complex_l1.item()}
 
 
-def cosine_lr(peak: float, step: int, steps: int) -> float:
-    """Learning rate at `step` of `steps`: cosine from `peak` down to 0."""
-    return peak * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-
-
 # -------------------------------------------------------------------- run
 
 def train_steps(vocoder: Vocoder, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -113,7 +108,7 @@ def train_steps(vocoder: Vocoder, loader: DataLoader, optimizer: torch.optim.Opt
     bar = tqdm(loader, desc="vocoder", total=steps - start_step)
     for step, audio in enumerate(bar, start=start_step + 1):
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(lr, step - 1, steps)
+            group["lr"] = lr * cosine_factor(step - 1, steps)
         loss, parts = vocoder_loss(vocoder, audio.to(device, non_blocking=True), complex_weight)
         if not torch.isfinite(loss):
             raise UserError(f"loss became {loss.item()} at step {step}; the last saved checkpoint is kept; "
@@ -143,24 +138,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = resolve_device(args.device)
     cache = StemCache(args.cache)
     out = Path(args.out)
-    for stale in out.parent.glob(f".{out.name}.*.part"):  # left by a killed save of this file only
-        stale.unlink(missing_ok=True)
+    remove_stale_parts(out.parent, out.name)  # of this file only: the folder may hold other runs' files
     torch.manual_seed(args.seed)
 
-    state = checkpoint.load(out) if args.resume else None
-    if state is not None:
-        try:
-            vocoder = Vocoder(**state["vocoder_config"])
-            vocoder.load_state_dict(state["model_state"])
-            start_step, history, optimizer_state = state["step"], state["history"], state["optimizer_state"]
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise UserError(f"{out} cannot be resumed (not a vocoder.py checkpoint: {type(err).__name__}: {err})"
-                            .splitlines()[0]) from err
+    state = None
+    if args.resume:
+        vocoder, state = checkpoint.load_for_resume(out, "vocoder")
+        start_step, history, optimizer_state = state["step"], state["history"], state["optimizer_state"]
         if start_step >= args.steps:
             raise UserError(f"{out} is already at step {start_step}: ask for more --steps than that to continue")
     else:
-        vocoder = Vocoder(n_mels=args.n_mels, nb_bins=N_FFT // 2 + 1, hop=HOP, dim=args.dim, hidden=args.hidden,
-                          nb_blocks=args.blocks)
+        vocoder = Vocoder(n_mels=args.n_mels, dim=args.dim, hidden=args.hidden, nb_blocks=args.blocks)
         start_step, history, optimizer_state = 0, [], None
     vocoder.to(device)
     print(f"vocoder: {count_parameters(vocoder):,} parameters ({vocoder.config})")

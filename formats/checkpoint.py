@@ -30,8 +30,10 @@ from separation.mel_vocoder import Vocoder
 from utils import HOP, MEL_FMAX, N_FFT, SAMPLE_RATE, UserError, atomic_path
 
 CHECKPOINT_VERSION = 1
-# What --resume reads besides the model (input_stats is None for bsrnn, but always present).
-RESUME_KEYS = ("optimizer_state", "scheduler_state", "history", "epoch", "input_stats")
+# By kind of checkpoint: what --resume reads besides the model (input_stats is None for
+# bsrnn, but always present).
+RESUME_KEYS = {"separator": ("optimizer_state", "scheduler_state", "history", "epoch", "input_stats"),
+               "vocoder": ("optimizer_state", "history", "step")}
 
 
 def stft_settings() -> dict:
@@ -95,19 +97,24 @@ def load_separator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     return model.to(device).eval(), state
 
 
-def load_for_resume(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """A last.pt to continue training from: (model, checkpoint), or a UserError saying why
-    it cannot be resumed."""
+def load_for_resume(path: str | os.PathLike, kind: str = "separator") -> tuple[torch.nn.Module, dict]:
+    """A checkpoint to continue training from, train.py's last.pt (kind "separator") or
+    vocoder.py's file ("vocoder"): (model on the CPU, checkpoint), or a UserError saying
+    why it cannot be resumed."""
     path = Path(path)
     state = load(path)
     try:
-        model = build_model(state["model_config"])
+        if kind == "separator":
+            model = build_model(state["model_config"])
+        else:
+            model = Vocoder(**state["vocoder_config"])
         model.load_state_dict(state["model_state"])
-        missing = [k for k in RESUME_KEYS if k not in state]
+        missing = [k for k in RESUME_KEYS[kind] if k not in state]
         if missing:
             raise KeyError(", ".join(missing))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path} cannot be resumed (not a last.pt of this model: "
+        written_by = "train.py's last.pt" if kind == "separator" else "vocoder.py's checkpoint"
+        raise UserError(f"{path} cannot be resumed (not {written_by} for this project's model: "
                         f"{type(err).__name__}: {err})".splitlines()[0]) from err
     return model, state
 

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from utils import istft, log_mel
+from utils import HOP, N_FFT, N_MELS, istft, log_mel
 
 
 class ConvNeXtBlock(nn.Module):
@@ -54,8 +54,8 @@ class Vocoder(nn.Module):
     clips: the vocoded vocals kept 21% of their energy with the Vocos head and 53% with
     this one (accompaniment 68% and 82%), and the training loss ended lower."""
 
-    def __init__(self, n_mels: int = 128, nb_bins: int = 2049, hop: int = 1024, dim: int = 256, hidden: int = 768,
-                 nb_blocks: int = 6, kernel_size: int = 7, max_log_magnitude: float = 10.0) -> None:
+    def __init__(self, n_mels: int = N_MELS, nb_bins: int = N_FFT // 2 + 1, hop: int = HOP, dim: int = 256,
+                 hidden: int = 768, nb_blocks: int = 6, kernel_size: int = 7, max_log_magnitude: float = 10.0) -> None:
         super().__init__()
         self.n_mels, self.nb_bins, self.hop, self.dim, self.hidden = n_mels, nb_bins, hop, dim, hidden
         self.nb_blocks, self.kernel_size, self.max_log_magnitude = nb_blocks, kernel_size, max_log_magnitude

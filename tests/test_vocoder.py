@@ -214,6 +214,19 @@ def test_resume_past_the_end_is_one_error_line(trained, hq_cache, capsys):
     assert_one_error_line(capsys.readouterr().err, code, mentions="already at step 6")
 
 
+def test_resume_of_another_checkpoint_is_one_error_line_after_removing_only_its_own_parts(
+        separator_checkpoint, hq_cache, tmp_path, capsys):
+    out = tmp_path / "vocoder.pt"
+    out.write_bytes(separator_checkpoint.read_bytes())
+    own, others = tmp_path / ".vocoder.pt.k1ll3d.part", tmp_path / ".last.pt.wr1t1ng.part"  # a killed save; a live one
+    own.touch()
+    others.touch()
+    code = utils.run_cli(vocoder_script.main, ["--cache", str(hq_cache), "--out", str(out), "--steps", "2",
+                                               "--resume"])
+    assert_one_error_line(capsys.readouterr().err, code, mentions="cannot be resumed")
+    assert not own.exists() and others.exists()
+
+
 # ------------------------------------------------------ inference --phase vocoder
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Learning-rate schedules, by name (train.py --lr-schedule): the registry `LR_SCHEDULES`
-feeds the flag, its help text and the report."""
+feeds the flag, its help text and the report. vocoder.py's decay is `cosine_factor` too."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience)
     warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps, warmup))
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def cosine_factor(step: int, total_steps: int, warmup: int = 0) -> float:
+    """The cosine schedule's share of the peak learning rate at `step` (from 0): a linear
+    rise over the first `warmup` steps, then half a cosine from 1 down to 0 at `total_steps`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
