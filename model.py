@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from utils import STEMS
+from utils import SAMPLE_RATE, STEMS
+
 
 def lstm_forward(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """lstm(x) under the precision policy of precision.py: float16 under CUDA fp16 autocast
@@ -34,56 +35,25 @@ def lstm_forward(lstm: nn.LSTM, x: torch.Tensor) -> tuple[torch.Tensor, tuple[to
         return lstm(x.float())
 
 
-MASK_ACTIVATIONS = {
-    "relu": "masks are ReLU(x): unbounded, as in Open-Unmix",
-    "sigmoid": "masks are sigmoid(x), within 0..1: a stem is never louder than the mixture in a bin",
-}
 MASKS = {
     "magnitude": "real masks on the mixture magnitude; the phase comes from inference.py --phase",
     "complex": "complex ratio masks on the complex mixture STFT, which the network also sees: it estimates "
                "the phase too (inference.py --phase model)",
 }
-MASK_INITS = {
-    "ones": "every mask starts at activation(1 + z), z of unit spread over a batch (Open-Unmix)",
-    "statistics": "each stem's mask starts, per bin, at the training set's least-squares constant mask and the "
-                  "spread of its ideal mask (ReLU masks)",
-}
-INPUT_TRANSFORMS = {
-    "linear": "the network sees the magnitude, scaled by training-set statistics (Open-Unmix)",
-    "log": "the network sees log(1 + magnitude), scaled by training-set statistics of that",
-}
-
-
-def activate_mask(x: torch.Tensor, activation: str) -> torch.Tensor:
-    """The mask from the network's output x under one of MASK_ACTIVATIONS."""
-    if activation == "sigmoid":
-        return torch.sigmoid(x)
-    if activation == "relu":
-        return torch.relu(x)
-    raise ValueError(f"unknown mask activation {activation!r} (known: {', '.join(MASK_ACTIVATIONS)})")
-
-
-def transform_input(mixture_mag: torch.Tensor, transform: str) -> torch.Tensor:
-    """The magnitude as the network's input layer sees it, under one of INPUT_TRANSFORMS."""
-    if transform == "log":
-        return torch.log1p(mixture_mag)
-    if transform == "linear":
-        return mixture_mag
-    raise ValueError(f"unknown input transform {transform!r} (known: {', '.join(INPUT_TRANSFORMS)})")
 
 
 def takes_complex(model: nn.Module) -> bool:
     """Whether `model` (or the model DistributedDataParallel wraps) works on the complex
     STFT: its `mask` is "complex". A module without a `mask` (a test's stand-in separator)
-    works on magnitudes, as every separator did before complex masks."""
+    works on magnitudes."""
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     return getattr(model, "mask", "magnitude") == "complex"
 
 
 def config_mask(config: dict) -> str:
-    """The mask kind of a build_model config: configs without "mask" (umx, and bsrnn
-    checkpoints written before complex masks) are "magnitude"."""
+    """The mask kind of a build_model config: a config without "mask" (umx's, and the
+    first bsrnn checkpoints') is "magnitude"."""
     return config.get("mask", "magnitude")
 
 
@@ -112,17 +82,10 @@ class Separator(nn.Module):
         bidirectional: bool = True,
         input_mean: list[float] | None = None,
         input_scale: list[float] | None = None,
-        mask_activation: str = "relu",
-        input_transform: str = "linear",
-        output_mean: list[list[float]] | None = None,
-        output_scale: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if hidden_size % 2 and bidirectional:
             raise ValueError("hidden_size must be even for a bidirectional LSTM")
-        activate_mask(torch.zeros(()), mask_activation)  # unknown names fail here, not in forward
-        transform_input(torch.zeros(()), input_transform)
-        self.mask_activation, self.input_transform = mask_activation, input_transform
         self.nb_bins, self.nb_channels, self.max_bin = nb_bins, nb_channels, max_bin
         self.hidden_size, self.nb_layers, self.use_mask = hidden_size, nb_layers, use_mask
         self.nb_stems = len(STEMS)
@@ -156,15 +119,11 @@ class Separator(nn.Module):
             nn.Linear(hidden_size, self.nb_stems * nb_channels * nb_bins, bias=False),
             nn.BatchNorm1d(self.nb_stems * nb_channels * nb_bins),
         )
-        # Each stem's mask in a bin is activation(output_scale * z + output_mean), z the last
+        # Each stem's mask in a bin is ReLU(output_scale * z + output_mean), z the last
         # BatchNorm's output: zero mean and unit spread over a batch's frames. So these two
-        # set the masks' mean and spread over a batch, and Adam moves them by about lr a
-        # step. Open-Unmix starts both at 1; MASK_INITS["statistics"] starts them at the
-        # training set's (data.mask_statistics).
-        self.output_mean = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins) if output_mean is None
-                                        else torch.tensor(output_mean).float().reshape(self.nb_stems, 1, nb_bins))
-        self.output_scale = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins) if output_scale is None
-                                         else torch.tensor(output_scale).float().reshape(self.nb_stems, 1, nb_bins))
+        # set the masks' mean and spread over a batch; both start at 1, as in Open-Unmix.
+        self.output_mean = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
+        self.output_scale = nn.Parameter(torch.ones(self.nb_stems, 1, nb_bins))
 
     @property
     def config(self) -> dict:
@@ -174,13 +133,12 @@ class Separator(nn.Module):
             "hidden_size": self.hidden_size, "nb_layers": self.nb_layers,
             "max_bin": self.max_bin, "use_mask": self.use_mask,
             "bidirectional": self.lstm.bidirectional if self.lstm is not None else True,
-            "mask_activation": self.mask_activation, "input_transform": self.input_transform,
         }
 
     def forward(self, mixture_mag: torch.Tensor) -> torch.Tensor:
         """mixture_mag (batch, channels, bins, frames) -> (batch, stems, channels, bins, frames)."""
         batch, channels, bins, frames = mixture_mag.shape
-        x = transform_input(mixture_mag[:, :, : self.max_bin], self.input_transform).permute(3, 0, 1, 2)
+        x = mixture_mag[:, :, : self.max_bin].permute(3, 0, 1, 2)
         x = (x + self.input_mean) * self.input_scale
         x = self.encoder(x.reshape(frames * batch, channels * self.max_bin))
         x = x.reshape(frames, batch, self.hidden_size)
@@ -191,7 +149,7 @@ class Separator(nn.Module):
         x = x * self.output_scale + self.output_mean
         if not self.use_mask:  # magnitudes themselves: only a ReLU keeps them non-negative
             return torch.relu(x).permute(1, 2, 3, 4, 0)
-        mask = activate_mask(x, self.mask_activation).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
+        mask = torch.relu(x).permute(1, 2, 3, 4, 0)  # batch, stems, ch, bins, frames
         return mask * mixture_mag.unsqueeze(1)
 
 
@@ -268,10 +226,9 @@ class BandSplitRNN(nn.Module):
     seen as the real and imaginary parts of its bins and channels, and each head outputs
     the real and imaginary parts of a complex ratio mask (the GLU's output, unbounded),
     multiplied with the mixture STFT: the estimates are complex, phase included.
-    mask "magnitude" is this project's first adaptation: the input is the magnitude and
-    each mask is real and non-negative (`mask_activation` after the GLU), applied to the
-    mixture magnitude; the phase comes from phase.py as for "umx". `mask_activation`
-    applies to magnitude masks only.
+    mask "magnitude" is this project's adaptation: the input is the magnitude and each
+    mask is real and non-negative (a ReLU after the GLU), applied to the mixture
+    magnitude; the phase comes from phase.py as for "umx".
 
     feature_size and nb_layers left out take BSRNN_SIZES[mask].
     """
@@ -284,18 +241,13 @@ class BandSplitRNN(nn.Module):
         nb_layers: int | None = None,
         band_widths: Sequence[int] | None = None,
         bidirectional: bool = True,
-        mask_activation: str = "relu",
         mask: str = "magnitude",
     ) -> None:
         super().__init__()
         if mask not in MASKS:
             raise ValueError(f"unknown mask {mask!r} (known: {', '.join(MASKS)})")
-        if mask == "complex" and mask_activation != "relu":
-            raise ValueError("mask_activation applies to magnitude masks only; complex masks have none")
-        activate_mask(torch.zeros(()), mask_activation)  # unknown names fail here, not in forward
-        self.mask_activation, self.mask = mask_activation, mask
-        # No band widths: the vocals layout at the project's 44.1 kHz (model.py does not import utils)
-        widths = list(layout_band_widths(nb_bins, 44100) if band_widths is None else band_widths)
+        self.mask = mask
+        widths = list(layout_band_widths(nb_bins, SAMPLE_RATE) if band_widths is None else band_widths)
         if sum(widths) != nb_bins or min(widths) < 1:
             raise ValueError(f"band widths must be positive and sum to nb_bins={nb_bins}, got {sum(widths)}")
         default_features, default_layers = BSRNN_SIZES[mask]
@@ -332,8 +284,7 @@ class BandSplitRNN(nn.Module):
         return {
             "model": "bsrnn", "nb_bins": self.nb_bins, "nb_channels": self.nb_channels,
             "feature_size": self.feature_size, "nb_layers": self.nb_layers,
-            "band_widths": list(self.band_widths), "bidirectional": self.bidirectional,
-            "mask_activation": self.mask_activation, "mask": self.mask,
+            "band_widths": list(self.band_widths), "bidirectional": self.bidirectional, "mask": self.mask,
         }
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
@@ -361,19 +312,28 @@ class BandSplitRNN(nn.Module):
         ], dim=2)  # frames, batch, stems, ch, (2,) bins
         if complex_masks:
             return complex_product(masks.permute(1, 2, 3, 5, 0, 4), mixture.unsqueeze(1))
-        return activate_mask(masks, self.mask_activation).permute(1, 2, 3, 4, 0) * mixture.unsqueeze(1)
+        return torch.relu(masks).permute(1, 2, 3, 4, 0) * mixture.unsqueeze(1)
 
 
 MODELS = {"umx": Separator, "bsrnn": BandSplitRNN}
 
 
+# Config keys of model options measured and dropped (docs/recipe.md, "Which flags stay"):
+# a checkpoint that holds one at the value every model now has still loads.
+FIXED_OPTIONS = {"mask_activation": "relu", "input_transform": "linear"}
+
+
 def build_model(config: dict) -> nn.Module:
-    """The model a `.config` describes. A config without "model" (checkpoints written
-    before there was a choice) is an Open-Unmix-style `Separator`."""
+    """The model a `.config` describes. A config without "model" (the first checkpoints')
+    is an Open-Unmix-style `Separator`."""
     settings = dict(config)
     name = settings.pop("model", "umx")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+    for key, value in FIXED_OPTIONS.items():
+        if settings.pop(key, value) != value:
+            raise ValueError(f"{key} {config[key]!r} is not built by this version (only {value!r}); "
+                             "docs/recipe.md says which commit trains and loads it")
     return MODELS[name](**settings)
 
 

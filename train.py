@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import io
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,34 +29,26 @@ from tqdm import tqdm
 
 from formats import checkpoint
 from training.batch_fit import GIB, check_batch_fits
-from training.augment import augment_help, parse_augmentations
+from training.augment import parse_augmentations
 from formats.cache import StemCache, mixture_and_targets
-from data import (BackgroundLoader, EpochSampler, MagnitudeChunks, StemBatch, TrainChunks, input_statistics,
-                  mask_statistics)
-from training.losses import DEFAULT_LOSSES, LOSSES, Targets, loss_help, mixture_phase_audio
-from training.precision import PRECISIONS, Precision, set_up_precision
-from model import BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS, bandwidth_bins, build_model, config_mask, count_parameters, takes_complex, transform_input
+from data import BackgroundLoader, EpochSampler, StemBatch, TrainChunks, input_statistics
+from training.losses import DEFAULT_LOSSES, LOSSES, Targets, mixture_phase_audio
+from training.precision import Precision, set_up_precision
+from model import bandwidth_bins, build_model, config_mask, count_parameters, takes_complex
 from training.schedules import make_scheduler
 from training.settings import DEFAULT_SAVE_EPOCHS, build_parser
-from utils import (HOP, N_FFT, SAMPLE_RATE, STEMS, HelpFormatter, UserError, add_debug_flag, machine_description,
-                   nb_frames, remove_stale_parts,
-                   istft, resolve_device, run_cli, stft, write_text)
+from utils import (N_FFT, SAMPLE_RATE, STEMS, UserError, istft, machine_description, remove_stale_parts,
+                   resolve_device, run_cli, stft, write_text)
 
 def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
-                     bidirectional: bool, bandwidth: float | None, mask_activation: str = "relu",
-                     input_transform: str = "linear", mask: str = "magnitude") -> dict:
+                     bidirectional: bool, bandwidth: float | None, mask: str = "magnitude") -> dict:
     """The build_model config of a new model from the model flags (without umx's input
     statistics); a size flag left out takes the model's own default."""
-    if not use_mask and mask_activation != "relu":
-        raise UserError("--mask-activation needs masks: --no-mask outputs magnitudes")
-    if mask == "complex" and mask_activation != "relu":
-        raise UserError("--mask-activation applies only to --mask magnitude: complex masks have no activation")
     if model == "umx":
         if mask != "magnitude":
             raise UserError(f"--mask {mask} applies only to --model bsrnn: umx estimates magnitude masks")
         config = {"hidden_size": hidden_size, "nb_layers": nb_layers, "use_mask": use_mask,
-                  "bidirectional": bidirectional, "mask_activation": mask_activation,
-                  "input_transform": input_transform,
+                  "bidirectional": bidirectional,
                   "max_bin": None if bandwidth is None else bandwidth_bins(bandwidth, SAMPLE_RATE, N_FFT)}
     else:
         if not use_mask:
@@ -65,31 +56,24 @@ def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None,
                             "so it always estimates masks")
         if bandwidth is not None:
             raise UserError("--bandwidth applies only to --model umx: bsrnn covers every bin with its bands")
-        if input_transform != "linear":
-            raise UserError("--input-transform applies only to --model umx: bsrnn normalises each band itself")
-        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional,
-                  "mask_activation": mask_activation, "mask": mask}
+        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional, "mask": mask}
     return {"model": model, **{k: v for k, v in config.items() if v is not None}}
 
 
 # ------------------------------------------------------------------ one step
 
-def batch_targets(batch: StemBatch | torch.Tensor, from_stems: bool, device: torch.device,
+def batch_targets(batch: StemBatch | torch.Tensor, device: torch.device,
                   complex_input: bool = False) -> tuple[torch.Tensor, Targets]:
     """Loader batch -> (the model's input (B, C, F, T), Targets of both stems).
 
-    batch is TrainChunks' StemBatch (int16 codes, turned into audio here, on the device),
-    float32 stems (B, sources, C, samples) (validation's whole-track pieces) or
-    MagnitudeChunks' (B, 3, T, C, F); only stems give the Targets their mixture STFT,
-    stem STFTs and waveforms. The input is the mixture magnitude, or with complex_input
-    (a complex-mask model, stems only) the complex mixture STFT."""
+    batch is TrainChunks' StemBatch (int16 codes, turned into audio here, on the device) or
+    float32 stems (B, sources, C, samples) (validation's whole-track pieces). The input is
+    the mixture magnitude, or with complex_input (a complex-mask model) the complex
+    mixture STFT."""
     if isinstance(batch, StemBatch):
         batch = batch.stems(device)
     else:
         batch = batch.to(device, non_blocking=True)
-    if not from_stems:
-        magnitudes = batch.permute(0, 1, 3, 4, 2)
-        return magnitudes[:, 0], Targets(magnitudes[:, 1:])
     audio = mixture_and_targets(batch)
     spec = stft(audio)  # float32, outside any autocast: complex tensors have no bf16
     mixture = spec[:, 0] if complex_input else spec[:, 0].abs()
@@ -111,7 +95,7 @@ def separation_loss(model: torch.nn.Module, mixture: torch.Tensor, targets: Targ
     return LOSSES[loss].function(estimate_stems(model, mixture, precision), targets)
 
 
-def probe_step(model: torch.nn.Module, data_kind: str, sources: int, seq_dur: float, precision: Precision,
+def probe_step(model: torch.nn.Module, sources: int, seq_dur: float, precision: Precision,
                loss_name: str, device: torch.device) -> Callable[[int], None]:
     """run_step(batch_size): one forward and backward pass of `model` on random excerpts of
     the run's shape (`sources` stems each, as the cache holds), for batch_fit's measurement.
@@ -122,11 +106,8 @@ def probe_step(model: torch.nn.Module, data_kind: str, sources: int, seq_dur: fl
     def run_step(batch_size: int) -> None:
         saved = {name: value.clone() for name, value in model.state_dict().items()}
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if data_kind == "stems":
-                batch = torch.randn(batch_size, sources, 2, samples, device=device)
-            else:
-                batch = torch.rand(batch_size, 3, nb_frames(samples), 2, N_FFT // 2 + 1, device=device)
-            mixture, targets = batch_targets(batch, data_kind == "stems", device, takes_complex(model))
+            batch = torch.randn(batch_size, sources, 2, samples, device=device)
+            mixture, targets = batch_targets(batch, device, takes_complex(model))
             separation_loss(model, mixture, targets, precision, loss_name).backward()
         model.zero_grad(set_to_none=True)
         model.load_state_dict(saved)
@@ -147,11 +128,10 @@ def check_loss(loss: str, mask: str) -> None:
 SYNC_STEPS = 50  # train_epoch reads the device back once in this many steps, and at an epoch's last
 
 
-def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: torch.device, from_stems: bool,
-                epoch: int, progress: bool, precision: Precision, loss_name: str = "mse", after_step=lambda: None,
-                stem_weights: torch.Tensor | None = None) -> float:
+def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+                epoch: int, progress: bool, precision: Precision, loss_name: str = "mse", after_step=lambda: None) -> float:
     """One pass over the loader, calling after_step() after each optimizer step; returns
-    the mean training loss over all processes. stem_weights (stems,): --stem-weights.
+    the mean training loss over all processes.
 
     The loop reads nothing back from the device but every SYNC_STEPS steps (the progress
     bar's loss and the check for a non-finite loss), so the GPU is never left waiting on the
@@ -162,8 +142,8 @@ def train_epoch(model, loader, optimizer, scaler: torch.amp.GradScaler, device: 
     first_bad_step, first_bad_loss = torch.full((), -1, device=device), torch.zeros((), device=device)
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for step, batch in enumerate(bar):
-        mixture, targets = batch_targets(batch, from_stems, device, complex_input)
-        loss = separation_loss(model, mixture, replace(targets, stem_weights=stem_weights), precision, loss_name)
+        mixture, targets = batch_targets(batch, device, complex_input)
+        loss = separation_loss(model, mixture, targets, precision, loss_name)
         first_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
         first_bad_step = torch.where(first_bad, step, first_bad_step)
         first_bad_loss = torch.where(first_bad, loss.detach(), first_bad_loss)
@@ -228,7 +208,7 @@ def validate(model, cache: StemCache, names: Sequence[str], device: torch.device
         signal = error = torch.zeros(len(STEMS), device=device, dtype=torch.float64)
         for start in range(0, stems.shape[-1], chunk):
             piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
-            mixture, targets = batch_targets(piece, True, device, complex_input)
+            mixture, targets = batch_targets(piece, device, complex_input)
             estimate = estimate_stems(model, mixture, precision)
             n = mixture.shape[-1]
             total += LOSSES[loss_name].function(estimate, targets) * n
@@ -278,31 +258,26 @@ def setup_distributed(device_name: str) -> torch.device:
 
 # --------------------------------------------------------------------- run
 
-def make_loader(cache: StemCache, data_kind: str, seq_dur: float, samples_per_track: int,
+def make_loader(cache: StemCache, seq_dur: float, samples_per_track: int,
                 augmentations: Sequence[str], batch_size: int, workers: int, seed: int, device: torch.device,
                 progress=lambda x, **_: x, multiprocessing_context: str | None = None):
-    """The training loader and its EpochSampler: for stems with workers 0 a
+    """The training loader and its EpochSampler: with workers 0 a
     data.BackgroundLoader (one thread of this process fills the next batch while the device
     trains), otherwise a DataLoader with `workers` processes. multiprocessing_context
     ('fork', 'spawn', ...; None: the platform's default) is how workers start; it needs
     workers > 0. Stem batches are data.StemBatch, page-locked when `device` is a GPU; for a
     CPU `device` the background thread also makes their audio."""
     names = cache.names("train")
-    if data_kind == "stems":
-        dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed,
-                              progress)
-    else:
-        dataset = MagnitudeChunks(cache, names, nb_frames(int(seq_dur * SAMPLE_RATE)), samples_per_track,
-                                  augmentations, seed)
+    dataset = TrainChunks(cache, names, int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations, seed, progress)
     rank, world = rank_and_world()
     if batch_size % world:
         raise UserError(f"--batch-size {batch_size} must be divisible by the {world} torchrun processes")
     sampler = EpochSampler(len(dataset), seed, rank, world)
     pin = device.type == "cuda"
-    if data_kind == "stems" and workers == 0:
+    if workers == 0:
         return BackgroundLoader(dataset, sampler, batch_size // world, pin, make_audio=device.type == "cpu"), sampler
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
-                        collate_fn=StemBatch.collate if data_kind == "stems" else None, pin_memory=pin,
+                        collate_fn=StemBatch.collate, pin_memory=pin,
                         persistent_workers=workers > 0, drop_last=False, multiprocessing_context=multiprocessing_context)
     return loader, sampler
 
@@ -335,25 +310,11 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     args.precision = precision.name  # train_args records what ran, not "auto"
     save_epochs = resolve_save_epochs(args.save_epochs, args.epochs)
     config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask, not args.unidirectional,
-                              args.bandwidth, args.mask_activation, args.input_transform, args.mask)
+                              args.bandwidth, args.mask)
     args.loss = args.loss or DEFAULT_LOSSES[args.mask]  # train_args records the loss used
     check_loss(args.loss, args.mask)
-    if args.stem_weights is not None and min(args.stem_weights) <= 0:
-        raise UserError(f"--stem-weights must be positive (got {' '.join(map(str, args.stem_weights))}): "
-                        "a stem of weight 0 would leave its mask untrained")
-    # On the device once, not copied there by the loss at every step.
-    stem_weights = None if args.stem_weights is None else torch.tensor(args.stem_weights, device=device)
-    if args.mask == "complex" and args.data != "stems":
-        raise UserError("--mask complex needs the complex STFT, which the magnitude cache does not hold: "
-                        "train from stems (--data stems)")
-    args.mask_init = resolve_mask_init(args.mask_init, args.model, not args.no_mask, args.mask_activation)
-    if LOSSES[args.loss].needs_audio and args.data != "stems":
-        raise UserError(f"--loss {args.loss} needs waveforms: train from stems (--data stems)")
     augmentations = parse_augmentations(args.augment)
     cache = StemCache(args.cache)
-    if args.data == "magnitudes":  # from the index and flags, before any work
-        cache.check_stft(N_FFT, HOP)
-        MagnitudeChunks.check_augmentations(augmentations)
     valid_names = cache.names("valid")
     if not valid_names:
         raise UserError(f"the cache {args.cache} holds no validation tracks: preprocess the 'valid' split too")
@@ -377,15 +338,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
             raise UserError(f"{ckpt_dir / 'last.pt'} is already at epoch {resume_state['epoch']}: "
                             f"ask for more --epochs than that to continue")
     elif args.model == "umx":
-        mean, std = input_statistics(cache, cache.names("train"), progress=progress_bar,
-                                     transform=lambda mag: transform_input(mag, args.input_transform))
+        mean, std = input_statistics(cache, cache.names("train"), progress=progress_bar)
         stats = {"mean": mean.tolist(), "std": std.tolist()}
-        output_init = {}
-        if args.mask_init == "statistics":
-            mask_mean, mask_spread = mask_statistics(cache, cache.names("train"), progress=progress_bar)
-            output_init = {"output_mean": mask_mean.tolist(), "output_scale": mask_spread.tolist()}
-        model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist(),
-                             **output_init})
+        model = build_model({**config, "input_mean": (-mean).tolist(), "input_scale": (1.0 / std).tolist()})
     else:  # bsrnn normalises each band itself: no training-set statistics
         stats = None
         model = build_model(config)
@@ -400,7 +355,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
     scaler = precision.grad_scaler(device.type)
     adam_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())  # its two moments
     process_batch = args.batch_size // rank_and_world()[1]
-    step_memory = check_batch_fits(device, process_batch, probe_step(model, args.data, len(cache.sources),
+    step_memory = check_batch_fits(device, process_batch, probe_step(model, len(cache.sources),
                                                                      args.seq_dur, precision, args.loss, device),
                                    adam_bytes)
     if step_memory is not None:
@@ -413,7 +368,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         start_epoch = resume_state["epoch"] + 1
         log(f"resuming from {ckpt_dir / 'last.pt'} at epoch {start_epoch}")
 
-    loader, sampler = make_loader(cache, args.data, args.seq_dur, args.samples_per_track, augmentations,
+    loader, sampler = make_loader(cache, args.seq_dur, args.samples_per_track, augmentations,
                                   args.batch_size, args.workers, args.seed, device,
                                   progress=progress_bar)
     scheduler = make_scheduler(args.lr_schedule, optimizer, args.epochs * len(loader), args.lr_decay_patience,
@@ -433,9 +388,9 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         started = time.perf_counter()
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout draws repeat on resume
         sampler.set_epoch(epoch)
-        train_loss = train_epoch(net, loader, optimizer, scaler, device, args.data == "stems", epoch,
+        train_loss = train_epoch(net, loader, optimizer, scaler, device, epoch,
                                  progress=is_main, precision=precision, loss_name=args.loss,
-                                 after_step=scheduler.step if per_step else lambda: None, stem_weights=stem_weights)
+                                 after_step=scheduler.step if per_step else lambda: None)
         validation = validate(net, cache, valid_names, device, precision, loss_name=args.loss)
         valid_loss = validation.loss
         if not np.isfinite(valid_loss):  # never save weights that give a non-finite loss
@@ -462,19 +417,6 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         print(f"epoch {epoch:3d}  train {train_loss:.5f}  valid {valid_loss:.5f}  SDR "
               f"{' / '.join(f'{sdr:.2f}' for sdr in validation.sdr.values())} dB  best epoch {best['epoch']}  "
               f"{history[-1]['seconds']:.1f}s")
-
-
-def resolve_mask_init(requested: str | None, model: str, use_mask: bool, mask_activation: str) -> str | None:
-    """The MASK_INITS entry a run uses (train_args records it): `requested`, by default
-    Open-Unmix's "ones" for umx; None for bsrnn, whose mask heads have no such start."""
-    if requested is None:
-        return "ones" if model == "umx" else None
-    if model != "umx":
-        raise UserError("--mask-init applies only to --model umx: bsrnn's mask heads have no per-bin start")
-    if requested == "statistics" and not (use_mask and mask_activation == "relu"):
-        raise UserError("--mask-init statistics sets the start of umx's ReLU masks: it needs --mask-activation relu "
-                        "and masks (not --no-mask)")
-    return requested
 
 
 def resolve_save_epochs(requested: Sequence[int] | None, epochs: int) -> set[int]:

@@ -66,17 +66,14 @@ def run_label(run: Run) -> str:
 
 
 def default_train_args(train_args: dict) -> dict:
-    """train.py's defaults as train_args records them for a run of this one's model and
-    masks: the flags train.py resolves (--loss by the mask, --mask-init by the model) at
-    the value it resolves them to, so a flag left at its default never reads as changed."""
-    from train import resolve_mask_init  # train.py's own, so they never drift
+    """train.py's defaults as train_args records them for a run of this one's masks: --loss
+    at the value train.py resolves it to by the mask, so a flag left at its default never
+    reads as changed."""
     from training.settings import build_parser as train_parser
 
     defaults = vars(train_parser().parse_args([]))
-    model, mask = train_args.get("model", defaults["model"]), train_args.get("mask", defaults["mask"])
-    return {**defaults, "loss": DEFAULT_LOSSES[mask],
-            "mask_init": resolve_mask_init(None, model, not train_args.get("no_mask", False),
-                                           train_args.get("mask_activation", defaults["mask_activation"]))}
+    mask = train_args.get("mask", defaults["mask"])
+    return {**defaults, "loss": DEFAULT_LOSSES[mask]}
 
 
 # ---------------------------------------------------------------- tables
@@ -321,7 +318,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
     cfg, args, stft = training.model_config, training.train_args, training.stft
     rate, n_fft, hop = stft["sample_rate"], stft["n_fft"], stft["hop"]
     augment = [f"{a}: {AUGMENTATION_REGISTRY[a].description}" for a in parse_augmentations(args["augment"])]
-    if args["data"] == "magnitudes":
+    if args.get("data") == "magnitudes":  # a checkpoint trained on the magnitude cache
         augment.append("on cached magnitudes only gain and swap apply, to the whole excerpt")
     return {
         "Model": [*model_lines(cfg, rate, n_fft), f"{training.parameters:,} parameters"],
@@ -331,7 +328,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
         ],
         "Data and augmentation": [
             f"{args['seq_dur']:g} s excerpts, {args['samples_per_track']} per track per epoch, "
-            f"from cached {args['data']}",
+            f"from cached {args.get('data', 'stems')}",
             *(augment or ["no augmentation"]),
         ],
         "Training": [

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 
 from training import rhythm
-import train
-import utils
 from training.augment import parse_augmentations
 from formats.cache import SOURCES, StemCache
-from data import MagnitudeChunks, TrainChunks
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line
+from data import TrainChunks
 from test_data import item_audio, locate
-from utils import SAMPLE_RATE, UserError
+from utils import SAMPLE_RATE
 
 SECONDS = 8.0
 SEQ = int(1.5 * SAMPLE_RATE)
@@ -231,13 +228,3 @@ def test_unwritable_cache_still_gives_rhythms(tmp_path, monkeypatch, capsys):
 def test_automix_is_opt_in():
     assert "automix" not in parse_augmentations("all")
     assert parse_augmentations("gain,automix") == ("gain", "automix")
-
-
-def test_automix_on_magnitudes_is_a_user_error(click_cache, tmp_path, capsys):
-    with pytest.raises(UserError, match="automix"):
-        MagnitudeChunks(click_cache, click_cache.names("train"), 5, 1, ("gain", "automix"))
-    capsys.readouterr()
-    code = utils.run_cli(train.main, ["--cache", str(click_cache.root), "--checkpoint-dir", str(tmp_path / "k"),
-                                      *TINY_TRAIN, "--epochs", "1", "--data", "magnitudes", "--augment", "automix"])
-    assert_one_error_line(capsys.readouterr().err, code, mentions="automix")
-    assert not (tmp_path / "k").exists()

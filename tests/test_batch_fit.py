@@ -60,17 +60,15 @@ def test_off_cuda_nothing_is_measured():
     assert batch_fit.check_batch_fits(torch.device("cpu"), 16, lambda b: pytest.fail("probed"), 0) is None
 
 
-@pytest.mark.parametrize("config, data", [({"model": "umx", "hidden_size": 16, "nb_layers": 1}, "stems"),
-                                          ({"model": "umx", "hidden_size": 16, "nb_layers": 1}, "magnitudes"),
-                                          ({"model": "bsrnn", "feature_size": 8, "nb_layers": 1, "mask": "complex"},
-                                           "stems")])
-def test_the_probe_step_leaves_model_and_random_streams_as_they_were(config, data):
+@pytest.mark.parametrize("config", [{"model": "umx", "hidden_size": 16, "nb_layers": 1},
+                                    {"model": "bsrnn", "feature_size": 8, "nb_layers": 1, "mask": "complex"}])
+def test_the_probe_step_leaves_model_and_random_streams_as_they_were(config):
     cpu = torch.device("cpu")
     model = build_model(config)
     model.train()
     before = {name: value.clone() for name, value in model.state_dict().items()}
     loss = DEFAULT_LOSSES[config.get("mask", "magnitude")]
-    run_step = train.probe_step(model, data, 2, 0.5, resolve_precision("fp32", cpu), loss, cpu)
+    run_step = train.probe_step(model, 2, 0.5, resolve_precision("fp32", cpu), loss, cpu)
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)

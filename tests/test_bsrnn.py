@@ -142,7 +142,7 @@ def test_umx_only_flags_are_refused(flags, mentions, tmp_path, capsys):
 
 def test_new_model_config_leaves_unset_sizes_to_the_model():
     config = train.new_model_config("bsrnn", None, None, True, True, None)
-    assert config == {"model": "bsrnn", "bidirectional": True, "mask_activation": "relu", "mask": "magnitude"}
+    assert config == {"model": "bsrnn", "bidirectional": True, "mask": "magnitude"}
     assert build_model(config).config == BandSplitRNN().config
     umx = train.new_model_config("umx", 64, None, True, False, 8000.0)
     expected = Separator(hidden_size=64, bidirectional=False, max_bin=bandwidth_bins(8000.0, 44100, 4096))

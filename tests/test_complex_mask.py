@@ -77,7 +77,7 @@ def test_complex_default_is_under_ten_million_parameters():
 def test_every_size_of_the_complex_set_is_under_ten_million_parameters(run):
     flags = train.build_parser().parse_args(experiments.EXPERIMENT_SETS["complex"][run])
     model = build_model(train.new_model_config(flags.model, flags.hidden_size, flags.nb_layers, True, True, None,
-                                               flags.mask_activation, flags.input_transform, flags.mask))
+                                               flags.mask))
     print(f"{run}: {count_parameters(model):,} parameters")
     assert count_parameters(model) < 10_000_000
     assert takes_complex(model) == ("complex masks" in run)
@@ -154,9 +154,7 @@ def test_checkpoints_without_a_mask_load_as_magnitude_masks(tmp_path):
         torch.testing.assert_close(loaded(mag), model(mag), rtol=0, atol=0)
 
 
-def test_model_refuses_an_activation_for_complex_masks():
-    with pytest.raises(ValueError, match="magnitude masks only"):
-        BandSplitRNN(**TINY, mask="complex", mask_activation="sigmoid")
+def test_model_refuses_an_unknown_mask():
     with pytest.raises(ValueError, match="unknown mask"):
         BandSplitRNN(**TINY, mask="polar")
 
@@ -166,7 +164,7 @@ def test_model_refuses_an_activation_for_complex_masks():
 def batch(seed: int = 0) -> tuple[torch.Tensor, Targets]:
     """(the complex mixture STFT, Targets) of two random stereo stems, as train.batch_targets makes them."""
     stems = torch.randn(2, 4, 2, 4 * HOP, generator=torch.Generator().manual_seed(seed)) * 0.1
-    return train.batch_targets(stems, True, CPU, complex_input=True)
+    return train.batch_targets(stems, CPU, complex_input=True)
 
 
 def test_batch_targets_give_a_complex_model_the_stft():
@@ -194,13 +192,6 @@ def test_complex_and_sdr_adds_the_negative_sdr_of_the_estimates_own_waveforms():
     sdr = 10 * torch.log10((truth.pow(2).sum(-1) + floor) / ((truth - audio).pow(2).sum(-1) + floor))
     expected = complex_mse(estimate, targets).double() - SDR_WEIGHT * sdr.mean()
     torch.testing.assert_close(complex_and_sdr(estimate, targets).double(), expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("name", [name for name, loss in LOSSES.items() if loss.mask == "complex"])
-def test_complex_losses_need_the_stems(name):  # lowest at the truth, with gradients: test_recipe.py
-    mixture, targets = batch()
-    with pytest.raises(ValueError, match="stems"):
-        LOSSES[name].function(mixture[:, None].expand(-1, 2, -1, -1, -1), Targets(targets.magnitudes))
 
 
 def test_each_mask_has_a_default_loss_of_its_kind():
@@ -303,11 +294,9 @@ def test_default_phases_follow_the_mask():
 # ------------------------------------------------------------ command lines
 
 @pytest.mark.parametrize("flags, mentions", [
-    (["--model", "bsrnn", "--mask", "complex", "--data", "magnitudes"], "--data stems"),
     (["--mask", "complex"], "--model bsrnn"),  # umx
     (["--model", "bsrnn", "--mask", "complex", "--loss", "mse"], "--loss mse"),
     (["--model", "bsrnn", "--loss", "complex"], "--loss complex"),
-    (["--model", "bsrnn", "--mask", "complex", "--mask-activation", "sigmoid"], "--mask-activation"),
 ])
 def test_flags_that_do_not_combine_with_complex_masks(flags, mentions, tmp_path, hq_cache, capsys):
     code, err = run_in_process(train.main, ["--cache", hq_cache, "--checkpoint-dir", tmp_path, *TINY_TRAIN,

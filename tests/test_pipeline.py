@@ -296,20 +296,6 @@ def test_inference_valid_split(loss_run, hq_root, tmp_path, capsys):
     assert not any((tmp_path / "samples").rglob("*.wav"))  # --samples 0
 
 
-def test_magnitude_cache_training_matches_stem_training(loss_run, hq_cache, tmp_path):
-    """--data magnitudes reads the cached magnitudes: on the loss_run settings (whole tracks,
-    no augmentation) it sees exactly the data --data stems sees, so epoch 1 agrees."""
-    stems_history = load(loss_run / "last.pt")["history"]
-    args = load(loss_run / "last.pt")["train_args"]
-    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(tmp_path), "--data", "magnitudes",
-                "--hidden-size", "16", "--nb-layers", "1", "--seq-dur", str(args["seq_dur"]), "--augment", "none",
-                "--samples-per-track", "1", "--batch-size", "3", "--lr", "0.003", "--workers", "0",
-                "--device", "cpu", "--epochs", "1", "--seed", "0"])
-    history = load(tmp_path / "last.pt")["history"]
-    assert history[0]["train_loss"] == pytest.approx(stems_history[0]["train_loss"], rel=1e-4)
-    assert history[0]["valid_loss"] == pytest.approx(stems_history[0]["valid_loss"], rel=1e-4)
-
-
 class _Oracle(torch.nn.Module):
     """A stand-in separator: all of the mixture is 'vocals', nothing is accompaniment."""
 

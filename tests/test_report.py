@@ -277,7 +277,7 @@ def test_bad_student_id_is_a_one_line_error(tiny_run: SimpleNamespace, tmp_path:
 def test_a_run_with_default_flags_lists_none_as_changed(tmp_path: Path) -> None:
     """train.py with no recipe or model flag (only where its files go, the device and
     --epochs 1): the novelty page lists --epochs alone as changed, and never a flag that
-    train.py resolves (--mask-init to "ones", --loss by the mask); the cover says 1 epoch."""
+    train.py resolves (--loss by the mask); the cover says 1 epoch."""
     root = write_hq_dataset(tmp_path / "hq", {"train": [(VALID_TRACKS[0], 1), (VALID_TRACKS[1], 2),
                                                         ("Synth A - One", 3)], "test": [("Synth D - Four", 6)]},
                             seconds=7.0)  # the default 6-s excerpts need tracks longer than 6 s
@@ -288,14 +288,14 @@ def test_a_run_with_default_flags_lists_none_as_changed(tmp_path: Path) -> None:
     inference.main(["--root", str(root), "--is-wav", "--checkpoint", str(checkpoints / "best.pt"), "--device", "cpu",
                     "--samples", "0", "--workers", "0", "--out", str(tmp_path / "results")])
     training = load_training(checkpoints)
-    assert training.train_args["mask_init"] == "ones"  # recorded resolved: the case that read as changed
+    assert training.train_args["loss"] == "mse"  # recorded resolved: the case that read as changed
     flags = report_text.novelty(training, load_runs(tmp_path / "results"), [])["Training flags changed from the defaults"]
     assert flags == ["--epochs 1 (default 150)"]
     report.main(["--checkpoint-dir", str(checkpoints), "--results-dir", str(tmp_path / "results"),
                  "--samples-dir", str(tmp_path / "results"), "--out", str(tmp_path / "report")])
     texts = page_texts(tmp_path / "report" / "report.pdf")
     novelty = " ".join(next(t for t in texts if t.lstrip().startswith("Novelty")).split())
-    assert "--epochs 1 (default 150)" in novelty and "--mask-init" not in novelty and "--loss" not in novelty
+    assert "--epochs 1 (default 150)" in novelty and "--loss" not in novelty
     assert "1 epoch," in texts[0] and "1 epochs" not in " ".join(texts)
 
 

@@ -59,7 +59,7 @@ def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_
     codes on the device), equals the float32 path's batches bit for bit,
     and so do the model inputs and targets; on the four- and the two-stem cache."""
     for cache in (click_cache, two_stem_click_cache):
-        new, new_sampler = train.make_loader(cache, "stems", SEQ_DUR, 3, augmentations, 4, 0, seed=9, device=CPU)
+        new, new_sampler = train.make_loader(cache, SEQ_DUR, 3, augmentations, 4, 0, seed=9, device=CPU)
         old, old_sampler = float_loader(cache, SEQ_DUR, 3, augmentations, 4, 0, seed=9)
         assert len(new) == len(old) == -(-len(cache.names("train")) * 3 // 4)
         new_batches, old_batches = epoch_batches(new, new_sampler, 3), epoch_batches(old, old_sampler, 3)
@@ -70,8 +70,8 @@ def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_
             torch.testing.assert_close(new_batch.stems(CPU), old_batch, rtol=0, atol=0)
             from_codes = StemBatch(new_batch.codes, new_batch.scales, new_batch.swaps)  # as on a GPU
             torch.testing.assert_close(from_codes.stems(CPU), old_batch, rtol=0, atol=0)
-        mixture, targets = train.batch_targets(new_batches[0], True, CPU)
-        old_mixture, old_targets = train.batch_targets(old_batches[0], True, CPU)
+        mixture, targets = train.batch_targets(new_batches[0], CPU)
+        old_mixture, old_targets = train.batch_targets(old_batches[0], CPU)
         torch.testing.assert_close(mixture, old_mixture, rtol=0, atol=0)
         torch.testing.assert_close(targets.spectrograms, old_targets.spectrograms, rtol=0, atol=0)
         torch.testing.assert_close(targets.audio, old_targets.audio, rtol=0, atol=0)

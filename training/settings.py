@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from model import BSRNN_SIZES, INPUT_TRANSFORMS, MASK_ACTIVATIONS, MASK_INITS, MASKS, MODELS
+from model import BSRNN_SIZES, MASKS, MODELS
 from training.augment import augment_help
 from training.losses import DEFAULT_LOSSES, LOSSES, loss_help
 from training.precision import PRECISIONS
 from training.schedules import LR_SCHEDULES
-from utils import STEMS, HelpFormatter, add_debug_flag
+from utils import HelpFormatter, add_debug_flag
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 
@@ -26,15 +26,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--cache", default="cache", help="cache directory written by preprocess.py")
-    g.add_argument("--data", choices=("stems", "magnitudes"), default="stems",
-                   help="train from cached stems (STFT on the device, all augmentations) or cached magnitudes")
     g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in seconds")
     g.add_argument("--samples-per-track", type=int, default=64, help="excerpts per training track per epoch")
     g.add_argument("--augment", default="all", help=augment_help())
     g.add_argument("--workers", type=int, default=0,
-                   help="0: with --data stems a background thread of this process loads the next batch while the "
-                        "device trains, the fastest measured at every size (docs/speed.md), with --data magnitudes "
-                        "the main process loads; N: N DataLoader worker processes")
+                   help="0: a background thread of this process loads the next batch while the device trains, "
+                        "the fastest measured at every size (docs/speed.md); N: N DataLoader worker processes")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=list(MODELS), default="umx",
                    help="umx: Open-Unmix-style BiLSTM; bsrnn: band-split RNN (Luo & Yu 2023)")
@@ -53,14 +50,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="umx only: highest frequency (Hz) the network sees (default 16000; bsrnn sees every bin)")
     g.add_argument("--mask", choices=list(MASKS), default="magnitude",
                    help="; ".join(f"{k}: {v}" for k, v in MASKS.items()) + ". complex needs --model bsrnn")
-    g.add_argument("--mask-activation", choices=list(MASK_ACTIVATIONS), default="relu",
-                   help="magnitude masks only (refused with --mask complex, whose masks have no activation): "
-                        + "; ".join(f"{k}: {v}" for k, v in MASK_ACTIVATIONS.items()))
-    g.add_argument("--input-transform", choices=list(INPUT_TRANSFORMS), default="linear",
-                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in INPUT_TRANSFORMS.items()))
-    g.add_argument("--mask-init", choices=list(MASK_INITS), default=None,
-                   help="umx only: " + "; ".join(f"{k}: {v}" for k, v in MASK_INITS.items())
-                        + " (default: ones)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=150, help="total epochs (including resumed ones)")
     g.add_argument("--batch-size", type=int, default=16, help="excerpts per batch")
@@ -73,9 +62,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=list(LOSSES), default=None,
                    help=f"default {' or '.join(f'{loss} with --mask {mask}' for mask, loss in DEFAULT_LOSSES.items())}. "
                         + loss_help())
-    g.add_argument("--stem-weights", type=float, nargs=len(STEMS), default=None, metavar=tuple(s.upper() for s in STEMS),
-                   help="each stem's weight in the training loss, relative to their mean (default: equal); the "
-                        "validation loss stays unweighted, so runs with different weights compare")
     g.add_argument("--seed", type=int, default=42, help="seed of excerpts, augmentations and initialisation")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -203,17 +203,16 @@ def expected_dtypes(kind: str) -> tuple[str, str]:
     return ("complex64", "complex64") if MODEL_KINDS[kind][1] == "complex" else ("float32", "float32")
 
 
-def check_step(seen: Seen, kind: str, precision_name: str, from_stems: bool = True) -> None:
+def check_step(seen: Seen, kind: str, precision_name: str) -> None:
     """The assertions every training or validation step makes of what it saw."""
     model_input, estimates = expected_dtypes(kind)
     seen.expect("model input", f"cuda {model_input}")
     seen.expect("estimates", f"cuda {estimates}")
     seen.expect("loss", "cuda float32")
     seen.expect("targets.magnitudes", "cuda float32")
-    if from_stems:
-        seen.expect("targets.mixture_spec", "cuda complex64")
-        seen.expect("targets.spectrograms", "cuda complex64")
-        seen.expect("targets.audio", "cuda float32")
+    seen.expect("targets.mixture_spec", "cuda complex64")
+    seen.expect("targets.spectrograms", "cuda complex64")
+    seen.expect("targets.audio", "cuda float32")
     # precision.py's LSTM policy: cuDNN's fp16 LSTM under CUDA fp16 (autocast casts its
     # input, whatever the layer before made), float32 under anything else.
     if precision_name == "fp16":
@@ -228,8 +227,7 @@ def check_step(seen: Seen, kind: str, precision_name: str, from_stems: bool = Tr
     check(not seen.cpu_ops, f"ops computed on the CPU: {seen.cpu_ops}")
 
 
-def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: str = "stems",
-                 loss: str | None = None, move_model: bool = True, excerpts_per_track: int = 1) -> float:
+def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, loss: str | None = None, move_model: bool = True, excerpts_per_track: int = 1) -> float:
     """train.train_epoch over train.make_loader's loader for the device, on fake CUDA."""
     import torch
 
@@ -239,7 +237,7 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
     from training.precision import resolve_precision
 
     model = tiny_model(kind)
-    loader, _ = train.make_loader(cache=StemCache(cache), data_kind=data, seq_dur=SEQ_SECONDS,
+    loader, _ = train.make_loader(cache=StemCache(cache), seq_dur=SEQ_SECONDS,
                                   samples_per_track=excerpts_per_track,
                                   augmentations=(), batch_size=BATCH_SIZE, workers=0, seed=0, device=device())
     loss = loss or DEFAULT_LOSSES[MODEL_KINDS[kind][1]]
@@ -253,7 +251,7 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
         reads_before = harness.device_reads
         with watching(seen, model):
             mean_loss = train.train_epoch(model=model, loader=harness.OnTheHost(loader), optimizer=optimizer, scaler=scaler,
-                                          device=device(), from_stems=data == "stems", epoch=1, progress=False,
+                                          device=device(), epoch=1, progress=False,
                                           precision=precision, loss_name=loss)
         seen.device_reads = harness.device_reads - reads_before
         seen.steps = len(loader)
@@ -273,10 +271,10 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, data: 
     return mean_loss
 
 
-def train_scenario(kind: str, precision_name: str, data: str = "stems", loss: str | None = None):
+def train_scenario(kind: str, precision_name: str, loss: str | None = None):
     def scenario(seen: Seen, cache: Path) -> None:
-        run_training(seen, kind, precision_name, cache, data, loss)
-        check_step(seen, kind, precision_name, from_stems=data == "stems")
+        run_training(seen, kind, precision_name, cache, loss)
+        check_step(seen, kind, precision_name)
     return scenario
 
 
@@ -422,8 +420,8 @@ def training_with(**changes) -> Callable:
 
 def scenarios() -> dict[str, Callable[[Seen, Path], None]]:
     """Every scenario by name: each model kind under each precision for training and
-    validation, each model kind with each phase method it can use, the other losses and
-    the magnitude cache, and the controls."""
+    validation, each model kind with each phase method it can use, the other losses, and
+    the controls."""
     from training.losses import DEFAULT_LOSSES, LOSSES
     from separation.phase import PHASE_METHODS
     from training.precision import PRECISIONS
@@ -435,7 +433,6 @@ def scenarios() -> dict[str, Callable[[Seen, Path], None]]:
             table[f"train {kind} {precision_name}"] = train_scenario(kind, precision_name)
     for precision_name in precisions:
         table[f"sync umx {precision_name}: no value read back at every step"] = sync_scenario(precision_name)
-    table["train umx fp16 magnitude-cache"] = train_scenario("umx", "fp16", data="magnitudes")
     for loss, entry in LOSSES.items():
         if loss not in DEFAULT_LOSSES.values():
             kind = "bsrnn-complex" if entry.mask == "complex" else "bsrnn"
