@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
-from training.augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, draw_swap, random_gain
+from training.augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, random_gain
 from formats.cache import SOURCES, ScaledStems, StemCache
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, stft
+from utils import SAMPLE_RATE, UserError, stft
 
 
 # ------------------------------------------------------------------ MUSDB18
@@ -154,14 +154,14 @@ def decode_stems(track) -> np.ndarray:
     return np.ascontiguousarray(stems[order].transpose(0, 2, 1), dtype=np.float32)
 
 
-def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, progress) -> list[str]:
+def preprocess(tracks: list, split: str, cache: StemCache, progress) -> list[str]:
     """Decode and cache `tracks` into `cache` under `split`, skipping tracks already
     cached; a track that cannot be decoded is skipped with a warning. Returns the names
     of the skipped-as-broken tracks. (Here rather than in cache.py: it reads MUSDB18,
     and it writes only through StemCache.add_track, which owns the format.)"""
     broken = []
     for track in progress(tracks, desc=f"caching {split}"):
-        if cache.is_cached(track.name, magnitudes):
+        if cache.is_cached(track.name):
             continue
         try:
             stems = decode_stems(track)
@@ -169,7 +169,7 @@ def preprocess(tracks: list, split: str, cache: StemCache, magnitudes: bool, pro
             tqdm.write(f"warning: skipping: {err}", file=sys.stderr)  # on its own line, under the progress bar
             broken.append(track.name)
             continue
-        cache.add_track(track.name, split, stems, magnitudes)
+        cache.add_track(track.name, split, stems)
     return broken
 
 
@@ -184,15 +184,15 @@ def source_chunks(cache: StemCache, names: Sequence[str], progress=lambda x, **_
             yield np.asarray(stems[:, :, start:start + chunk])
 
 
-def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
-                     transform=lambda mag: mag) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin mean and standard deviation of transform(mixture magnitude) (both channels)
+def input_statistics(cache: StemCache, names: Sequence[str],
+                     progress=lambda x, **_: x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation of the mixture magnitude (both channels)
     over the whole of the given tracks, as Open-Unmix initialises its input scaler. (A
     statistic of the training data, read through StemCache like the datasets read it.)"""
     total = total_sq = 0.0
     count = 0
     for sources in source_chunks(cache, names, progress, desc="input statistics"):
-        mag = transform(stft(torch.from_numpy(sources.sum(0))).abs()).double()  # channels, bins, frames
+        mag = stft(torch.from_numpy(sources.sum(0))).abs().double()  # channels, bins, frames
         total = total + mag.sum(dim=(0, 2))
         total_sq = total_sq + (mag ** 2).sum(dim=(0, 2))
         count += mag.shape[0] * mag.shape[2]
@@ -204,44 +204,14 @@ def input_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, 
     return mean.float().numpy(), std.float().numpy()
 
 
-def mask_statistics(cache: StemCache, names: Sequence[str], progress=lambda x, **_: x,
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Per stem and bin (each array: stems, bins), the mean and spread of the ideal ratio
-    mask |stem| / |mixture| over the whole of the given tracks, each frame weighted by the
-    mixture's energy |mixture|^2 as the magnitude MSE weighs a mask's errors. The mean is
-    the constant mask of least squared error, E|S||X| / E|X|^2, and the spread is
-    sqrt(E|S|^2 / E|X|^2 - mean^2). The stems are the vocals and the accompaniment (the
-    other sources' sum). Bins where the mixture is silent get the mean 0.5 and spread 0."""
-    stem_mixture = stem_energy = mixture_energy = 0.0
-    for sources in map(torch.from_numpy, source_chunks(cache, names, progress, desc="mask statistics")):
-        stem_specs = stft(torch.stack([sources[0], sources[1:].sum(0)]))  # STEMS order: stems, ch, bins, frames
-        stem_mags, mixture_mag = stem_specs.abs(), stem_specs.sum(0).abs()
-        stem_mixture = stem_mixture + (stem_mags * mixture_mag).sum(dim=(1, 3), dtype=torch.float64)
-        stem_energy = stem_energy + (stem_mags ** 2).sum(dim=(1, 3), dtype=torch.float64)
-        mixture_energy = mixture_energy + (mixture_mag ** 2).sum(dim=(0, 2), dtype=torch.float64)
-    if isinstance(mixture_energy, float):
-        raise UserError("no training audio in the cache to compute mask statistics from")
-    silent = mixture_energy <= 1e-12 * float(mixture_energy.max())
-    denominator = torch.where(silent, torch.ones_like(mixture_energy), mixture_energy)
-    mean = torch.where(silent, torch.full_like(stem_mixture, 0.5), stem_mixture / denominator)
-    spread = torch.where(silent, torch.zeros_like(stem_energy),
-                         torch.sqrt(torch.clamp(stem_energy / denominator - mean ** 2, min=0.0)))
-    return mean.float().numpy(), spread.float().numpy()
-
-
 # ------------------------------------------------------------------ datasets
 
-def crop(array: np.ndarray | ScaledStems, start: int, length: int, axis: int = -1) -> np.ndarray:
-    """array[start:start+length] along `axis` as float32, read from a memmap (or the cached
-    stems' view, which converts just this window), zero-padded past the end."""
-    window = [slice(None)] * array.ndim
-    window[axis] = slice(start, start + length)
-    piece = np.asarray(array[tuple(window)])
-    shape = list(array.shape)
-    shape[axis] = length
-    out = np.zeros(shape, dtype=np.float32)
-    window[axis] = slice(0, piece.shape[axis])
-    out[tuple(window)] = piece
+def crop(array: np.ndarray | ScaledStems, start: int, length: int) -> np.ndarray:
+    """array[..., start:start+length] as float32, read from a memmap (or the cached stems'
+    view, which converts just this window), zero-padded past the end."""
+    piece = np.asarray(array[..., start:start + length])
+    out = np.zeros((*array.shape[:-1], length), dtype=np.float32)
+    out[..., :piece.shape[-1]] = piece
     return out
 
 
@@ -433,48 +403,6 @@ class BackgroundLoader:
         finally:  # also when the training loop stops early: the thread ends after at most the batch it is on
             stop.set()
             thread.join()
-
-
-class MagnitudeChunks(Dataset):
-    """Random excerpts from the magnitude cache: (3, frames, channels, bins) magnitudes of
-    mixture, vocals, accompaniment, in the cache's frames-major layout, so an excerpt is
-    three contiguous reads and no transposing copy (train.batch_targets puts frames last
-    on the device). Only augmentations that act on the mixture as a whole are exact on
-    magnitudes: one gain for the excerpt and a left/right swap."""
-
-    def __init__(self, cache: StemCache, names: Sequence[str], nb_frames: int, samples_per_track: int,
-                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 42) -> None:
-        if not names:
-            raise UserError("the cache holds no training tracks: run preprocess.py first")
-        self.check_augmentations(augmentations)
-        if not cache.has_magnitudes(names):
-            raise UserError(f"cache {cache.root} has no magnitudes: run preprocess.py --magnitudes")
-        cache.check_stft(N_FFT, HOP)
-        self.cache, self.names, self.nb_frames = cache, list(names), nb_frames
-        self.samples_per_track, self.augmentations, self.seed = samples_per_track, set(augmentations), seed
-
-    @staticmethod
-    def check_augmentations(augmentations: Sequence[str]) -> None:
-        """chunk and remix, part of 'all', are skipped here without a word; automix is only
-        ever asked for by name, so asking for it on magnitudes is an error."""
-        if "automix" in augmentations:
-            raise UserError("automix mixes stems of different songs, which cached magnitudes cannot do: "
-                            "use --data stems")
-
-    def __len__(self) -> int:
-        return len(self.names) * self.samples_per_track
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, index])
-        name = self.names[(index % len(self)) // self.samples_per_track]
-        mags = self.cache.magnitudes(name)  # 3, frames, channels, bins
-        start = int(rng.integers(0, max(1, mags.shape[1] - self.nb_frames + 1)))
-        chunk = crop(mags, start, self.nb_frames, axis=1)
-        if "gain" in self.augmentations:
-            chunk = random_gain(chunk, rng)
-        if "swap" in self.augmentations and draw_swap(rng):
-            chunk = np.ascontiguousarray(chunk[:, :, ::-1])
-        return torch.from_numpy(chunk)
 
 
 class VocoderChunks(Dataset):

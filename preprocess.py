@@ -31,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "three summed), half the size on disk and in memory, with remix drawing each item's whole "
                         "accompaniment from one track (chunk and remix cannot mix drums, bass and other of "
                         "different places)")
-    p.add_argument("--magnitudes", action="store_true",
-                   help="also cache STFT magnitudes of mixture, vocals and accompaniment (for train.py --data magnitudes)")
     p.add_argument("--tracks", nargs="+", default=None, help="only these tracks (names as musdb lists them)")
     add_debug_flag(p)
     return p
@@ -46,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     broken = []
     for split, db in splits.items():
         tracks = [t for t in db.tracks if t.name in args.tracks] if args.tracks else db.tracks
-        broken += preprocess(tracks, split, cache, args.magnitudes, progress=tqdm)
+        broken += preprocess(tracks, split, cache, progress=tqdm)
     if args.tracks:
         unknown = set(args.tracks) - set(cache.names()) - set(broken)
         if unknown:

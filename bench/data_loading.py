@@ -1,12 +1,11 @@
 """Loader-only excerpts/s of the training loader, its int16 path against the float32 path it
-replaced, side by side in one run; then the magnitude cache's loader, and a CPU training
-step fed by each stem path.
+replaced, side by side in one run; then a CPU training step fed by each path.
 
     python -m bench.data_loading --cache cache --batches 40
     python -m bench.data_loading --cache cache --workers 0 2 --start-method spawn
     python -m bench.data_loading --full-size /data/full --batches 20   # a ~4-min-a-track cache, built once
     python -m bench.data_loading --full-size /data/full --stems 2 --reload  # what the page cache keeps (cgroup)
-    python -m bench.data_loading --cache cache --data stems --steps 3  # + a CPU training step, both paths
+    python -m bench.data_loading --cache cache --steps 3   # + a CPU training step, both paths
 
 Paths: `int16` is train.make_loader's (items carry each source's int16 codes and scale;
 with --workers 0 a background thread fills reused buffers, data.BackgroundLoader, timed
@@ -88,8 +87,8 @@ def float_loader(cache: StemCache, seq_dur: float, samples_per_track: int, augme
                       persistent_workers=workers > 0, multiprocessing_context=multiprocessing_context), sampler
 
 
-def loader_for(path: str, cache: StemCache, kind: str, workers: int, args, training_device: str = "cuda") -> tuple:
-    """(loader, sampler) of `path` ('int16', 'float32' or 'magnitudes'), training's settings, seed 0.
+def loader_for(path: str, cache: StemCache, workers: int, args, training_device: str = "cuda") -> tuple:
+    """(loader, sampler) of `path` ('int16' or 'float32'), training's settings, seed 0.
     int16 with 0 workers: train.make_loader's background thread as it feeds a GPU
     (`training_device` cuda: the codes alone, here in memory that is not page-locked) or
     a CPU (cpu: the thread also makes the audio)."""
@@ -101,7 +100,7 @@ def loader_for(path: str, cache: StemCache, kind: str, workers: int, args, train
         sampler = EpochSampler(len(chunks), 0)
         return BackgroundLoader(chunks, sampler, args.batch_size, pin=False,
                                 make_audio=training_device == "cpu"), sampler
-    return make_loader(cache, kind, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers,
+    return make_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size, workers,
                        seed=0, device=torch.device("cpu"))
 
 
@@ -113,12 +112,11 @@ def time_loader(cache: StemCache, path: str, batches: int, workers: int, first_e
     (one batch, and those the workers prefetch);
     the batches in an epoch; the peak PSS in bytes of the process tree meanwhile; the bytes
     it read from storage over the timed batches (what the page cache did not hold)."""
-    kind = "magnitudes" if path == "magnitudes" else "stems"
     for name in cache.names("train"):  # open every track's array, as input_statistics does in train.py
-        (cache.stems(name) if kind == "stems" else cache.magnitudes(name))[0]
+        cache.stems(name)
     cpu = torch.device("cpu")
     with PeakTreeMemory() as memory:
-        loader, sampler = loader_for(path, cache, kind, workers, args)
+        loader, sampler = loader_for(path, cache, workers, args)
         load = with_targets = 0.0
         iterator = batches_forever(loader, sampler, first_epoch)
         for _ in range(1 + 2 * workers):  # DataLoader's prefetch_factor 2 per worker arrive at once
@@ -129,7 +127,7 @@ def time_loader(cache: StemCache, path: str, batches: int, workers: int, first_e
             batch = next(iterator)
             loaded = time.perf_counter()
             if not args.loader_only:
-                batch_targets(batch, kind == "stems", cpu)
+                batch_targets(batch, cpu)
             load += loaded - started
             with_targets += time.perf_counter() - started
         n_batches = len(loader)
@@ -148,14 +146,14 @@ def time_steps(cache: StemCache, args) -> dict[str, float]:
     for path in ("float32", "int16"):
         torch.manual_seed(0)
         model = build_model(new_model_config("umx", None, None, True, True, None))
-        loader, sampler = loader_for(path, cache, "stems", 0, args, training_device="cpu")
+        loader, sampler = loader_for(path, cache, 0, args, training_device="cpu")
         runs[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), batches_forever(loader, sampler))
     seconds = dict.fromkeys(runs, 0.0)
     scaler = precision.grad_scaler("cpu")
     for step in range(1 + args.steps):
         for path, (model, optimizer, batches) in runs.items():
             started = time.perf_counter()
-            mixture, targets = batch_targets(next(batches), True, torch.device("cpu"))
+            mixture, targets = batch_targets(next(batches), torch.device("cpu"))
             loss = separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES["magnitude"])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -166,12 +164,12 @@ def time_steps(cache: StemCache, args) -> dict[str, float]:
     return {path: total / args.steps for path, total in seconds.items()}
 
 
-def reload_page_cache(cache: StemCache, kinds: Sequence[str]) -> float:
+def reload_page_cache(cache: StemCache) -> float:
     """Drop the cache's files from the page cache, then read them all once, so that it
     holds what this machine's memory, or the memory cgroup this runs in, lets it keep of
     them, as in a long training run (a cgroup counts only the pages its processes read).
     Returns the seconds the reading took."""
-    files = [f for kind in kinds for f in sorted((cache.root / kind).glob("*.npy"))]
+    files = sorted((cache.root / "stems").glob("*.npy"))
     os.sync()  # dirty pages cannot be dropped
     for path in files:
         descriptor = os.open(path, os.O_RDONLY)
@@ -187,13 +185,13 @@ def reload_page_cache(cache: StemCache, kinds: Sequence[str]) -> float:
     return time.perf_counter() - started
 
 
-def cache_bytes(cache: StemCache, kind: str) -> int:
-    return sum(f.stat().st_size for f in (cache.root / kind).glob("*.npy"))
+def cache_bytes(cache: StemCache) -> int:
+    return sum(f.stat().st_size for f in (cache.root / "stems").glob("*.npy"))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--cache", default="cache", help="cache written by preprocess.py (--magnitudes for magnitudes)")
+    p.add_argument("--cache", default="cache", help="cache written by preprocess.py")
     p.add_argument("--full-size", default=None, metavar="DIR",
                    help="instead of --cache, DIR/cache-<N>stems: a full-size cache (86 + 14 tracks of ~4 minutes, "
                         "bench.full_scale's lengths) tiled from --clips, built on the first run (~17 GB with "
@@ -202,7 +200,6 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --full-size: the cache's stems (preprocess.py --stems)")
     p.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "musdb18-7"),
                    help="with --full-size: the MUSDB18 7-second clips' root")
-    p.add_argument("--data", choices=("stems", "magnitudes", "both"), default="stems", help="which cache format(s)")
     p.add_argument("--batches", type=int, default=40, help="batches timed per loader (an epoch is extrapolated)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size")
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
@@ -225,20 +222,17 @@ def main(argv: list[str] | None = None) -> None:
         cache = full_size_cache(Path(args.full_size) / f"cache-{args.stems}stems", args.clips, SOURCE_SETS[args.stems])
     else:
         cache = StemCache(args.cache)
-    paths = {"stems": ("float32", "int16"), "magnitudes": ("magnitudes",)}
-    paths["both"] = paths["stems"] + paths["magnitudes"]
-    kinds = ("stems", "magnitudes") if args.data == "both" else (args.data,)
     cores = os.cpu_count() or 1
     if args.reload:
-        seconds = reload_page_cache(cache, kinds)
+        seconds = reload_page_cache(cache)
         print(f"cache dropped from the page cache and read once in {seconds:.0f} s")
     print(f"{cache.root}: {len(cache.names('train'))} train tracks, {len(cache.sources)} stems, "
-          f"{', '.join(f'{kind} {cache_bytes(cache, kind) / 1e9:.2f} GB' for kind in kinds)}; {cores} cores; "
+          f"{cache_bytes(cache) / 1e9:.2f} GB; {cores} cores; "
           f"workers start by {multiprocessing.get_start_method()}, {torch.get_num_threads()} torch threads")
     print(f"{'path':<10} {'workers':>7} {'loader s/batch':>15} {'excerpts/s':>11} {'per core':>9} {'epoch s':>8} "
           f"{'+ targets on CPU s/batch':>25} {'peak PSS MB':>12} {'disk MB/excerpt':>16}")
     rates = {}
-    configs = [(path, workers) for workers in args.workers for path in paths[args.data]]
+    configs = [(path, workers) for workers in args.workers for path in ("float32", "int16")]
     for timing, (path, workers) in enumerate(configs):
         load, with_targets, n_batches, peak, read = time_loader(cache, path, args.batches, workers, 1 + 1000 * timing,
                                                                 args)
@@ -247,11 +241,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path:<10} {workers:7d} {load:15.4f} {rates[path, workers]:11.1f} {rates[path, workers] / busy:9.1f} "
               f"{load * n_batches:8.1f} {with_targets if not args.loader_only else float('nan'):25.3f} "
               f"{peak / 1e6:12.0f} {read / 1e6 / (args.batches * args.batch_size):16.2f}", flush=True)
-    if "stems" in kinds:
-        for workers in args.workers:
-            print(f"loader excerpts/s int16 / float32, {workers} workers: "
-                  f"{rates['int16', workers] / rates['float32', workers]:.2f}x")
-    if args.steps and "stems" in kinds:
+    for workers in args.workers:
+        print(f"loader excerpts/s int16 / float32, {workers} workers: "
+              f"{rates['int16', workers] / rates['float32', workers]:.2f}x")
+    if args.steps:
         seconds = time_steps(cache, args)
         print(f"CPU training step with 0 workers (loader + default model, batch {args.batch_size}): "
               f"float32 {seconds['float32']:.2f} s, int16 {seconds['int16']:.2f} s, "

@@ -1,6 +1,6 @@
 """Training throughput in excerpts per second: (a) the data loader alone, (b) the model
 step alone on one batch already on the device, with its time per step and the peak memory
-it takes, (c) both together, for both cache formats, side by side in one run. (c) / (b)
+it takes, (c) both together, side by side in one run. (c) / (b)
 near 1 means the device never waits for data. Then (d) the per-epoch validation pass
 (train.validate over the cache's validation tracks) in seconds per second of audio, with
 a full-scale epoch projected from it and (c).
@@ -13,7 +13,6 @@ a full-scale epoch projected from it and (c).
 
 Peak memory: on CUDA what torch allocated on the device during (b); on a CPU this
 process's peak resident set so far (the loader's batches, with --workers 0, included).
-A complex-mask model trains from stems only: its magnitudes row is skipped.
 
 A cache smaller than the measurements need is read again, epoch after epoch.
 """
@@ -32,7 +31,6 @@ from formats.cache import StemCache
 from training.losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
 from training.precision import PRECISIONS, Precision, set_up_precision
-from data import StemBatch
 from train import batch_targets, check_loss, make_loader, new_model_config, separation_loss, validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
@@ -46,10 +44,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step(model, optimizer, scaler: torch.amp.GradScaler, batch: torch.Tensor, from_stems: bool,
-         device: torch.device, precision: Precision, loss_name: str) -> None:
-    """One training step as train.train_epoch takes it."""
-    mixture, targets = batch_targets(batch, from_stems, device, takes_complex(model))
+def step(model, optimizer, scaler: torch.amp.GradScaler, batch: torch.Tensor, device: torch.device,
+         precision: Precision, loss_name: str) -> None:
+    """One training step as train.train_epoch takes it; batch (B, sources, channels, samples)."""
+    mixture, targets = batch_targets(batch, device, takes_complex(model))
     loss = separation_loss(model, mixture, targets, precision, loss_name)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -84,7 +82,7 @@ def rate(fn, steps: int, batch_size: int, device: torch.device, warmup: int = 2)
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--cache", default="cache", help="cache written by preprocess.py --magnitudes")
+    p.add_argument("--cache", default="cache", help="cache written by preprocess.py")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--batch-size", type=int, default=16, help="batch size")
     p.add_argument("--seq-dur", type=float, default=6.0, help="excerpt seconds")
@@ -100,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="as train.py's: auto by the card (bf16 on 8.0+, fp16 on 7.x, fp32 before and on the CPU)")
     p.add_argument("--samples-per-track", type=int, default=64, help="excerpts per track per epoch (projection)")
-    p.add_argument("--formats", nargs="+", default=["stems", "magnitudes"], help="cache formats to time")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
     p.add_argument("--no-valid", action="store_true", help="skip (d), the validation pass")
     args = p.parse_args(argv)
@@ -118,30 +115,20 @@ def main(argv: list[str] | None = None) -> None:
           f"batch {args.batch_size} x {args.seq_dur:g} s")
     print(f"{'format':<11} {'(a) loader':>11} {'(b) step':>10} {'(c) both':>10} {'(c)/(b)':>8}   excerpts/s"
           f"   {'(b) ms/step':>11} {'peak MiB':>9}")
-    both = {}
-    for kind in args.formats:
-        if kind == "magnitudes" and not cache.has_magnitudes(cache.names("train")):
-            print("magnitudes  (not cached: run preprocess.py --magnitudes)")
-            continue
-        if kind == "magnitudes" and takes_complex(model):
-            print("magnitudes  (skipped: a complex-mask model trains from stems only)")
-            continue
-        loader, sampler = make_loader(cache, kind, args.seq_dur, 64, AUGMENTATIONS, args.batch_size,
-                                      args.workers, seed=0, device=device)
-        batches = batches_forever(loader, sampler)
-        loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
-        fixed = next(batches)  # on the device once: (b) times the step alone
-        fixed = fixed.stems(device) if isinstance(fixed, StemBatch) else fixed.to(device)
-        reset_peak_memory(device)
-        step_rate = rate(lambda: step(model, optimizer, scaler, fixed, kind == "stems", device, precision, loss_name),
-                         args.steps, args.batch_size, device, args.warmup)
-        peak = peak_memory_mib(device)
-        both_rate = rate(lambda: step(model, optimizer, scaler, next(batches), kind == "stems", device, precision, loss_name),
-                         args.steps, args.batch_size, device, args.warmup)
-        both[kind] = both_rate
-        print(f"{kind:<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}"
-              f"{'':13} {1000 * args.batch_size / step_rate:11.1f} {peak:9.0f}", flush=True)
-    if args.no_valid or not both:
+    loader, sampler = make_loader(cache, args.seq_dur, 64, AUGMENTATIONS, args.batch_size, args.workers, seed=0,
+                                  device=device)
+    batches = batches_forever(loader, sampler)
+    loader_rate = rate(lambda: next(batches), args.steps, args.batch_size, device, args.warmup)
+    fixed = next(batches).stems(device)  # on the device once: (b) times the step alone
+    reset_peak_memory(device)
+    step_rate = rate(lambda: step(model, optimizer, scaler, fixed, device, precision, loss_name),
+                     args.steps, args.batch_size, device, args.warmup)
+    peak = peak_memory_mib(device)
+    both_rate = rate(lambda: step(model, optimizer, scaler, next(batches), device, precision, loss_name),
+                     args.steps, args.batch_size, device, args.warmup)
+    print(f"{'stems':<11} {loader_rate:11.1f} {step_rate:10.2f} {both_rate:10.2f} {both_rate / step_rate:8.2f}"
+          f"{'':13} {1000 * args.batch_size / step_rate:11.1f} {peak:9.0f}", flush=True)
+    if args.no_valid:
         return
     names = cache.names("valid")
     if not names:
@@ -154,13 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     validate(model, cache, names, device, precision, loss_name=loss_name)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
-    excerpts_per_s = both.get("stems", next(iter(both.values())))
-    epoch = FULL_TRAIN_TRACKS * args.samples_per_track / excerpts_per_s
+    epoch = FULL_TRAIN_TRACKS * args.samples_per_track / both_rate
     valid = FULL_VALID_TRACKS * MEAN_TRACK_SECONDS * per_audio_second
     print(f"(d) validation: {len(names)} tracks, {audio_seconds:.0f} s of audio in "
           f"{per_audio_second * audio_seconds:.1f} s = {per_audio_second * 1000:.1f} ms per second of audio")
     print(f"    PROJECTION, full scale: training epoch {FULL_TRAIN_TRACKS} x {args.samples_per_track} excerpts at "
-          f"(c) {excerpts_per_s:.2f}/s = {epoch:.0f} s; validation {FULL_VALID_TRACKS} x "
+          f"(c) {both_rate:.2f}/s = {epoch:.0f} s; validation {FULL_VALID_TRACKS} x "
           f"~{MEAN_TRACK_SECONDS:.0f} s = {valid:.0f} s ({100 * valid / epoch:.1f}% of the training epoch); 150 epochs = "
           f"{150 * (epoch + valid) / 3600:.1f} h")
 

@@ -1,8 +1,9 @@
 """The stem cache on disk, which preprocess.py writes and training memory-maps: the one
-module that defines, writes, reads and version-checks its format (index.json, int16
-stems with a per-track scale, optional float32 magnitudes of mixture, vocals and
-accompaniment). A cache holds the four MUSDB18 sources or, half the size, two: the
-vocals and the accompaniment (the other three summed); index.json names which."""
+module that defines, writes, reads and version-checks its format (index.json and int16
+stems with a per-track scale). A cache holds the four MUSDB18 sources or, half the size,
+two: the vocals and the accompaniment (the other three summed); index.json names which.
+What this module does not name, in index.json or in the folder (a magnitudes/ folder,
+an "stft" entry, a track's "magnitudes" flag), is left alone and never read."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, atomic_path, nb_frames, stft, write_text
+from utils import SAMPLE_RATE, UserError, atomic_path, write_text
 
 SOURCES = ("vocals", "drums", "bass", "other")  # MUSDB18's, in cache order; vocals first, the rest is accompaniment
 # What a cache can hold, by --stems: vocals first in each, the other sources summing to the accompaniment.
@@ -26,14 +27,9 @@ STEM_DTYPE = "int16"
 class StemCache:
     """The cache written by preprocess.py: stems/<track>.npy (sources, channels, samples)
     int16, the sources those of `self.sources` (one of SOURCE_SETS), read as float32
-    times the track's scale (see `stem_scale`), and optional magnitudes/<track>.npy
-    (3, frames, channels, bins) float32, described by index.json.
+    times the track's scale (see `stem_scale`), described by index.json.
     Arrays are memory-mapped, opened lazily per process: a pickled cache (a DataLoader
-    worker's copy) carries the path and the index, never the arrays.
-
-    Magnitudes stay float32: unlike the stems they have no fixed full scale to quantise
-    against (0 up to about n_fft/2 per bin), and float16's 11-bit precision is a change to
-    what --data magnitudes trains on that only a training comparison could justify."""
+    worker's copy) carries the path and the index, never the arrays."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
         self.root = Path(cache_dir)
@@ -58,7 +54,7 @@ class StemCache:
                             f"this code reads {' or '.join(map(str, readable))} at {SAMPLE_RATE} Hz: rerun "
                             "preprocess.py into a new --cache directory")
         self.sources: tuple[str, ...] = tuple(self.index["sources"])
-        self._open: dict[tuple[str, str], np.ndarray] = {}
+        self._open: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict:
         # A pickled np.memmap carries its whole contents: a DataLoader worker started by
@@ -73,7 +69,7 @@ class StemCache:
         if not index_path.exists():
             write_text(index_path, json.dumps(
                 {"format_version": CACHE_VERSION, "sample_rate": SAMPLE_RATE,
-                 "sources": list(sources), "stft": {"n_fft": N_FFT, "hop": HOP}, "tracks": {}}, indent=1))
+                 "sources": list(sources), "tracks": {}}, indent=1))
         cache = StemCache(cache_dir)
         if cache.sources != tuple(sources):
             raise UserError(f"cache {cache.root} holds {len(cache.sources)} stems ({', '.join(cache.sources)}), "
@@ -87,51 +83,33 @@ class StemCache:
     def length(self, name: str) -> int:
         return self.index["tracks"][name]["length"]
 
-    def has_magnitudes(self, names: Sequence[str]) -> bool:
-        return all(self.index["tracks"][n].get("magnitudes") for n in names)
-
-    def check_stft(self, n_fft: int, hop: int) -> None:
-        """Magnitudes cached with other STFT settings cannot be used: say so up front."""
-        cached = self.index.get("stft", {})
-        if (cached.get("n_fft"), cached.get("hop")) != (n_fft, hop):
-            raise UserError(f"cache {self.root} holds magnitudes for n_fft={cached.get('n_fft')} "
-                            f"hop={cached.get('hop')}, not n_fft={n_fft} hop={hop}: re-run preprocess.py")
-
-    def _array(self, kind: str, name: str) -> np.ndarray:
-        key = (kind, name)
-        if key not in self._open:
-            self._open[key] = np.load(self.root / kind / f"{name}.npy", mmap_mode="r")
-        return self._open[key]
+    def _memmap(self, name: str) -> np.ndarray:
+        if name not in self._open:
+            self._open[name] = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r")
+        return self._open[name]
 
     def stems(self, name: str) -> "ScaledStems":
         """The track's stems (sources, channels, samples): slice it, then np.asarray the
         slice to get float32 audio; only the slice is read and converted."""
         entry = self.index["tracks"][name]
-        codes = self._array("stems", name)
+        codes = self._memmap(name)
         if entry.get("dtype") != STEM_DTYPE or codes.dtype != np.dtype(STEM_DTYPE):
             raise UserError(f"cache {self.root}: track '{name}' is stored as {codes.dtype} (index: "
                             f"{entry.get('dtype')}), expected {STEM_DTYPE}: rerun preprocess.py into a new --cache directory")
         return ScaledStems(codes, entry["scale"])
 
-    def magnitudes(self, name: str) -> np.ndarray:
-        return self._array("magnitudes", name)
-
-    def is_cached(self, name: str, magnitudes: bool) -> bool:
+    def is_cached(self, name: str) -> bool:
         """True when the track's files exist with the shapes and dtype the index records."""
         entry = self.index["tracks"].get(name)
         if entry is None:
             return False
         try:
             codes = np.load(self.root / "stems" / f"{name}.npy", mmap_mode="r")
-            ok = codes.shape == (len(self.sources), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
-            if magnitudes:
-                ok = ok and bool(entry.get("magnitudes")) and np.load(
-                    self.root / "magnitudes" / f"{name}.npy", mmap_mode="r").shape[:2] == (3, nb_frames(entry["length"]))
         except (OSError, ValueError):
             return False
-        return ok
+        return codes.shape == (len(self.sources), 2, entry["length"]) and codes.dtype == np.dtype(STEM_DTYPE)
 
-    def add_track(self, name: str, split: str, stems: np.ndarray, magnitudes: bool) -> None:
+    def add_track(self, name: str, split: str, stems: np.ndarray) -> None:
         """Write one track's arrays, stems (4, channels, samples) float32 in SOURCES order,
         as the sources this cache holds, then record it in the index (files first, so the
         index never names a file that is not complete)."""
@@ -140,10 +118,7 @@ class StemCache:
         scale = stem_scale(stems)
         codes = quantize(stems, scale)
         _save_npy(self.root / "stems" / f"{name}.npy", codes)
-        if magnitudes:  # of the audio the cache holds, so that both formats train on the same signal
-            _save_npy(self.root / "magnitudes" / f"{name}.npy", stem_magnitudes(np.asarray(ScaledStems(codes, scale))))
-        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "magnitudes": magnitudes,
-                                      "dtype": STEM_DTYPE, "scale": scale}
+        self.index["tracks"][name] = {"split": split, "length": stems.shape[-1], "dtype": STEM_DTYPE, "scale": scale}
         write_text(self.root / "index.json", json.dumps(self.index, indent=1))
 
 
@@ -223,11 +198,4 @@ def mixture_and_targets(stems: torch.Tensor) -> torch.Tensor:
     """stems (..., sources, channels, samples) in SOURCES order -> (..., 3, channels, samples):
     the mixture (sum of the sources), vocals and accompaniment (the other sources)."""
     return torch.stack([stems.sum(-3), stems[..., 0, :, :], stems[..., 1:, :, :].sum(-3)], dim=-3)
-
-
-def stem_magnitudes(stems: np.ndarray) -> np.ndarray:
-    """(sources, channels, samples) -> (3, frames, channels, bins) magnitudes of
-    mixture, vocals, accompaniment; frames first so a chunk is one contiguous read."""
-    mixes = mixture_and_targets(torch.from_numpy(stems))
-    return stft(mixes).abs().permute(0, 3, 1, 2).contiguous().numpy()
 

@@ -251,18 +251,18 @@ def real_root() -> Path:
 
 @pytest.fixture(scope="session")
 def hq_cache_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """preprocess.py --magnitudes on hq_root, run once per session as a subprocess:
+    """preprocess.py on hq_root, run once per session as a subprocess:
     (the cache directory, the completed process)."""
     cache = tmp_path_factory.mktemp("hq_cache") / "cache"
-    result = run_script("preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache, "--magnitudes")
+    result = run_script("preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache)
     assert result.returncode == 0, result.stderr[-3000:]
     return cache, result
 
 
 @pytest.fixture(scope="session")
 def hq_cache(hq_cache_run: tuple[Path, subprocess.CompletedProcess]) -> Path:
-    """The cache (stems and magnitudes) of the generated MUSDB18-HQ dataset, shared by
-    every test that reads it: a test that changes a cache copies it first."""
+    """The cache of the generated MUSDB18-HQ dataset, shared by every test that reads it:
+    a test that changes a cache copies it first."""
     return hq_cache_run[0]
 
 

@@ -54,7 +54,7 @@ def click_stems(name: str, length: int) -> np.ndarray:
 def make_click_cache(directory, seconds: float = SECONDS, names=tuple(CLICK_TRACKS)) -> StemCache:
     cache = StemCache.create_or_open(directory)
     for name in names:
-        cache.add_track(name, "train", click_stems(name, int(seconds * SAMPLE_RATE)), magnitudes=False)
+        cache.add_track(name, "train", click_stems(name, int(seconds * SAMPLE_RATE)))
     return StemCache(directory)
 
 
@@ -199,7 +199,7 @@ def test_rhythm_file_is_reused_and_refreshed(tmp_path, monkeypatch):
     assert analysed == [] and path.stat().st_mtime_ns == before
     np.testing.assert_array_equal(again.pool.beats["a120"], stored["a120"]["beats"])
 
-    cache.add_track("d90", "train", click_stems("d90", 3 * SAMPLE_RATE), magnitudes=False)  # re-preprocessed
+    cache.add_track("d90", "train", click_stems("d90", 3 * SAMPLE_RATE))  # re-preprocessed
     TrainChunks(StemCache(tmp_path), list(names), SEQ, 1, ("automix",))
     assert analysed == [3 * rhythm.RHYTHM_RATE]
     assert json.loads(path.read_text())["tracks"]["d90"]["length"] == 3 * SAMPLE_RATE

@@ -11,7 +11,6 @@ import musdb
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import preprocess
 import train
@@ -91,17 +90,25 @@ def test_preprocess_hq_stems_equal_musdb(hq_cache, hq_root):
     assert_cache_matches_musdb(cache, [t for t in tracks if t.name in ("Synth A - One", VALID_TRACKS[0])], exact=True)
 
 
-def test_preprocess_magnitudes(hq_cache):
-    cache = StemCache(hq_cache)
-    names = cache.names("train") + cache.names("valid")
-    assert cache.has_magnitudes(names)
-    for name in names[:2]:
-        stems = np.asarray(cache.stems(name), dtype=np.float64)
-        sums = np.stack([stems.sum(0), stems[0], stems[1:].sum(0)]).astype(np.float32)
-        expected = utils.stft(torch.from_numpy(sums)).abs().numpy()  # 3, channels, bins, frames
-        mags = np.asarray(cache.magnitudes(name))
-        assert mags.shape == (3, utils.nb_frames(cache.length(name)), 2, 2049) and mags.dtype == np.float32
-        np.testing.assert_allclose(mags.transpose(0, 2, 3, 1), expected, rtol=1e-4, atol=1e-5 * expected.max())
+def test_a_cache_holding_magnitudes_reads_as_before(tmp_path):
+    """A version-2 cache written with magnitudes (a magnitudes/ folder, an "stft" entry, a
+    "magnitudes" flag per track) reads as any other: the same stems, its tracks cached,
+    and a track added keeps what the index held."""
+    stems = np.random.default_rng(8).uniform(-0.5, 0.5, (len(SOURCES), 2, 5000)).astype(np.float32)
+    StemCache.create_or_open(tmp_path).add_track("t", "train", stems)
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["stft"] = {"n_fft": utils.N_FFT, "hop": utils.HOP}
+    index["tracks"]["t"]["magnitudes"] = True
+    utils.write_text(tmp_path / "index.json", json.dumps(index))
+    (tmp_path / "magnitudes").mkdir()
+    np.save(tmp_path / "magnitudes" / "t.npy", np.zeros((3, utils.nb_frames(5000), 2, 2049), dtype=np.float32))
+    cache = StemCache.create_or_open(tmp_path)
+    assert cache.is_cached("t") and cache.names("train") == ["t"]
+    assert np.abs(np.asarray(cache.stems("t")) - stems).max() <= 1 / 65536
+    cache.add_track("u", "valid", stems)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["stft"] == {"n_fft": utils.N_FFT, "hop": utils.HOP} and index["tracks"]["t"]["magnitudes"] is True
+    assert StemCache(tmp_path).names() == ["t", "u"]
 
 
 def _mtimes(cache_dir: Path) -> dict[str, int]:
@@ -112,7 +119,7 @@ def test_preprocess_rerun_skips_and_repairs(hq_cache, hq_root, tmp_path, capsys)
     cache_dir = tmp_path / "cache"
     shutil.copytree(hq_cache, cache_dir)
     original = {n: np.array(StemCache(cache_dir).stems(n)) for n in TRAIN_NAMES}
-    argv = ["--root", str(hq_root), "--is-wav", "--cache", str(cache_dir), "--magnitudes"]
+    argv = ["--root", str(hq_root), "--is-wav", "--cache", str(cache_dir)]
 
     before = _mtimes(cache_dir)
     preprocess.main(argv)
@@ -144,7 +151,7 @@ def test_preprocess_rerun_skips_and_repairs(hq_cache, hq_root, tmp_path, capsys)
             assert after[path] == mtime, f"{path} was re-done although it was intact"
     cache = StemCache(cache_dir)
     for name in (a, b, c):
-        assert cache.is_cached(name, magnitudes=True)
+        assert cache.is_cached(name)
         np.testing.assert_array_equal(np.asarray(cache.stems(name)), original[name])
     assert_index_splits(cache_dir, [n for n in TRAIN_NAMES if n not in VALID_TRACKS], list(VALID_TRACKS))
 
@@ -158,7 +165,6 @@ def test_preprocess_stem_mp4(stem_root, tmp_path, capsys):
     assert "1 train and 1 valid" in capsys.readouterr().out
     assert_index_splits(cache_dir, names[:1], names[1:])
     cache = StemCache(cache_dir)
-    assert not cache.has_magnitudes(names)
     # Each source decoded by musdb on its own, independently of data.decode_stems.
     picked = [t for t in musdb.DB(root=str(stem_root), subsets="train").tracks if t.name in names]
     assert len(picked) == 2
@@ -193,13 +199,13 @@ def test_cached_stems_are_int16_within_half_a_step(tmp_path):
     pcm = (rng.integers(-32768, 32768, decoded.shape) / 32768).astype(np.float32)
     pcm[0, 0, 0], pcm[0, 0, 1] = -1.0, 32767 / 32768
     writer = StemCache.create_or_open(tmp_path)
-    writer.add_track("decoded", "train", decoded, magnitudes=False)
-    writer.add_track("pcm", "train", pcm, magnitudes=False)
+    writer.add_track("decoded", "train", decoded)
+    writer.add_track("pcm", "train", pcm)
     cache = StemCache(tmp_path)
     for name in ("decoded", "pcm"):
         assert {k: cache.index["tracks"][name][k] for k in ("dtype", "scale")} == {"dtype": "int16", "scale": 1 / 32768}
         assert np.load(tmp_path / "stems" / f"{name}.npy").dtype == np.int16
-        assert cache.is_cached(name, magnitudes=False)
+        assert cache.is_cached(name)
     back = np.asarray(cache.stems("decoded"))
     assert back.dtype == np.float32 and back.shape == decoded.shape
     assert np.abs(back - decoded).max() <= 1 / 65536
@@ -214,7 +220,7 @@ def test_a_track_peaking_above_full_scale_does_not_clip(tmp_path):
     rng = np.random.default_rng(6)
     stems = rng.uniform(-0.5, 0.5, (len(SOURCES), 2, 5000)).astype(np.float32)
     stems[2, 1, 1234], stems[0, 0, 10] = 1.7, -1.3
-    StemCache.create_or_open(tmp_path).add_track("loud", "train", stems, magnitudes=True)
+    StemCache.create_or_open(tmp_path).add_track("loud", "train", stems)
     cache = StemCache(tmp_path)
     step = cache.index["tracks"]["loud"]["scale"]
     assert step == pytest.approx(1.7 / 32767) and step < 2 / 32768

@@ -144,7 +144,7 @@ def test_train_cache_without_validation_tracks(tmp_path, capsys):
     from formats.cache import SOURCES, StemCache
 
     cache = StemCache.create_or_open(tmp_path / "cache")
-    cache.add_track("only", "train", np.zeros((len(SOURCES), 2, 44100), dtype=np.float32), magnitudes=False)
+    cache.add_track("only", "train", np.zeros((len(SOURCES), 2, 44100), dtype=np.float32))
     code, err = run_in_process(train.main, ["--cache", tmp_path / "cache", "--checkpoint-dir", tmp_path / "k",
                                             *TINY_TRAIN, "--epochs", "1"], capsys)
     assert_one_error_line(err, code, mentions="valid")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 import data
 import utils
 from formats.cache import SOURCES, StemCache
-from data import EpochSampler, MagnitudeChunks, StemBatch, TrainChunks
+from data import EpochSampler, StemBatch, TrainChunks, VocoderChunks
 from utils import UserError
 
 
@@ -30,9 +30,9 @@ def noise_cache(tmp_path_factory) -> StemCache:
     cache = StemCache.create_or_open(tmp_path_factory.mktemp("noise_cache"))
     for i in range(4):
         stems = np.random.default_rng(100 + i).standard_normal((len(SOURCES), 2, NOISE_LEN + 500 * i))
-        cache.add_track(f"track{i}", "train", stems.astype(np.float32), magnitudes=True)
+        cache.add_track(f"track{i}", "train", stems.astype(np.float32))
     cache.add_track("valid0", "valid", np.random.default_rng(99).standard_normal(
-        (len(SOURCES), 2, NOISE_LEN)).astype(np.float32), magnitudes=False)
+        (len(SOURCES), 2, NOISE_LEN)).astype(np.float32))
     return StemCache(cache.root)
 
 
@@ -118,7 +118,7 @@ def test_items_are_deterministic_in_seed_and_index(noise_cache):
 def test_short_track_is_zero_padded(tmp_path):
     cache = StemCache.create_or_open(tmp_path)
     stems = np.ones((len(SOURCES), 2, 100), dtype=np.float32)
-    cache.add_track("short", "train", stems, magnitudes=False)
+    cache.add_track("short", "train", stems)
     item = item_audio(TrainChunks(cache, ["short"], 300, 1, augmentations=()), 0)
     assert np.all(item[..., :100] == 1) and np.all(item[..., 100:] == 0)
 
@@ -150,46 +150,31 @@ def test_epoch_sampler(noise_cache):
                for x, y in zip(first_track_items[2], [item_audio(ds, i) for i in again if (i % n) // 3 == 0]))
 
 
-def test_magnitude_chunks_are_cache_slices(noise_cache):
-    names = noise_cache.names("train")
-    frames = 7
-    ds = MagnitudeChunks(noise_cache, names, frames, samples_per_track=2, augmentations=())
-    for index in range(len(ds)):
-        item = ds[index].numpy()
-        assert item.shape == (3, frames, 2, 2049)
-        mags = np.asarray(noise_cache.magnitudes(names[index // 2]))  # 3, frames, channels, bins
-        matches = [s for s in range(mags.shape[1] - frames + 1) if np.array_equal(mags[:, s:s + frames], item)]
-        assert len(matches) == 1
-
-
 def test_spawned_workers_receive_a_small_dataset(noise_cache):
     """spawn (macOS's default) and forkserver (Linux's from Python 3.14) pickle the dataset
     into every worker; a pickled np.memmap carries its whole array. After the parent has
     read every track (as input_statistics does before training), the datasets must still
-    pickle to the cache's path and index, and workers must deliver the parent's items."""
+    pickle to the cache's path and index, and a worker must deliver the parent's items
+    (one spawned worker: the training dataset's)."""
     cache = StemCache(noise_cache.root)
     names = cache.names("train")
     data.input_statistics(cache, names)  # opens every track's stems here
-    datasets = {"stems": TrainChunks(cache, names, SEQ, 2, seed=11),
-                "magnitudes": MagnitudeChunks(cache, names, 7, 2, augmentations=(), seed=11)}
-    expected = {"stems": StemBatch.collate([datasets["stems"][i] for i in range(len(datasets["stems"]))]).codes,
-                "magnitudes": torch.stack([datasets["magnitudes"][i] for i in range(len(datasets["magnitudes"]))])}
-    assert len(cache._open) == 2 * len(names)  # stems and magnitudes of every track are open
-    arrays = sum(cache._array(kind, n).nbytes for kind in ("stems", "magnitudes") for n in names)
-    assert arrays > 4_000_000  # what a pickle of the open arrays would carry
-    for kind, ds in datasets.items():
-        assert len(pickle.dumps(ds)) < 20_000, kind
-        loader = DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn",
-                            collate_fn=StemBatch.collate if kind == "stems" else None)
-        batches = [batch.codes if kind == "stems" else batch for batch in loader]
-        torch.testing.assert_close(torch.cat(batches), expected[kind], rtol=0, atol=0, msg=kind)
+    assert len(cache._open) == len(names)
+    arrays = sum(cache._memmap(n).nbytes for n in names)
+    assert arrays > 1_000_000  # what a pickle of the open arrays would carry
+    train, vocoder = TrainChunks(cache, names, SEQ, 2, seed=11), VocoderChunks(cache, names, SEQ, 8, seed=11)
+    assert len(pickle.dumps(train)) < 20_000 and len(pickle.dumps(vocoder)) < 20_000
+    expected = StemBatch.collate([train[i] for i in range(len(train))]).codes
+    loader = DataLoader(train, batch_size=4, num_workers=1, multiprocessing_context="spawn",
+                        collate_fn=StemBatch.collate)
+    torch.testing.assert_close(torch.cat([batch.codes for batch in loader]), expected, rtol=0, atol=0)
 
 
 def test_dataset_without_tracks_is_a_user_error(noise_cache):
     with pytest.raises(UserError):
         TrainChunks(noise_cache, [], SEQ, 2)
-    with pytest.raises(UserError):  # valid0 was cached without magnitudes
-        MagnitudeChunks(noise_cache, ["valid0"], 5, 2)
+    with pytest.raises(UserError):
+        VocoderChunks(noise_cache, [], SEQ, 2)
 
 
 def test_input_statistics(noise_cache):
@@ -199,38 +184,3 @@ def test_input_statistics(noise_cache):
                            .transpose(1, 0, 2).reshape(2049, -1) for n in names], axis=1)
     np.testing.assert_allclose(mean, mags.mean(1), rtol=1e-4)
     np.testing.assert_allclose(std, mags.std(1), rtol=1e-3)
-
-
-def test_mask_statistics_match_a_direct_computation(noise_cache):
-    """The energy-weighted mean and spread of |stem| / |mixture|, per stem and bin, against
-    the formula on every frame of every track at once (vocals, and the other three sources'
-    sum as the accompaniment)."""
-    names = noise_cache.names("train")
-    mean, spread = data.mask_statistics(noise_cache, names)
-    specs = [utils.stft(torch.from_numpy(np.asarray(noise_cache.stems(n)))) for n in names]  # sources, ch, bins, T
-    stem_mags = np.concatenate([torch.stack([s[0], s[1:].sum(0)]).abs().numpy() for s in specs], axis=-1)
-    mixture_mag = np.concatenate([s.sum(0).abs().numpy() for s in specs], axis=-1)
-    weight = (mixture_mag ** 2).sum(axis=(0, 2))
-    expected_mean = (stem_mags * mixture_mag).sum(axis=(1, 3)) / weight
-    expected_spread = np.sqrt((stem_mags ** 2).sum(axis=(1, 3)) / weight - expected_mean ** 2)
-    assert mean.shape == spread.shape == (2, 2049)
-    np.testing.assert_allclose(mean, expected_mean, rtol=1e-4)
-    np.testing.assert_allclose(spread, expected_spread, rtol=1e-3)
-
-
-def test_mask_statistics_of_constant_masks(tmp_path):
-    """Vocals that are always 0.3 of the mixture, in phase: the mask is 0.3 and the
-    accompaniment's 0.7 in every bin that holds energy, with no spread; a bin the mixture
-    never reaches (silence in both channels, here every bin) gets 0.5 and no spread."""
-    cache = StemCache.create_or_open(tmp_path / "cache")
-    mixture = np.random.default_rng(5).standard_normal((2, 20000)).astype(np.float32)
-    sources = np.stack([0.3 * mixture, 0.2 * mixture, 0.1 * mixture, 0.4 * mixture])
-    cache.add_track("constant", "train", sources, magnitudes=False)
-    cache.add_track("silent", "valid", np.zeros_like(sources), magnitudes=False)
-    mean, spread = data.mask_statistics(StemCache(cache.root), ["constant"])
-    np.testing.assert_allclose(mean[0], 0.3, atol=1e-3)
-    np.testing.assert_allclose(mean[1], 0.7, atol=1e-3)
-    np.testing.assert_allclose(spread, 0.0, atol=3e-3)
-    mean, spread = data.mask_statistics(StemCache(cache.root), ["silent"])
-    np.testing.assert_array_equal(mean, 0.5)
-    np.testing.assert_array_equal(spread, 0.0)

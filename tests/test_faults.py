@@ -42,7 +42,8 @@ import numpy as np
 import torch
 mode, at, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sys.argv = [script, *sys.argv[4:]]
-import cache, preprocess, train, utils
+import preprocess, train, utils
+from formats import cache
 
 def die():
     sys.stdout.flush()
@@ -214,22 +215,20 @@ def test_absurd_learning_rate_stops_without_saving_broken_weights(hq_cache, tmp_
 @pytest.mark.slow  # preprocess twice, once in a subprocess
 def test_preprocess_killed_mid_track_rerun_equals_clean_run(hq_root, hq_cache, tmp_path, capsys):
     cache = tmp_path / "cache"
-    # with --magnitudes each track writes two arrays: the 5th is the third track's stems
-    killed = run_killer("preprocess", 5, "preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache,
-                        "--magnitudes")
+    # each track writes one array: the 3rd is the third track's stems
+    killed = run_killer("preprocess", 3, "preprocess.py", "--root", hq_root, "--is-wav", "--cache", cache)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert len(list(cache.rglob(".*.part"))) == 1
     assert len(json.loads((cache / "index.json").read_text())["tracks"]) == 2
 
-    preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(cache), "--magnitudes"])
+    preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(cache)])
     assert not list(cache.rglob("*.part"))
     assert json.loads((cache / "index.json").read_text()) == json.loads((hq_cache / "index.json").read_text())
     clean, rerun = StemCache(hq_cache), StemCache(cache)
     files = sorted(p.relative_to(hq_cache) for p in hq_cache.rglob("*.npy"))
-    assert files == sorted(p.relative_to(cache) for p in cache.rglob("*.npy")) and len(files) == 10
+    assert files == sorted(p.relative_to(cache) for p in cache.rglob("*.npy")) and len(files) == 5
     for name in clean.index["tracks"]:
         np.testing.assert_array_equal(np.asarray(rerun.stems(name)), np.asarray(clean.stems(name)))
-        np.testing.assert_array_equal(np.asarray(rerun.magnitudes(name)), np.asarray(clean.magnitudes(name)))
 
 
 # ------------------------------------------------------- broken or missing tracks
@@ -341,24 +340,23 @@ def test_missing_ffmpeg(script, small_root, untrained_checkpoint, tmp_path):
 
 # -------------------------------------------------------------- cache, checkpoint
 
-def tiny_cache(directory: Path, magnitudes: bool) -> Path:
+def tiny_cache(directory: Path) -> Path:
     cache = StemCache.create_or_open(directory)
     rng = np.random.default_rng(0)
     for name, split in [("t", "train"), ("v", "valid")]:
-        cache.add_track(name, split, rng.uniform(-0.1, 0.1, (len(SOURCES), 2, 44100)).astype(np.float32), magnitudes)
+        cache.add_track(name, split, rng.uniform(-0.1, 0.1, (len(SOURCES), 2, 44100)).astype(np.float32))
     return directory
 
 
-@pytest.mark.parametrize("change", ["format_version", "sample_rate", "sources", "stft"])
+@pytest.mark.parametrize("change", ["format_version", "sample_rate", "sources"])
 def test_train_refuses_a_cache_of_other_settings(change, tmp_path, capsys):
-    cache = tiny_cache(tmp_path / "cache", magnitudes=True)
+    cache = tiny_cache(tmp_path / "cache")
     index = json.loads((cache / "index.json").read_text())
     index.update({"format_version": {"format_version": CACHE_VERSION + 1}, "sample_rate": {"sample_rate": 48000},
-                  "sources": {"sources": ["vocals", "drums", "bass"]},
-                  "stft": {"stft": {"n_fft": 2048, "hop": 512}}}[change])
+                  "sources": {"sources": ["vocals", "drums", "bass"]}}[change])
     (cache / "index.json").write_text(json.dumps(index))
     code, err = run_in_process(train.main, ["--cache", cache, "--checkpoint-dir", tmp_path / "k", *TINY_TRAIN,
-                                            "--epochs", "1", "--data", "magnitudes"], capsys)
+                                            "--epochs", "1"], capsys)
     line = assert_one_error_line(err, code, mentions="preprocess.py")
     assert str(cache) in line
     assert not (tmp_path / "k" / "last.pt").exists()
@@ -366,7 +364,7 @@ def test_train_refuses_a_cache_of_other_settings(change, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["random_bytes", "other_config", "no_optimizer", "already_done"])
 def test_train_resume_from_a_bad_last_checkpoint(case, tmp_path, capsys):
-    cache = tiny_cache(tmp_path / "cache", magnitudes=False)
+    cache = tiny_cache(tmp_path / "cache")
     ckpt = tmp_path / "k"
     ckpt.mkdir()
     model = Separator(hidden_size=16, nb_layers=1)

@@ -33,7 +33,7 @@ def click_cache(tmp_path_factory) -> StemCache:
     """Click tracks at known tempi (test_automix's), so that automix finds partners; one
     track is silent and one shorter than an excerpt reads past its end."""
     cache = make_click_cache(tmp_path_factory.mktemp("clicks"), seconds=4.0)
-    cache.add_track("short d90", "train", click_stems("d90", SAMPLE_RATE), magnitudes=False)
+    cache.add_track("short d90", "train", click_stems("d90", SAMPLE_RATE))
     return StemCache(cache.root)
 
 
@@ -42,7 +42,7 @@ def two_stem_click_cache(tmp_path_factory, click_cache) -> StemCache:
     """click_cache's tracks written as vocals and accompaniment."""
     cache = StemCache.create_or_open(tmp_path_factory.mktemp("clicks2"), SOURCE_SETS[2])
     for name in click_cache.names():
-        cache.add_track(name, "train", np.asarray(click_cache.stems(name)), magnitudes=False)
+        cache.add_track(name, "train", np.asarray(click_cache.stems(name)))
     return StemCache(cache.root)
 
 
@@ -150,9 +150,9 @@ def test_two_stem_cache_holds_vocals_and_accompaniment(tmp_path, click_cache):
     1/32768: the click tracks' accompaniment peaks past full scale)."""
     cache = StemCache.create_or_open(tmp_path, SOURCE_SETS[2])
     four = np.asarray(click_cache.stems("a120"))
-    cache.add_track("a120", "train", four, magnitudes=True)
+    cache.add_track("a120", "train", four)
     two = StemCache(tmp_path)
-    assert two.sources == ("vocals", "accompaniment") and two.is_cached("a120", magnitudes=True)
+    assert two.sources == ("vocals", "accompaniment") and two.is_cached("a120")
     stems = np.asarray(two.stems("a120"))
     assert stems.shape == (2,) + four.shape[1:]
     step = two.index["tracks"]["a120"]["scale"]
