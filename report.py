@@ -19,10 +19,11 @@ Optional experiment tables: every <experiments-dir>/*.json and <results-dir>/exp
 holding a list of {"name": str, "vocals": dB, "accompaniment": dB, "params": {...}}
 (params optional) gets a table page named after the file.
 
-One module per job: report_runs.py reads the inputs, report_text.py words them (labels,
-tables, findings, discussion questions; results.md), report_references.py holds the works
-cited and their summaries, report_slides.py draws the PDF and report_listening.py builds
-index.html from report_listening.html.
+The wing, one job a module in reporting/, which this script composes: runs.py reads the
+inputs, text.py words them (labels, tables, findings, discussion questions; results.md),
+references.py holds the works cited and their summaries, figures.py draws the spectrograms,
+metadata.py finds the commit and the code's address, slides.py lays out the PDF and
+listening.py fills listening.html into index.html.
 """
 
 from __future__ import annotations

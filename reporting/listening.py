@@ -1,4 +1,4 @@
-"""report.py's listening page: index.html (from the template report_listening.html) and
+"""report.py's listening page: index.html (from the template listening.html) and
 audio/<track>/, copies of every listening excerpt beside its spectrogram. It opens from
 disk: every link is relative."""
 
@@ -12,11 +12,10 @@ from pathlib import Path
 from string import Template
 from urllib.parse import quote
 
-from utils import STEMS
+from reporting.figures import mel_db, spectrogram_png
 from reporting.runs import Run, Sample, checkpoint_order, phase_order
-from reporting.slides import mel_db, spectrogram_png
 from reporting.text import db, phase_label
-from utils import load_audio, write_text
+from utils import STEMS, load_audio, write_text
 
 TEMPLATE = Path(__file__).resolve().with_name("listening.html")
 

@@ -2,37 +2,32 @@
 homework's template (cover with the author's name, student ID and code link; novelty;
 methodology; results; findings; details of the approach, the papers used; result analysis:
 loss curves, per-track SDR, BSSEval metrics, spectrograms, experiment tables; discussion,
-left to the student; references), and the spectrogram images the listening page shows."""
+left to the student; references)."""
 
 from __future__ import annotations
 
 import math
 import re
-import subprocess
 import textwrap
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urlsplit, urlunsplit
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # writes files only; must not need a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from formats.experiment_table import Experiment
+from reporting.figures import draw_spectrogram, mel_db  # also selects matplotlib's file-only backend
+from reporting.metadata import commit, repository_url
+from reporting.references import cited, repository_reference
+from reporting.runs import Run, Sample, Training, groups, phase_order
+from reporting.text import (architecture, db, discussion_prompts, duration, evaluation_label, experiment_table,
+                            findings, methodology, metrics_table, novelty, phase_label, plural, results_table)
+from utils import STEMS, atomic_path, load_audio, machine_description
 
-from formats.experiment_table import Experiment  # noqa: E402
-from reporting.references import cited, repository_reference  # noqa: E402
-from reporting.runs import Run, Sample, Training, groups, phase_order  # noqa: E402
-from reporting.text import (architecture, db, discussion_prompts, duration, evaluation_label,  # noqa: E402
-                         experiment_table, findings, methodology, metrics_table, novelty, phase_label, plural,
-                         results_table)
-from utils import STEMS, atomic_path, load_audio, machine_description  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 PAGE_SIZE = (40 / 3, 7.5)  # inches: 960 x 540 pt, 16:9
 ACCENT = "#1f4e79"
 EXPERIMENT_ROWS_PER_PAGE = 14
@@ -45,37 +40,6 @@ class Author:
     name: str | None = None
     student_id: str | None = None
     link: str | None = None  # the code's address; without it, the git remote's
-
-
-# ------------------------------------------------------------ run metadata
-
-def git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def commit() -> str | None:
-    """HEAD's short hash, marked when the working tree has uncommitted changes."""
-    head = git("rev-parse", "--short", "HEAD")
-    # --no-optional-locks: a report must not rewrite the repository's index.
-    dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
-    return f"{head} (uncommitted changes)" if head and dirty else head
-
-
-def repository_url() -> str | None:
-    """origin as a browsable https address, without any credentials it may carry."""
-    url = git("remote", "get-url", "origin")
-    if not url:
-        return None
-    ssh = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", url)
-    if ssh:
-        url = f"https://{ssh.group(1)}/{ssh.group(2)}"
-    parts = urlsplit(url)
-    url = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-    return url.removesuffix(".git")
 
 
 # -------------------------------------------------------------------- pages
@@ -371,28 +335,6 @@ def experiment_pages(deck: Deck, experiment: Experiment) -> None:
 
 # ------------------------------------------------------------- spectrograms
 
-def mel_db(audio: np.ndarray, rate: int, ref: float | None = None) -> tuple[np.ndarray, float]:
-    """Mel power spectrogram in dB of the channel mean and the reference power used.
-
-    Panels of one track share the mixture's peak as reference, so colours compare."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(y=audio.mean(axis=1), sr=rate, n_fft=2048, hop_length=512, n_mels=128)
-    ref = ref if ref is not None else float(mel.max()) or 1.0
-    return librosa.power_to_db(mel, ref=ref, top_db=None).clip(-80, 0), ref
-
-
-def draw_spectrogram(ax: plt.Axes, spec: np.ndarray, rate: int, title: str) -> None:
-    import librosa.display
-
-    librosa.display.specshow(spec, sr=rate, hop_length=512, x_axis="s", y_axis="mel", ax=ax, cmap="magma",
-                             vmin=-80, vmax=0, rasterized=True)
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.set_xlabel("")
-    ax.set_ylabel("")
-
-
 def spectrogram_page(deck: Deck, samples: list[Sample], runs: dict[str, Run]) -> None:
     """Mixture, references and each phase method's estimates of one excerpt."""
     first = next((s for s in samples if s.run in runs and runs[s.run].checkpoint == "best"), samples[0])
@@ -418,16 +360,6 @@ def spectrogram_page(deck: Deck, samples: list[Sample], runs: dict[str, Run]) ->
             draw_spectrogram(ax, mel_db(load_audio(path)[0], rate, ref)[0], rate, title)
             ax.tick_params(labelleft=col == 1)  # the estimates share the references' frequency axis
     deck.add(fig)
-
-
-def spectrogram_png(path: Path, audio: np.ndarray, rate: int, ref: float) -> None:
-    fig = plt.figure(figsize=(3.8, 1.2), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 1])
-    draw_spectrogram(ax, mel_db(audio, rate, ref)[0], rate, "")
-    ax.set_axis_off()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 # -------------------------------------------------------------- the PDF

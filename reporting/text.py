@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from training.augment import AUGMENTATION_REGISTRY, parse_augmentations
 from formats.experiment_table import Experiment
-from training.losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, config_mask
-from utils import STEMS
-from separation.phase import PHASE_METHODS
 from reporting.runs import METRICS, Run, Training, checkpoint_order, groups, phase_order
+from separation.phase import PHASE_METHODS
+from training.augment import AUGMENTATION_REGISTRY, parse_augmentations
+from training.losses import DEFAULT_LOSSES, LOSSES
 from training.schedules import LR_SCHEDULES
-from utils import write_text
+from training.settings import build_parser as train_parser
+from utils import STEMS, write_text
 
 REQUIRED_EPOCHS = (25, 50, 150)
 # Training flags that say where or how fast a run went, not what it did.
@@ -27,7 +27,7 @@ INCIDENTAL_FLAGS = ("cache", "checkpoint_dir", "workers", "device", "precision",
 # ------------------------------------------------------------------ formatting
 
 def phase_label(phase: str) -> str:
-    """The phase method's label in phase.PHASE_METHODS; a name it no longer lists as is."""
+    """The phase method's label in phase.PHASE_METHODS; a name it does not list, as it is."""
     return PHASE_METHODS[phase].label if phase in PHASE_METHODS else phase
 
 
@@ -65,15 +65,17 @@ def run_label(run: Run) -> str:
     return f"{run.checkpoint} · {phase_label(run.phase)}"
 
 
-def default_train_args(train_args: dict) -> dict:
-    """train.py's defaults as train_args records them for a run of this one's masks: --loss
-    at the value train.py resolves it to by the mask, so a flag left at its default never
-    reads as changed."""
-    from training.settings import build_parser as train_parser
+def loss_label(name: str) -> str:
+    """The loss's description in losses.LOSSES; a name it does not list, as it is."""
+    return LOSSES[name].description if name in LOSSES else name
 
+
+def default_train_args(train_args: dict) -> dict:
+    """train.py's defaults (training/settings.py's parser) as train_args records them for a
+    run of this one's mask kind: --loss at the loss train.py resolves it to for that mask,
+    so a flag left at its default never reads as changed."""
     defaults = vars(train_parser().parse_args([]))
-    mask = train_args.get("mask", defaults["mask"])
-    return {**defaults, "loss": DEFAULT_LOSSES[mask]}
+    return {**defaults, "loss": DEFAULT_LOSSES[train_args.get("mask", defaults["mask"])]}
 
 
 # ---------------------------------------------------------------- tables
@@ -124,8 +126,8 @@ def findings(training: Training, runs: list[Run]) -> list[str]:
 
 
 def best_basis(training: Training) -> str:
-    """What chose best.pt: train.best_epoch ranks by validation SDR, which checkpoints
-    from before it was recorded lack (they were chosen on the validation loss)."""
+    """What chose best.pt: the highest validation SDR where the history records it (train.py
+    ranks by it), else the lowest validation loss."""
     return "highest validation SDR" if "valid_sdr_vocals" in training.history[0] else "lowest validation loss"
 
 
@@ -291,7 +293,7 @@ def discussion_prompts(training: Training, runs: list[Run]) -> list[str]:
 
 
 def architecture(cfg: dict) -> str:
-    """model_config -> a short name; a config without "model" predates bsrnn and is umx."""
+    """model_config -> a short name; a config without "model" is umx's."""
     if cfg.get("model", "umx") == "bsrnn":
         causal = "" if cfg["bidirectional"] else ", causal in time"
         masks = ", complex masks" if config_mask(cfg) == "complex" else ""
@@ -318,8 +320,6 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
     cfg, args, stft = training.model_config, training.train_args, training.stft
     rate, n_fft, hop = stft["sample_rate"], stft["n_fft"], stft["hop"]
     augment = [f"{a}: {AUGMENTATION_REGISTRY[a].description}" for a in parse_augmentations(args["augment"])]
-    if args.get("data") == "magnitudes":  # a checkpoint trained on the magnitude cache
-        augment.append("on cached magnitudes only gain and swap apply, to the whole excerpt")
     return {
         "Model": [*model_lines(cfg, rate, n_fft), f"{training.parameters:,} parameters"],
         "STFT": [
@@ -337,7 +337,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
             + (f"; trained on {training.machine}" if training.machine else ""),
             (f"ReduceLROnPlateau: factor {args['lr_decay_gamma']:g}, patience {plural(args['lr_decay_patience'], 'epoch')}"
              if args.get("lr_schedule", "plateau") == "plateau" else f"lr schedule: {LR_SCHEDULES[args['lr_schedule']]}"),
-            f"loss: {LOSSES[args.get('loss', 'mse')].description}; best.pt = {best_basis(training)}",
+            f"loss: {loss_label(args.get('loss', 'mse'))}; best.pt = {best_basis(training)}",
             *([f"precision: {args['precision']}" + (f" ({args['precision_reason']})" if args.get("precision_reason")
                                                      else "")] if args.get("precision") else []),
         ],
@@ -350,7 +350,7 @@ def methodology(training: Training, runs: list[Run]) -> dict[str, list[str]]:
 
 
 def gl_backend_lines(runs: list[Run]) -> list[str]:
-    """Which Griffin-Lim backend ran (summary.json records it; older ones do not)."""
+    """Which Griffin-Lim backend ran, where summary.json records it."""
     backends = {r.gl_backend or "not recorded" for r in runs if r.phase == "griffinlim"}
     names = {"librosa": "librosa.griffinlim", "torch": "the torch backend (the same update, on the device)"}
     return [f"Griffin-Lim ran as {' and '.join(names.get(b, b) for b in sorted(backends))}"] if backends else []

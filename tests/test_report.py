@@ -4,6 +4,7 @@ references), the Markdown tables, the listening page in a real browser, the CLI 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from graphlib import TopologicalSorter
 from types import SimpleNamespace
 from typing import Sequence
 from urllib.parse import unquote
@@ -23,16 +25,15 @@ import pytest
 import inference
 import preprocess
 import report
+import train
+from conftest import VALID_TRACKS, write_hq_dataset
+from pipeline_helpers import REPO_ROOT, TINY_TRAIN
 from reporting import references as report_references
 from reporting import text as report_text
-import train
-from training.augment import AUGMENTATION_REGISTRY
-from conftest import VALID_TRACKS, write_hq_dataset
-from utils import STEMS
-from separation.phase import PHASE_METHODS
-from pipeline_helpers import REPO_ROOT
 from reporting.runs import load_runs, load_training
-from utils import run_cli
+from separation.phase import PHASE_METHODS
+from training.augment import AUGMENTATION_REGISTRY
+from utils import STEMS, run_cli
 
 CHROMIUM = shutil.which("chromium")
 AUTHOR = {"--name": "Ada Lovelace", "--student-id": "r12345678", "--link": "https://example.org/ada/separation"}
@@ -41,21 +42,22 @@ TEMPLATE = ("Vocals / accompaniment separation", "Novelty", "Methodology", "Resu
             "Details of the approach", "Result analysis", "Discussion", "References")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SCRIPTS = ("train", "inference", "preprocess", "report", "experiments", "vocoder")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path) -> SimpleNamespace:
-    """Three epochs of a tiny model; epochs 1 and 3 scored on the test set with both phase methods."""
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path, hq_cache: Path) -> SimpleNamespace:
+    """Three epochs of a tiny model; epochs 1 and 3 scored on the test set with both phase
+    methods. Scored in this process (--workers 0): worker processes would each import the
+    libraries again."""
     root = tmp_path_factory.mktemp("tiny_run")
     run = SimpleNamespace(checkpoints=root / "checkpoints", results=root / "results", samples=root / "samples")
-    preprocess.main(["--root", str(hq_root), "--is-wav", "--cache", str(root / "cache")])
-    train.main(["--cache", str(root / "cache"), "--checkpoint-dir", str(run.checkpoints), "--epochs", "3",
-                "--save-epochs", "1", "2", "3", "--hidden-size", "16", "--nb-layers", "1", "--seq-dur", "1",
-                "--samples-per-track", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu"])
+    train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(run.checkpoints), "--epochs", "3",
+                "--save-epochs", "1", "2", "3", *TINY_TRAIN])
     inference.main(["--root", str(hq_root), "--is-wav", "--subset", "test",
                     "--checkpoint", str(run.checkpoints / "epoch_001.pt"), str(run.checkpoints / "epoch_003.pt"),
                     "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--samples", "1", "--device", "cpu",
-                    "--out", str(run.results), "--samples-dir", str(run.samples)])
+                    "--workers", "0", "--out", str(run.results), "--samples-dir", str(run.samples)])
     run.summaries = [json.loads(p.read_text()) for p in sorted(run.results.glob("*/summary.json"))]
     return run
 
@@ -273,6 +275,52 @@ def test_bad_student_id_is_a_one_line_error(tiny_run: SimpleNamespace, tmp_path:
     assert not list(tmp_path.iterdir())
 
 
+def test_flags_train_py_does_not_define_are_not_listed(tiny_run: SimpleNamespace) -> None:
+    """A checkpoint's train_args may hold flags that training/settings.py's parser does not
+    define (another version's): they are left out of the changed flags, and a value no
+    registry lists (a loss) is shown as recorded, so such a checkpoint still reports."""
+    training, runs = load_training(tiny_run.checkpoints), load_runs(tiny_run.results)
+    changed = report_text.novelty(training, runs, [])["Training flags changed from the defaults"]
+    foreign = {"mask_init": "statistics", "mask_activation": "sigmoid", "input_transform": "log",
+               "stem_weights": [2.0, 1.0], "data": "magnitudes"}
+    training = dataclasses.replace(training, train_args={**training.train_args, **foreign, "loss": "compressed"})
+    assert sorted(report_text.novelty(training, runs, [])["Training flags changed from the defaults"]) == sorted(
+        changed + ["--loss compressed (default mse)"])
+    methodology = report_text.methodology(training, runs)
+    assert "loss: compressed; best.pt" in " ".join(methodology["Training"])
+    assert "from cached magnitudes" in methodology["Data and augmentation"][0]
+
+
+def repository_imports(module: str) -> set[str]:
+    """The repository's modules that `module` (dotted) imports, read from its source."""
+    names = set()
+    for node in ast.walk(ast.parse((REPO_ROOT / f"{module.replace('.', '/')}.py").read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if (REPO_ROOT / f"{n.replace('.', '/')}.py").is_file()}
+
+
+def test_the_report_wing_is_siblings_that_import_no_script() -> None:
+    """report.py composes the reporting/ modules: nothing they import, directly or through
+    the library, is an entry point; the slides and the listening page share the figures,
+    not each other; the wing's imports have no cycle."""
+    wing = {f"reporting.{p.stem}" for p in (REPO_ROOT / "reporting").glob("*.py") if p.stem != "__init__"}
+    graph, todo = {}, list(wing)
+    while todo:
+        module = todo.pop()
+        if module not in graph:
+            graph[module] = repository_imports(module)
+            todo += graph[module]
+    assert not set(graph) & set(SCRIPTS), sorted(set(graph) & set(SCRIPTS))
+    assert {"reporting.figures", "reporting.metadata"} <= wing
+    assert "reporting.figures" in graph["reporting.listening"] and "reporting.figures" in graph["reporting.slides"]
+    assert "reporting.slides" not in graph["reporting.listening"]
+    assert "reporting.listening" not in graph["reporting.slides"]
+    list(TopologicalSorter({m: graph[m] & wing for m in wing}).static_order())  # CycleError on a cycle
+
+
 @pytest.mark.slow
 def test_a_run_with_default_flags_lists_none_as_changed(tmp_path: Path) -> None:
     """train.py with no recipe or model flag (only where its files go, the device and
@@ -322,7 +370,7 @@ def test_labels_come_from_the_registries() -> None:
     augment.py); the report and train.py's --augment help show those labels."""
     labels = [report_text.phase_label(name) for name in PHASE_METHODS]
     assert labels == [method.label for method in PHASE_METHODS.values()] and len(set(labels)) == len(labels)
-    assert report_text.phase_label("retired-method") == "retired-method"  # results of a method since removed
+    assert report_text.phase_label("retired-method") == "retired-method"  # a name the registry does not list
     augment = next(a for a in train.build_parser()._actions if "--augment" in a.option_strings)
     for name, augmentation in AUGMENTATION_REGISTRY.items():
         assert f"{name}: {augmentation.description}" in augment.help
