@@ -22,7 +22,7 @@ from utils import UserError, write_text
 @dataclass
 class Experiment:
     title: str  # from the file name: "augmentation", "hidden size"
-    rows: list[dict]  # {name, vocals, accompaniment, params, phase (None in tables from before it was recorded)}
+    rows: list[dict]  # {name, vocals, accompaniment, params, phase (None where the table does not say)}
 
 
 def write(path: str | Path, rows: list[dict]) -> None:

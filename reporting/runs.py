@@ -34,7 +34,7 @@ class Training:
     stft: dict
     parameters: int
     saved_epochs: list[int]
-    machine: str  # what trained it ("" in checkpoints that predate the key)
+    machine: str  # what trained it ("" where the checkpoint does not record it)
 
 
 @dataclass
@@ -115,7 +115,7 @@ def load_runs(results_dir: Path) -> list[Run]:
 def load_run(summary_path: Path) -> Run:
     folder = summary_path.parent
     s = summary.read(summary_path)
-    seconds = list(s.phase_seconds.values())  # summaries of older inference.py lack them
+    seconds = list(s.phase_seconds.values())  # empty where the summary does not record them
     run = Run(folder.name, Path(s.checkpoint).stem, s.epoch, s.phase, s.subset, s.split, s.median_sdr, s.tracks,
               {}, float(np.median(seconds)) if seconds else None, s.gl_backend)
     run.metrics = museval_metrics(folder / run.subset, list(s.tracks))
