@@ -67,19 +67,8 @@ EXPERIMENT_SETS: dict[str, dict[str, list[str]]] = {
     "recipe": {
         "default (seed 42)": [],
         "cosine schedule": ["--lr-schedule", "cosine"],
-        "mse+sdr loss": ["--loss", "mse+sdr"],
         "seed 43": ["--seed", "43"],
-        "log input": ["--input-transform", "log"],
-        "sigmoid mask": ["--mask-activation", "sigmoid"],
-        "compressed loss": ["--loss", "compressed"],
         "seed 44": ["--seed", "44"],
-        # The accompaniment holds 2.3x the vocals' energy in the 80 training clips, and so
-        # most of a magnitude MSE: weight 2 evens the two stems' shares.
-        "vocals weight 2": ["--stem-weights", "2", "1"],
-        # Adam moves the masks' per-bin mean and spread (output_mean, output_scale) by about
-        # lr a step, so from Open-Unmix's start at 1 they need hundreds of steps to reach
-        # the training set's (about 0.4 / 0.7 mean, 0.4 spread).
-        "statistics mask start": ["--mask-init", "statistics"],
     },
     # Complex masks against magnitude masks and umx, all under 10 M parameters: the
     # band-split RNN with magnitude masks, with complex masks at the magnitude model's size

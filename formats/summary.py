@@ -18,12 +18,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils import STEMS
-from utils import UserError, write_text
+from utils import STEMS, UserError, write_text
 
 FILE_NAME = "summary.json"
-# 1: the first with a version key; files written before it have none and the same fields
-# (the oldest lack phase_seconds).
+# A file without a version key is read as version 1, whose fields it has (phase_seconds
+# may be missing: read as empty).
 SUMMARY_VERSION = 1
 
 
@@ -38,7 +37,7 @@ class Summary:
     tracks: dict[str, dict[str, float]]  # {track: {stem: median SDR over 1-second frames}}
     phase_seconds: dict[str, float] = field(default_factory=dict)  # {track: seconds}
     vocoder: str | None = None  # the vocoder checkpoint of --phase vocoder
-    gl_backend: str | None = None  # --phase griffinlim's backend, librosa or torch (older files: unknown)
+    gl_backend: str | None = None  # --phase griffinlim's backend, librosa or torch (None: not recorded)
 
     @property
     def run(self) -> str:
