@@ -16,15 +16,16 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from formats import summary
-from formats.checkpoint import load_separator, load_vocoder
+import torch
+
 from data import check_track, open_musdb, select_tracks
-from separation.evaluation import evaluate, format_table, median_over_tracks
-from separation.audio_files import separate_files
+from formats import summary
 from model import takes_complex
+from separation.audio_files import separate_files
+from separation.evaluation import evaluate, format_table, median_over_tracks
+from separation.phase import GL_BACKENDS, PHASE_METHODS, PhaseSettings, default_phases, resolve_gl_backend
 from separation.processes import WORKER_MEMORY, ModelFiles, default_workers
-from separation.phase import GL_BACKENDS, PHASE_METHODS, WIENER_EPS, default_phases, resolve_gl_backend
-from separation.segments import check_phases
+from separation.segments import SeparationSettings, check_phases
 from utils import OUTPUT_FORMATS, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
 
 
@@ -56,28 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "vocoder: the mel vocoder of --vocoder makes each estimate's waveform from its mel "
                         "spectrogram alone; model: the ISTFT of a complex-mask model's own complex estimate "
                         "(train.py --mask complex; the other methods take its magnitude)")
-    g.add_argument("--gl-iters", type=int, default=32,
+    g.add_argument("--gl-iters", type=int, default=PhaseSettings.gl_iters,
                    help="iterations of griffinlim, griffinlim-mixinit and misi")
-    g.add_argument("--gl-momentum", type=float, default=0.99,
+    g.add_argument("--gl-momentum", type=float, default=PhaseSettings.gl_momentum,
                    help="fast Griffin-Lim momentum of griffinlim and griffinlim-mixinit (librosa's default)")
     g.add_argument("--gl-backend", default="auto", choices=list(GL_BACKENDS),
                    help="backend of griffinlim: " + "; ".join(f"{k}: {v}" for k, v in GL_BACKENDS.items())
                         + ". Both give the same signals from the same start (tested); on a GPU the torch one "
                           "runs there instead of on the CPU. summary.json records which ran. "
                           "griffinlim-mixinit and misi always run in torch")
-    g.add_argument("--wiener-iters", type=int, default=1,
+    g.add_argument("--wiener-iters", type=int, default=PhaseSettings.wiener_iters,
                    help="EM iterations of wiener (0: its initial estimate alone; Open-Unmix: 1)")
-    g.add_argument("--wiener-softmask", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--wiener-softmask", action=argparse.BooleanOptionalAction, default=PhaseSettings.wiener_softmask,
                    help="wiener starts from the soft mask mixture * |estimate| / sum of |estimates|; with "
                         "--no-wiener-softmask from each |estimate| under the mixture's phase, as Open-Unmix does")
-    g.add_argument("--wiener-eps", type=float, default=WIENER_EPS,
+    g.add_argument("--wiener-eps", type=float, default=PhaseSettings.wiener_eps,
                    help="wiener's eps, the power of the white noise it leaves out (Open-Unmix: 1e-10)")
-    g.add_argument("--wiener-win-len", type=int, default=0, metavar="FRAMES",
+    g.add_argument("--wiener-win-len", type=int, default=PhaseSettings.wiener_win_len, metavar="FRAMES",
                    help="wiener filters each window of this many frames alone, with covariances from that "
                         "window only (Open-Unmix: 300); 0: each whole segment of inference at once")
     g.add_argument("--vocoder", default=None, metavar="PATH",
                    help="checkpoint written by vocoder.py; needed by (and only used by) --phase vocoder")
-    g.add_argument("--seed", type=int, default=0, help="seed of griffinlim's random initial phase")
+    g.add_argument("--seed", type=int, default=PhaseSettings.seed, help="seed of griffinlim's random initial phase")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--workers", type=int, default=None,
                    help="processes that separate several tracks or files at once (default: one per core, as "
@@ -101,63 +102,70 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def check_flags(args: argparse.Namespace) -> None:
+    """Every check of the flags' values, before any work: a UserError naming the flag."""
     if min(args.gl_iters, args.wiener_iters, args.wiener_win_len) < 0 or args.gl_momentum < 0:
         raise UserError("--gl-iters, --wiener-iters, --wiener-win-len and --gl-momentum must not be negative")
     if not args.wiener_eps > 0:
         raise UserError("--wiener-eps must be positive (it keeps wiener's divisions finite in silence)")
-    if args.workers is None:
-        args.workers, why = default_workers()
-        print(why)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError("--workers must not be negative")
-    device = resolve_device(args.device)
-    gl_backend = resolve_gl_backend(args.gl_backend, device)
-    phase_options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, gl_backend=gl_backend,
-                         wiener_iters=args.wiener_iters, wiener_softmask=args.wiener_softmask,
-                         wiener_eps=args.wiener_eps, wiener_win_len=args.wiener_win_len, seed=args.seed)
+    if args.input and len(args.checkpoint) != 1:
+        raise UserError("--input separates with one checkpoint: give a single --checkpoint")
+    if not args.input and args.split and args.subset != "train":
+        raise UserError("--split needs --subset train")
+    if len({Path(path).stem for path in args.checkpoint}) != len(args.checkpoint):
+        raise UserError("checkpoints must have distinct file names (results are named after them)")
     # No --phase: the default depends on the models' masks (default_phases), and never needs a vocoder.
-    if "vocoder" in (args.phase or ()):  # loaded once, before any other work, for every track and segment
-        if args.vocoder is None:
-            raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")
-        phase_options["vocoder"] = load_vocoder(args.vocoder, device)[0]
-    vocoder_file = args.vocoder if "vocoder" in (args.phase or ()) else None  # what a pool process loads its copy from
+    if "vocoder" in (args.phase or ()) and args.vocoder is None:
+        raise UserError("--phase vocoder needs --vocoder PATH, a checkpoint written by vocoder.py")
+
+
+def phase_settings(args: argparse.Namespace, device: torch.device) -> PhaseSettings:
+    """The phase methods' settings from the (checked) flags, griffinlim's backend resolved for `device`."""
+    return PhaseSettings(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum,
+                         gl_backend=resolve_gl_backend(args.gl_backend, device), wiener_iters=args.wiener_iters,
+                         wiener_softmask=args.wiener_softmask, wiener_eps=args.wiener_eps,
+                         wiener_win_len=args.wiener_win_len, seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    workers = args.workers
+    if workers is None:
+        workers, why = default_workers()
+        print(why)
+    device = resolve_device(args.device)
+    files = ModelFiles({Path(path).stem: str(path) for path in args.checkpoint},
+                       args.vocoder if "vocoder" in (args.phase or ()) else None)
+    models = files.load(device)  # once, before any other work, for every track, file and segment
+    phases = args.phase or default_phases(all(map(takes_complex, models.separators.values())),
+                                          scoring=not args.input)
+    for path, model in zip(args.checkpoint, models.separators.values()):
+        check_phases(model, phases, path)
+    settings = SeparationSettings(tuple(phases), phase_settings(args, device))
     if args.input:
-        if len(args.checkpoint) != 1:
-            raise UserError("--input separates with one checkpoint: give a single --checkpoint")
-        written = separate_files(args.input, args.checkpoint[0], Path(args.out or "separated"), args.phase,
-                                 args.format, device, args.workers, vocoder_file, **phase_options)
+        written = separate_files(args.input, models, Path(args.out or "separated"), settings, args.format, device,
+                                 workers)
         print("\n".join(map(str, written)))
         return
-    if args.split and args.subset != "train":
-        raise UserError("--split needs --subset train")
-    separators, states = {}, {}
-    for path in args.checkpoint:
-        separators[Path(path).stem], states[Path(path).stem] = load_separator(path, device)
-    if len(separators) != len(args.checkpoint):
-        raise UserError("checkpoints must have distinct file names (results are named after them)")
-    args.phase = args.phase or default_phases(all(map(takes_complex, separators.values())), scoring=True)
-    for path, model in zip(args.checkpoint, separators.values()):
-        check_phases(model, args.phase, path)
     out = Path(args.out or "results")
     tracks = select_tracks(open_musdb(args.root, args.is_wav, args.subset, args.split).tracks, args.tracks)
     tracks = sorted(tracks, key=lambda t: t.name)
     for track in tracks:  # fail before anything is written when a track cannot be decoded
         check_track(track)
 
-    files = ModelFiles({Path(path).stem: str(path) for path in args.checkpoint}, vocoder_file)
-    scores = evaluate(separators, files, tracks, args.phase, device, args.workers, out, args.save_estimates,
-                      Path(args.samples_dir), args.samples, **phase_options)
-    for path in args.checkpoint:
-        name = Path(path).stem
-        for phase in args.phase:
-            run = scores[f"{name}-{phase}"]
+    scores = evaluate(models, tracks, settings, device, workers, out, args.save_estimates, Path(args.samples_dir),
+                      args.samples)
+    for name, path in files.separators.items():
+        for phase in settings.phases:
+            run = scores[summary.run_name(path, phase)]
             record = summary.Summary(
-                checkpoint=str(path), epoch=states[name].get("epoch"), phase=phase, subset=args.subset,
+                checkpoint=path, epoch=models.epochs[name], phase=phase, subset=args.subset,
                 split=args.split, median_sdr=median_over_tracks(run.sdr), tracks=run.sdr,
                 phase_seconds=run.phase_seconds, vocoder=str(args.vocoder) if phase == "vocoder" else None,
-                gl_backend=gl_backend if phase == "griffinlim" else None)
+                gl_backend=settings.phase.gl_backend if phase == "griffinlim" else None)
             summary.write(out / record.run, record)
     print(format_table(scores))
     print(f"results in {out}/<checkpoint>-<phase>/{summary.FILE_NAME}")

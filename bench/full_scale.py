@@ -387,9 +387,9 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
     where_the_model_runs = one_thread if in_workers else contextlib.nullcontext
     model.eval()
     with where_the_model_runs():
-        segments.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+        segments.separate(model, mixture[:SAMPLE_RATE], segments.SeparationSettings(), device)  # warm-up
         started = time.perf_counter()
-        estimates = segments.separate(model, mixture, ["mixture"], device)["mixture"]
+        estimates = segments.separate(model, mixture, segments.SeparationSettings(), device)["mixture"]
         separate_s = time.perf_counter() - started
     print(f"separated {minutes:.1f} min in {separate_s:.1f} s; museval ...", flush=True)
     with one_thread():  # as in a pool process
@@ -397,15 +397,15 @@ def measure_separation(model: torch.nn.Module, out: Path, device: torch.device, 
         evaluation.evaluate_track(track, {stem: estimates[stem] for stem in STEMS})
         museval_s = time.perf_counter() - started
     defaults = inference.build_parser().parse_args([])
-    options = {k: getattr(defaults, k) for k in ("gl_iters", "gl_momentum", "gl_backend", "wiener_iters", "seed")}
-    pooled = [] if in_workers else processes.pooled_phases(phases, device, 2, **options)
+    settings = segments.SeparationSettings(tuple(phases), inference.phase_settings(defaults, device))
+    pooled = [] if in_workers else processes.pooled_phases(settings, device, 2)
     timings: dict[str, float] = {}
     with where_the_model_runs():
-        separated = segments.separate(model, mixture, phases, device, timings=timings, defer=pooled, **options)
+        _, jobs = segments.separate_deferring(model, mixture, settings, device, pooled, timings=timings)
     for phase in pooled:
         print(f"{phase} on one thread ...", flush=True)
         with one_thread():
-            _, timings[phase] = separated[phase].run()
+            _, timings[phase] = jobs[phase].run()
     phase_s = {phase: timings[phase] / minutes for phase in phases}
     print("phase methods, s per audio minute: " + ", ".join(f"{p} {s:.1f}" for p, s in phase_s.items()), flush=True)
     return {"separate_s_per_audio_minute": separate_s / minutes, "museval_s_per_audio_minute": museval_s / minutes,

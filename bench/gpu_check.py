@@ -84,9 +84,9 @@ from training.losses import DEFAULT_LOSSES
 from model import build_model, takes_complex
 from utils import STEMS
 from separation.mel_vocoder import Vocoder
-from separation.phase import PHASE_METHODS, resolve_gl_backend
+from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
 from training.precision import Precision, cuda_capability, resolve_precision, set_up_precision
-from separation.segments import separate
+from separation.segments import SeparationSettings, separate
 from utils import HOP, N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -593,15 +593,14 @@ def separate_section(record: dict, run: Run, sizes: Sizes, device: torch.device)
     mixture = generated_stems(2000, sizes.separate_seconds).sum(0).T.copy()  # (samples, channels)
     record["audio_seconds"] = sizes.separate_seconds
     vocoder = Vocoder(nb_bins=N_FFT // 2 + 1, hop=HOP, **sizes.vocoder).to(device).eval()
-    options = {"gl_iters": sizes.gl_iters, "vocoder": vocoder}
-    default_backend = resolve_gl_backend(PHASE_METHODS["griffinlim"].defaults["gl_backend"], device)
+    default_backend = resolve_gl_backend("auto", device)
     other_backend = "torch" if default_backend == "librosa" else "librosa"
     record["griffinlim_default_backend"] = default_backend
     for model_name in ("umx", "bsrnn-complex"):
         model = new_model(model_name, sizes, device).eval()
         complex_estimates = takes_complex(model)
         # The magnitude methods on the magnitude model; "model" on the complex one.
-        runs = [(phase, phase, {}) for phase, method in PHASE_METHODS.items()
+        runs = [(phase, phase, {"gl_backend": default_backend}) for phase, method in PHASE_METHODS.items()
                 if method.complex_estimate == complex_estimates]
         if not complex_estimates:
             runs.append((f"griffinlim ({other_backend})", "griffinlim", {"gl_backend": other_backend}))
@@ -610,7 +609,8 @@ def separate_section(record: dict, run: Run, sizes: Sizes, device: torch.device)
         for key, phase, extra in runs:
             def one_run() -> dict:
                 timings: dict[str, float] = {}
-                estimates = separate(model, mixture, [phase], device, timings=timings, **options, **extra)[phase]
+                settings = SeparationSettings((phase,), PhaseSettings(gl_iters=sizes.gl_iters, **extra))
+                estimates = separate(model, mixture, settings, device, vocoder, timings)[phase]
                 audio = np.stack([estimates[stem] for stem in STEMS])
                 return {"seconds": round(timings[phase], 3),
                         "x_real_time": round(sizes.separate_seconds / max(timings[phase], 1e-9), 1),

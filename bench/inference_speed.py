@@ -21,6 +21,7 @@ import os
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from bench import phase_speed
 from data import open_musdb
 from model import Separator
 from utils import STEMS
-from separation.phase import PHASE_METHODS
+from separation.phase import PHASE_METHODS, PhaseSettings
 from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio
 
 
@@ -44,10 +45,10 @@ def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> 
     torch.manual_seed(0)
     model = Separator().to(device).eval()
     mixture = (0.1 * np.random.default_rng(0).standard_normal((int(seconds * SAMPLE_RATE), 2))).astype(np.float32)
-    segments.separate(model, mixture[:SAMPLE_RATE], ["mixture"], device)  # warm-up
+    segments.separate(model, mixture[:SAMPLE_RATE], segments.SeparationSettings(), device)  # warm-up
     started = time.perf_counter()
     for _ in range(repeats):
-        segments.separate(model, mixture, ["mixture"], device)
+        segments.separate(model, mixture, segments.SeparationSettings(), device)
     return repeats * seconds / (time.perf_counter() - started)
 
 
@@ -94,9 +95,9 @@ def input_speed(folder: Path, files: int, seconds: float, phase: str, workers: l
     for count in workers:
         out = folder / f"workers{count}"
         started, cpu = time.perf_counter(), cpu_seconds()
-        audio_files.separate_files(inputs, checkpoint_path, out, [phase], "wav", torch.device("cpu"), count,
-                                       gl_iters=gl_iters, gl_momentum=0.99, gl_backend="librosa", wiener_iters=1,
-                                       seed=0)
+        settings = segments.SeparationSettings((phase,), PhaseSettings(gl_iters=gl_iters))  # librosa's Griffin-Lim
+        models = processes.ModelFiles({checkpoint_path.stem: str(checkpoint_path)}).load(torch.device("cpu"))
+        audio_files.separate_files(inputs, models, out, settings, "wav", torch.device("cpu"), count)
         wall[count] = time.perf_counter() - started, cpu_seconds() - cpu  # the pool has ended: its CPU counts
         written[count] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.wav"))}
         if written[count] != written[workers[0]]:
@@ -148,13 +149,13 @@ def main(argv: list[str] | None = None) -> None:
 
     if "griffinlim" not in args.skip:
         print(f"\n3. Griffin-Lim, {args.gl_iters} iterations, {args.gl_seconds:g} s stereo, 2 stems (noise stems)")
-        options = dict(gl_iters=args.gl_iters, gl_momentum=0.99, seed=0)
+        settings = PhaseSettings(gl_iters=args.gl_iters, gl_momentum=0.99, seed=0)
         cpu = torch.device("cpu")
         phase_speed.RUNS = phase_speed.RUNS[:2]  # librosa and torch backends
         phase_speed.run_all(*phase_speed.oracle_inputs(*phase_speed.noise_audio(1.0), cpu),
-                            {**options, "gl_iters": 1}, quiet=True)
+                            replace(settings, gl_iters=1), quiet=True)
         runs = phase_speed.run_all(*phase_speed.oracle_inputs(*phase_speed.noise_audio(args.gl_seconds), cpu),
-                                   options, quiet=True)
+                                   settings, quiet=True)
         print("\n".join("   " + line for line in phase_speed.speed_table(runs).splitlines()))
 
     if "input" not in args.skip:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from formats import checkpoint
 from utils import STEMS
-from separation.phase import PHASE_METHODS
+from separation.phase import PHASE_METHODS, PhaseSettings
 from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
@@ -85,8 +86,9 @@ def oracle_inputs(stems: np.ndarray, mixture: np.ndarray, device: torch.device,
     return magnitudes, mixture_spec, stems.shape[-1]
 
 
-def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, options: dict,
-            quiet: bool = False, runs: tuple = RUNS) -> dict[str, tuple[float, float, np.ndarray]]:
+def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int, settings: PhaseSettings,
+            quiet: bool = False, runs: tuple = RUNS,
+            vocoder: torch.nn.Module | None = None) -> dict[str, tuple[float, float, np.ndarray]]:
     """Every row of `runs` on the same input: {label: (wall seconds, CPU seconds, signals)}.
 
     CPU seconds (user + system, all threads) show the work done even where other jobs
@@ -95,8 +97,8 @@ def run_all(estimate_mag: torch.Tensor, mixture_spec: torch.Tensor, length: int,
     for label, method, extra in runs:
         timings: dict[str, float] = {}
         cpu = time.process_time()
-        signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, timings=timings,
-                                        **PHASE_METHODS[method].select({**options, **extra}))
+        signals = PHASE_METHODS[method](estimate_mag, mixture_spec, length, replace(settings, **extra),
+                                        vocoder=vocoder, timings=timings)
         out[label] = (timings[method], time.process_time() - cpu, signals)
         if not quiet:
             print(f"  {label}: {timings[method]:.2f} s", file=sys.stderr, flush=True)
@@ -141,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    options = dict(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, wiener_iters=args.wiener_iters, seed=0)
-    runs = RUNS
+    settings = PhaseSettings(gl_iters=args.gl_iters, gl_momentum=args.gl_momentum, wiener_iters=args.wiener_iters)
+    runs, vocoder = RUNS, None
     if args.vocoder:
-        options["vocoder"] = checkpoint.load_vocoder(args.vocoder, device)[0]
+        vocoder = checkpoint.load_vocoder(args.vocoder, device)[0]
         runs = RUNS + (("vocoder", "vocoder", {}),)
 
     track = load_track(args.root, args.track) if args.track else None
@@ -154,12 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{source}, {kind} magnitudes, {args.seconds:g} s stereo, {len(STEMS)} stems, {args.gl_iters} iterations, "
           f"device {device}, {torch.get_num_threads()} CPU threads", flush=True)
     # A second of noise through every method first, so imports and first-call set-up go untimed.
-    run_all(*oracle_inputs(*noise_audio(1.0), device), {**options, "gl_iters": 1}, quiet=True, runs=runs)
+    run_all(*oracle_inputs(*noise_audio(1.0), device), replace(settings, gl_iters=1), quiet=True, runs=runs,
+            vocoder=vocoder)
     started = time.perf_counter()
-    print(speed_table(run_all(*oracle_inputs(*audio, device, args.irm), options, runs=runs)), flush=True)
+    print(speed_table(run_all(*oracle_inputs(*audio, device, args.irm), settings, runs=runs, vocoder=vocoder)),
+          flush=True)
     if args.sdr:
         print(f"\n{kind} magnitudes on '{args.track}' itself (museval median SDR, dB):")
-        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device, args.irm), options, runs=runs)))
+        print(sdr_table(track, run_all(*oracle_inputs(*track_audio(track), device, args.irm), settings, runs=runs,
+                                       vocoder=vocoder)))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 

@@ -48,6 +48,7 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
 
 
     from separation import segments
+    from separation.phase import PhaseSettings
     from model import Separator
 
     if threads:
@@ -61,8 +62,8 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     # 'whole': one segment holding the track; at least SEGMENT_SAMPLES, as segments must
     # be longer than their overlap, which an input of a few seconds is not.
     segment = max(samples + 1, segments.SEGMENT_SAMPLES) if whole else segments.SEGMENT_SAMPLES
-    out = segments.separate(model, mixture, [phase], torch.device("cpu"), segment=segment, gl_backend=gl_backend,
-                             gl_iters=8)
+    settings = segments.SeparationSettings((phase,), PhaseSettings(gl_iters=8, gl_backend=gl_backend), segment)
+    out = segments.separate(model, mixture, settings, torch.device("cpu"))
     seconds = time.perf_counter() - started
     output_mb = sum(a.nbytes for a in out[phase].values()) / 2**20
     print(json.dumps({"peak_mb": vm_hwm_mb(), "before_mb": before, "input_mb": mixture.nbytes / 2**20,

@@ -24,7 +24,7 @@ import torch
 
 from formats import checkpoint
 from formats.cache import StemCache, mixture_and_targets
-from separation.phase import PHASE_METHODS
+from separation.phase import PHASE_METHODS, PhaseSettings
 from utils import HelpFormatter, UserError, log_mel, run_cli, stft
 
 MEASURES = ("SDR", "SI-SDR", "energy", "log-mel L1", "spec. conv.")
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         targets = mixture_and_targets(torch.from_numpy(np.array(cache.stems(name))))[1:]  # vocals, accompaniment
         mag, mixture_spec, length = stft(targets).abs(), stft(targets.sum(0)), targets.shape[-1]
         reference = targets.numpy()
-        estimates = {"griffinlim": PHASE_METHODS["griffinlim"](mag, mixture_spec, length, gl_iters=args.gl_iters,
-                                                               gl_backend="torch")}
+        estimates = {"griffinlim": PHASE_METHODS["griffinlim"](
+            mag, mixture_spec, length, PhaseSettings(gl_iters=args.gl_iters, gl_backend="torch"))}
         for path, vocoder in vocoders.items():
             estimates[path] = PHASE_METHODS["vocoder"](mag, mixture_spec, length, vocoder=vocoder)
         for label, estimate in estimates.items():

@@ -4,32 +4,28 @@ input's rate, length and channel count. Nothing is scored: there is no reference
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from formats.checkpoint import load_separator
-from model import takes_complex
-from separation.processes import ModelFiles, Workers
-from separation.phase import default_phases
-from separation.segments import PhaseJob, check_phases, separate
+from separation.processes import LoadedModels, Workers
+from separation.segments import PhaseJob, SeparationSettings, separate_deferring
 from utils import SAMPLE_RATE, UserError, audio_info, read_audio_any, resample, save_audio
 
 
-def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Path, phases: Sequence[str] | None,
-                   audio_format: str, device: torch.device, workers: int = 1, vocoder_file: str | None = None,
-                   **phase_options) -> list[Path]:
-    """Separate audio files with one checkpoint and write their stems to out/<file stem>/
-    (out/<file stem>/<phase>/ with several phases); phases None: phase.default_phases for
-    the checkpoint's model (a phase method it cannot use is a UserError, before any work).
-    Every input is checked (exists, is audio, mono or stereo) before any model runs, and
-    every file is written atomically. With `workers` > 1 several files are separated at
-    once (see Workers.separate: on a CPU each pool process reads, separates and writes
-    whole files; on a GPU the model runs here and the pool runs the phase methods that are
-    slow on a CPU and writes the stems); vocoder_file is the checkpoint of phase_options'
-    vocoder, for the pool processes to load. Returns the stem files written, in input order."""
+def separate_files(files: Sequence[str | Path], models: LoadedModels, out: Path, settings: SeparationSettings,
+                   audio_format: str, device: torch.device, workers: int = 1) -> list[Path]:
+    """Separate audio files with the one separator of `models` and every phase method of
+    `settings`, and write their stems to out/<file stem>/ (out/<file stem>/<phase>/ with
+    several phases). Every input is checked (exists, is audio, mono or stereo) before any
+    model runs, and every file is written atomically. With `workers` > 1 several files are
+    separated at once (see Workers.separate: on a CPU each pool process reads, separates
+    and writes whole files with its own copies of the models; on a GPU the model runs here
+    and the pool runs the phase methods that are slow on a CPU and writes the stems).
+    Returns the stem files written, in input order."""
     inputs = [Path(p) for p in files]
     for path in inputs:
         _, channels = audio_info(path)
@@ -39,28 +35,31 @@ def separate_files(files: Sequence[str | Path], checkpoint: str | Path, out: Pat
     clashes = sorted({s for s in stems_of if stems_of.count(s) > 1})
     if clashes:
         raise UserError(f"several inputs would be written to the same folder {out / clashes[0]}: rename one")
-    model_name = Path(checkpoint).stem
-    separators = {model_name: load_separator(checkpoint, device)[0]}
-    phases = phases or default_phases(takes_complex(separators[model_name]), scoring=False)
-    check_phases(separators[model_name], phases, str(checkpoint))
-    with Workers(workers, device=device, models=ModelFiles({model_name: str(checkpoint)}, vocoder_file)) as pool:
+    with Workers(workers, device=device, models=models.files) as pool:
         for path in inputs:
-            pool.separate(submit_file, separators, phases, path, out, audio_format, **phase_options)
+            pool.separate(SeparateFile(path, settings, out, audio_format), models)
         written = pool.results()
-    return [target for name in stems_of for phase in phases for target in written[(name, phase)]]
+    return [target for name in stems_of for phase in settings.phases for target in written[(name, phase)]]
 
 
-def submit_file(pool: Workers, separators: dict[str, torch.nn.Module], phases: Sequence[str], device: torch.device,
-                defer: Sequence[str], path: Path, out: Path, audio_format: str, **phase_options) -> None:
-    """SeparateWork of --input: one file read and separated by the one model on `device`
-    with every phase method (those in `defer` as PhaseJobs), each phase's stems handed to
-    `pool` as a write_stems job keyed (file stem, phase)."""
-    mixture, rate, shape = read_input(path)
-    (model,) = separators.values()
-    separated = separate(model, mixture, phases, device, defer=defer, **phase_options)
-    for phase, estimates in separated.items():
-        folder = out / path.stem / phase if len(phases) > 1 else out / path.stem
-        pool.submit((path.stem, phase), write_stems, estimates, folder, audio_format, rate, shape)
+@dataclass(frozen=True)
+class SeparateFile:
+    """The SeparateWork of --input: one file read and separated by the one model with every
+    phase method of `settings`, each phase's stems handed to the pool as a write_stems job
+    keyed (file stem, phase)."""
+    path: Path
+    settings: SeparationSettings
+    out: Path
+    audio_format: str
+
+    def __call__(self, pool: Workers, models: LoadedModels, device: torch.device, defer: Sequence[str]) -> None:
+        mixture, rate, shape = read_input(self.path)
+        (model,) = models.separators.values()
+        estimates, jobs = separate_deferring(model, mixture, self.settings, device, defer, models.vocoder)
+        for phase in self.settings.phases:
+            made = estimates[phase] if phase in estimates else jobs[phase]
+            folder = self.out / self.path.stem / phase if len(self.settings.phases) > 1 else self.out / self.path.stem
+            pool.submit((self.path.stem, phase), write_stems, made, folder, self.audio_format, rate, shape)
 
 
 def read_input(path: str | Path) -> tuple[np.ndarray, int, tuple[int, int]]:

@@ -1,25 +1,26 @@
 """Scoring MUSDB18 tracks: every track separated by every checkpoint with every phase
-method (separation.py), spread over processes (parallel.Workers), scored with museval
+method (segments.py), spread over processes (processes.Workers), scored with museval
 BSSEval v4 on 1-second frames, then summed up as the median over frames per track and the
-median over tracks. inference.py is its command line; summary.py stores a run's scores.
+median over tracks. inference.py is its command line; formats/summary.py stores a run's scores.
 
-    scores = evaluate(separators, files, tracks, ["mixture"], device, workers=4, out=Path("results"))
+    scores = evaluate(ModelFiles({"best": "best.pt"}).load(device), tracks, SeparationSettings(), device,
+                      workers=4, out=Path("results"))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils import STEMS
-from separation.processes import ModelFiles, Workers
-from separation.segments import PhaseJob, separate
-from utils import SAMPLE_RATE, UserError, save_audio
+from formats.summary import run_name
+from separation.processes import LoadedModels, Workers
+from separation.segments import PhaseJob, SeparationSettings, separate_deferring
+from utils import SAMPLE_RATE, STEMS, UserError, save_audio
 
 SAMPLE_SECONDS = 30.0  # listening excerpts: this long, from the middle of the track
 
@@ -32,26 +33,27 @@ class RunScores:
     phase_seconds: dict[str, float]
 
 
-def evaluate(separators: dict[str, torch.nn.Module], files: ModelFiles, tracks: list, phases: Sequence[str],
-             device: torch.device, workers: int, out: Path, save_estimates: bool = False,
-             samples_dir: Path | None = None, samples: int = 0, **phase_options) -> dict[str, RunScores]:
-    """Separate and score every track with every separator (by name) and every phase
-    method; {run "<separator>-<phase>": its scores, tracks in the order given}.
+def evaluate(models: LoadedModels, tracks: list, settings: SeparationSettings, device: torch.device, workers: int,
+             out: Path, save_estimates: bool = False, samples_dir: Path | None = None,
+             samples: int = 0) -> dict[str, RunScores]:
+    """Separate and score every track with every separator and every phase method of
+    `settings`; {run (summary.run_name of the checkpoint and phase): its scores, tracks in
+    the order given}.
 
     The model runs in this process on `device`, or on a CPU-only run in each of `workers`
-    pool processes, with its own copy loaded from `files`, whole tracks at a time (see
+    pool processes, with its own copy loaded from models.files, whole tracks at a time (see
     Workers.separate). museval's per-track JSON goes to out/<run>/, full-length estimates
     to out/<run>/estimates/ with save_estimates, and listening excerpts of the first
     `samples` tracks to samples_dir/<run>/<track>/."""
-    with Workers(workers, device=device, models=files) as pool:
+    with Workers(workers, device=device, models=models.files) as pool:
         for index, track in enumerate(tqdm(tracks, desc="tracks")):
-            pool.separate(submit_track, separators, phases, track, out, save_estimates,
-                          samples_dir if index < samples else None, **phase_options)
+            pool.separate(ScoreTrack(track, settings, out, save_estimates, samples_dir if index < samples else None),
+                          models)
         finished = pool.results()
     scores = {}
-    for name in separators:
-        for phase in phases:
-            run = f"{name}-{phase}"
+    for checkpoint in models.files.separators.values():
+        for phase in settings.phases:
+            run = run_name(checkpoint, phase)
             per_track = [(track.name, *finished[(run, track.name)]) for track in tracks]
             scores[run] = RunScores({t: sdr for t, sdr, _ in per_track}, {t: s for t, _, s in per_track})
     return scores
@@ -69,21 +71,29 @@ def evaluate_track(track, estimates: dict[str, np.ndarray], output_dir: str | Pa
     return {stem: float(sdr[stem]) for stem in STEMS}
 
 
-def submit_track(pool: Workers, separators: dict[str, torch.nn.Module], phases: Sequence[str], device: torch.device,
-                 defer: Sequence[str], track, out: Path, save_estimates: bool, samples_dir: Path | None,
-                 **phase_options) -> None:
-    """SeparateWork of evaluation: one track separated by every checkpoint's model with
-    every phase method on `device` (those in `defer` as PhaseJobs), each run's estimates
-    handed to `pool` as a finish_run job keyed (run, track name); listening samples go
-    under samples_dir when given."""
-    mixture = track_mixture(track)
-    for name, model in separators.items():
-        timings: dict[str, float] = {}  # each phase method run here records its own seconds
-        separated = separate(model, mixture, phases, device, timings=timings, defer=defer, **phase_options)
-        for phase, estimates in separated.items():
-            run = f"{name}-{phase}"
-            pool.submit((run, track.name), finish_run, track, estimates, timings.get(phase), out / run, save_estimates,
-                        None if samples_dir is None else samples_dir / run / track.name)
+@dataclass(frozen=True)
+class ScoreTrack:
+    """The SeparateWork of evaluation: one track separated by every checkpoint's model with
+    every phase method of `settings`, each run's estimates handed to the pool as a
+    finish_run job keyed (run, track name); listening samples go under
+    samples_dir/<run>/<track>/ when samples_dir is given."""
+    track: Any  # a musdb Track
+    settings: SeparationSettings
+    out: Path
+    save_estimates: bool
+    samples_dir: Path | None
+
+    def __call__(self, pool: Workers, models: LoadedModels, device: torch.device, defer: Sequence[str]) -> None:
+        mixture = track_mixture(self.track)
+        for name, model in models.separators.items():
+            timings: dict[str, float] = {}  # each phase method run here records its own seconds
+            estimates, jobs = separate_deferring(model, mixture, self.settings, device, defer, models.vocoder, timings)
+            for phase in self.settings.phases:
+                run = run_name(models.files.separators[name], phase)
+                made = estimates[phase] if phase in estimates else jobs[phase]
+                sample_dir = None if self.samples_dir is None else self.samples_dir / run / self.track.name
+                pool.submit((run, self.track.name), finish_run, self.track, made, timings.get(phase), self.out / run,
+                            self.save_estimates, sample_dir)
 
 
 def finish_run(track, estimates: dict[str, np.ndarray] | PhaseJob, phase_seconds: float | None, output_dir: Path,

@@ -9,12 +9,13 @@ import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Protocol, Sequence
 
 import torch
 
 from formats.checkpoint import load_separator, load_vocoder
 from separation.phase import PHASE_METHODS
+from separation.segments import SeparationSettings
 
 
 def models_in_workers(device: torch.device, workers: int) -> bool:
@@ -26,13 +27,13 @@ def models_in_workers(device: torch.device, workers: int) -> bool:
     return device.type == "cpu" and workers > 1
 
 
-def pooled_phases(phases: Sequence[str], device: torch.device, workers: int, **phase_options) -> list[str]:
-    """With the model in the main process (see models_in_workers), the phases that a pool
-    of `workers` > 1 processes runs as PhaseJobs (PHASE_METHODS' cpu_bound ones); the
-    others take seconds and run where the model does, on `device`."""
+def pooled_phases(settings: SeparationSettings, device: torch.device, workers: int) -> list[str]:
+    """With the model in the main process (see models_in_workers), the phases of `settings`
+    that a pool of `workers` > 1 processes runs as PhaseJobs (PHASE_METHODS' cpu_bound
+    ones); the others take seconds and run where the model does, on `device`."""
     if workers <= 1:
         return []
-    return [phase for phase in phases if PHASE_METHODS[phase].cpu_bound(device, **phase_options)]
+    return [phase for phase in settings.phases if PHASE_METHODS[phase].cpu_bound(device, settings.phase)]
 
 # What one pool process needs at its peak, scoring a 4-minute MUSDB18 track on the CPU with
 # the mixture phase and Griffin-Lim (the default model; museval's whole-track projections
@@ -109,41 +110,65 @@ def _limit_threads(threads: int) -> None:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The checkpoints a run separates with, as files from which each pool process loads its
-    own copies (models_in_workers): separators by name, and the vocoder of --phase vocoder."""
+    """The checkpoints a run separates with: separators by name, and the vocoder of --phase
+    vocoder. The main process loads them, and so does each pool process that separates
+    (models_in_workers), its own copies."""
     separators: dict[str, str]
     vocoder: str | None = None
 
+    def load(self, device: torch.device) -> LoadedModels:
+        """Every model on `device`; a file that is not such a checkpoint is a UserError."""
+        separators, epochs = {}, {}
+        for name, path in self.separators.items():
+            separators[name], state = load_separator(path, device)
+            epochs[name] = state.get("epoch")
+        vocoder = None if self.vocoder is None else load_vocoder(self.vocoder, device)[0]
+        return LoadedModels(self, separators, epochs, vocoder)
 
-# A pool process's own models (see Workers), loaded once by its initializer: the separators
-# by name, and the phase options that are models ({"vocoder": ...} when there is one).
-_worker_separators: dict[str, torch.nn.Module] = {}
-_worker_phase_models: dict[str, torch.nn.Module] = {}
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """A run's models, loaded from `files` (ModelFiles.load): the separators by the same
+    names (in eval mode), the epoch each was saved at (None if its checkpoint does not
+    say), and the vocoder of --phase vocoder (None without it)."""
+    files: ModelFiles
+    separators: dict[str, torch.nn.Module]
+    epochs: dict[str, int | None]
+    vocoder: torch.nn.Module | None = None
+
+
+# A pool process's own models (see Workers), loaded once by its initializer.
+_worker_models: LoadedModels | None = None
 
 
 def _start_worker(threads: int, models: ModelFiles | None) -> None:
     """Pool initializer: `threads` threads and, when given, the models (on the CPU)."""
+    global _worker_models
     _limit_threads(threads)
     if models is not None:
-        cpu = torch.device("cpu")
-        _worker_separators.update({name: load_separator(path, cpu)[0] for name, path in models.separators.items()})
-        if models.vocoder is not None:
-            _worker_phase_models["vocoder"] = load_vocoder(models.vocoder, cpu)[0]
+        _worker_models = models.load(torch.device("cpu"))
 
 
-# separate_work(pool, separators, phases, device, defer, *args, **phase_options) separates one
-# track or file and submits the jobs that finish it to `pool` (see Workers.separate).
-SeparateWork = Callable[..., None]
+class SeparateWork(Protocol):
+    """One track or file to separate (a value that pickles: it may go to a pool process)
+    under `settings`, and what to do with the result."""
+
+    @property
+    def settings(self) -> SeparationSettings: ...
+
+    def __call__(self, pool: Workers, models: LoadedModels, device: torch.device, defer: Sequence[str]) -> None:
+        """Separate with `models` on `device`, the phases in `defer` as PhaseJobs
+        (segments.separate_deferring), and submit to `pool` the jobs that finish the work
+        (write, score), each keyed so that pool.results() holds their results."""
 
 
-def _separate_in_worker(separate_work: SeparateWork, phases: Sequence[str], args: tuple,
-                        phase_options: dict) -> dict[Hashable, Any]:
-    """A Workers job (models_in_workers): separate_work for one whole track or file in this
-    pool process, with its own models on its CPU, every phase method run here (nothing
-    deferred) and the finishing jobs run here, one after another; their results by key."""
+def _separate_in_worker(work: SeparateWork) -> dict[Hashable, Any]:
+    """A Workers job (models_in_workers): `work` in this pool process, with its own models
+    on its CPU, every phase method run here (nothing deferred) and the finishing jobs run
+    here, one after another; their results by key."""
+    assert _worker_models is not None, "a pool process that separates loads the models first"
     with Workers(1) as here:
-        separate_work(here, _worker_separators, phases, torch.device("cpu"), (), *args,
-                      **phase_options, **_worker_phase_models)
+        work(here, _worker_models, torch.device("cpu"), ())
         return here.results()
 
 
@@ -185,19 +210,15 @@ class Workers:
             self._collect(FIRST_COMPLETED)
         self.pending[self.pool.submit(fn, *args)] = key
 
-    def separate(self, separate_work: SeparateWork, separators: dict[str, torch.nn.Module], phases: Sequence[str],
-                 *args, **phase_options) -> None:
-        """One whole track or file through `separators` and `phases` (see SeparateWork):
-        with the models in the pool processes, one job there whose finishing jobs' results
-        join results(); else here on `device`, the phase methods that are slow on a CPU
-        (pooled_phases) deferred to the pool as PhaseJobs."""
+    def separate(self, work: SeparateWork, models: LoadedModels) -> None:
+        """One whole track or file (see SeparateWork): with the models in the pool
+        processes, one job there, with the process's own copies of the models, whose
+        finishing jobs' results join results(); else here with `models` on `device`, the
+        phase methods that are slow on a CPU (pooled_phases) deferred to the pool as PhaseJobs."""
         if self.models is None:
-            defer = pooled_phases(phases, self.device, self.workers, **phase_options)
-            separate_work(self, separators, phases, self.device, defer, *args, **phase_options)
+            work(self, models, self.device, pooled_phases(work.settings, self.device, self.workers))
             return
-        # The pool process has its own copies of the models (the vocoder among the options).
-        plain = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
-        self.submit(_SEVERAL, _separate_in_worker, separate_work, phases, args, plain)
+        self.submit(_SEVERAL, _separate_in_worker, work)
 
     def _collect(self, how: str) -> None:
         finished, _ = wait(list(self.pending), return_when=how)

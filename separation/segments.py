@@ -1,22 +1,24 @@
 """Separating one signal with a trained model: the model's estimates (magnitudes, or a
 complex-mask model's complex STFTs), segment by segment for long tracks, turned into
-waveforms by the phase methods of phase.py and joined with a crossfade. This is the library behind inference.py (which scores MUSDB18 tracks through
-evaluation.py and separates any audio file through file_separation.py).
+waveforms by the phase methods of phase.py and joined with a crossfade. This is the
+library behind inference.py (which scores MUSDB18 tracks through evaluation.py and
+separates any audio file through audio_files.py) and train.py's validation.
 
-    estimates = separate(model, mixture, ["wiener"], device)["wiener"]   # {stem: (samples, channels)}
+    estimates = separate(model, mixture, SeparationSettings(("wiener",)), device)["wiener"]
+    # {stem: (samples, channels)}
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from model import takes_complex
-from utils import STEMS
-from separation.phase import PHASE_METHODS
-from utils import HOP, SAMPLE_RATE, UserError, stft
+from separation.phase import PHASE_METHODS, PhaseSettings
+from utils import HOP, SAMPLE_RATE, STEMS, UserError, stft
 
 
 @torch.no_grad()
@@ -57,6 +59,25 @@ SEGMENT_SAMPLES = round(60 * SAMPLE_RATE / HOP) * HOP       # ~60 s
 SEGMENT_OVERLAP = round(4 * SAMPLE_RATE / HOP) * HOP        # ~4 s
 
 
+@dataclass(frozen=True)
+class SeparationSettings:
+    """How separate() turns a mixture into waveforms: the phase methods to run (names of
+    PHASE_METHODS, each one output), their settings, and the segments (samples, multiples
+    of HOP; see SEGMENT_SAMPLES) with their crossfaded overlap."""
+    phases: tuple[str, ...] = ("mixture",)
+    phase: PhaseSettings = PhaseSettings()
+    segment: int = SEGMENT_SAMPLES
+    overlap: int = SEGMENT_OVERLAP
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", tuple(self.phases))  # any sequence of names, kept as a tuple
+        unknown = [phase for phase in self.phases if phase not in PHASE_METHODS]
+        if unknown:
+            raise ValueError(f"unknown phase method {unknown[0]!r} (phase methods: {', '.join(PHASE_METHODS)})")
+        if not 0 <= self.overlap < self.segment:
+            raise ValueError("need 0 <= overlap < segment")
+
+
 def segment_bounds(length: int, segment: int = SEGMENT_SAMPLES,
                    overlap: int = SEGMENT_OVERLAP) -> list[tuple[int, int]]:
     """[(start, stop)] of the segments covering `length` samples: each `segment` long
@@ -90,9 +111,10 @@ class _Joined:
     each segment continues the previous one's output over the overlap (its lead-in, see
     phase.py) and is crossfaded in. float32 (stems, channels, length)."""
 
-    def __init__(self, phase: str, length: int, channels: int, overlap: int, options: dict) -> None:
+    def __init__(self, phase: str, length: int, channels: int, overlap: int, settings: PhaseSettings,
+                 vocoder: torch.nn.Module | None) -> None:
         self.phase, self.length, self.overlap = phase, length, overlap
-        self.options = PHASE_METHODS[phase].select(options)  # the flags of every --phase: take this one's
+        self.settings, self.vocoder = settings, vocoder
         self.signal = np.zeros((len(STEMS), channels, length), dtype=np.float32)
         self.lead_in: np.ndarray | None = None  # only the last overlap of the output is kept
         self.seconds = 0.0
@@ -105,7 +127,7 @@ class _Joined:
         if estimate.is_complex() and not method.complex_estimate:
             estimate = estimate.abs()
         timings: dict[str, float] = {}
-        piece = method(estimate, mixture_spec, stop - start, timings=timings, lead_in=self.lead_in, **self.options)
+        piece = method(estimate, mixture_spec, stop - start, self.settings, self.lead_in, self.vocoder, timings)
         self.seconds += timings[self.phase]
         # A track within one segment gets weights of one: exactly the method's own output.
         self.signal[..., start:stop] += piece * crossfade_weights(start, stop, self.length, self.overlap)
@@ -122,49 +144,59 @@ def _mixture_spec(mixture: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class PhaseJob:
-    """A phase method deferred by separate(): the model's estimates of every segment of
-    one signal, kept on the CPU, to be turned into waveforms by run(), in this process or
-    in a worker (it pickles). run() goes through the segments in order, as separate()
-    does, so its result is separate()'s for the same method and options. Holds the
-    mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track (twice the
-    magnitudes' share for complex estimates)."""
+    """A phase method deferred by separate_deferring(): the model's estimates of every
+    segment of one signal, kept on the CPU, to be turned into waveforms by run(), in this
+    process or in a worker (it pickles). run() goes through the segments in order, as
+    separate() does, so its result is separate()'s for the same method and settings.
+    Holds the mixture and the magnitudes: ~0.4 GB for a 4-minute stereo track (twice the
+    magnitudes' share for complex estimates). A method that needs a vocoder cannot be
+    deferred: the vocoder stays with the model."""
 
-    def __init__(self, phase: str, mixture: np.ndarray, overlap: int, options: dict) -> None:
-        self.phase, self.mixture, self.overlap, self.options = phase, mixture, overlap, options
+    def __init__(self, phase: str, mixture: np.ndarray, overlap: int, settings: PhaseSettings) -> None:
+        self.phase, self.mixture, self.overlap, self.settings = phase, mixture, overlap, settings
         self.segments: list[tuple[int, int, torch.Tensor]] = []  # (start, stop, estimates)
 
     def run(self) -> tuple[dict[str, np.ndarray], float]:
         """({stem: (samples, channels)}, seconds the phase method took)."""
-        joined = _Joined(self.phase, *self.mixture.shape, self.overlap, self.options)
+        joined = _Joined(self.phase, *self.mixture.shape, self.overlap, self.settings, None)
         for start, stop, estimate in self.segments:
             joined.add(start, stop, estimate, _mixture_spec(self.mixture[start:stop], estimate.device))
         return joined.estimates(), joined.seconds
 
 
-def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str], device: torch.device,
-             segment: int = SEGMENT_SAMPLES, overlap: int = SEGMENT_OVERLAP, timings: dict[str, float] | None = None,
-             defer: Sequence[str] = (), **phase_options) -> dict[str, dict[str, np.ndarray] | PhaseJob]:
-    """mixture (samples, channels) -> {phase: {stem: (samples, channels)}}.
+def separate(model: torch.nn.Module, mixture: np.ndarray, settings: SeparationSettings, device: torch.device,
+             vocoder: torch.nn.Module | None = None,
+             timings: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """mixture (samples, channels) -> {phase: {stem: (samples, channels)}} for every phase
+    of settings.phases, with the model on `device` (and `vocoder`, --phase vocoder's, there too).
 
     The model and every phase method run segment by segment (see SEGMENT_SAMPLES); a track
     no longer than one segment is separated whole, exactly as without segmenting. Segments
     run in order, and each phase method gets its previous segment's output over the overlap
     as a lead-in to continue, so that the crossfade joins two versions of one signal rather
     than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
-    seconds, summed over segments, go to timings[phase] when timings is given.
+    seconds, summed over segments, go to timings[phase] when timings is given. A phase
+    method that cannot use the model's estimates (check_phases) is a UserError."""
+    estimates, _ = separate_deferring(model, mixture, settings, device, (), vocoder, timings)
+    return estimates
 
-    The phases in `defer` are not run: their entry is a PhaseJob holding the model's
-    estimates, whose run() gives the same waveforms (and seconds) elsewhere (see
-    parallel.Workers). A phase method that cannot use the model's estimates (check_phases)
-    is a UserError."""
-    check_phases(model, phases, "the model")
+
+def separate_deferring(model: torch.nn.Module, mixture: np.ndarray, settings: SeparationSettings,
+                       device: torch.device, defer: Sequence[str], vocoder: torch.nn.Module | None = None,
+                       timings: dict[str, float] | None = None
+                       ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, PhaseJob]]:
+    """separate(), except for the phases in `defer`, which are not run: (the others'
+    {phase: {stem: (samples, channels)}}, {deferred phase: a PhaseJob holding the model's
+    estimates}), each job's run() giving the waveforms (and seconds) separate() would, in
+    another process (see processes.Workers)."""
+    check_phases(model, settings.phases, "the model")
     length, channels = mixture.shape
-    joined = {phase: _Joined(phase, length, channels, overlap, phase_options) for phase in phases if phase not in defer}
-    # Models (the vocoder) stay in this process: no deferred method uses one.
-    job_options = {k: v for k, v in phase_options.items() if not isinstance(v, torch.nn.Module)}
+    joined = {phase: _Joined(phase, length, channels, settings.overlap, settings.phase, vocoder)
+              for phase in settings.phases if phase not in defer}
     job_mixture = np.asarray(mixture, dtype=np.float32)  # what _mixture_spec makes of it, in half musdb's float64
-    jobs = {phase: PhaseJob(phase, job_mixture, overlap, job_options) for phase in phases if phase in defer}
-    for start, stop in segment_bounds(length, segment, overlap):
+    jobs = {phase: PhaseJob(phase, job_mixture, settings.overlap, settings.phase)
+            for phase in settings.phases if phase in defer}
+    for start, stop in segment_bounds(length, settings.segment, settings.overlap):
         mixture_spec = _mixture_spec(mixture[start:stop], device)
         estimate = separate_estimates(model, mixture_spec)
         for method in joined.values():
@@ -173,5 +205,4 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, phases: Sequence[str],
             job.segments.append((start, stop, estimate.cpu()))
     if timings is not None:
         timings |= {phase: method.seconds for phase, method in joined.items()}
-    return {phase: jobs[phase] if phase in jobs else joined[phase].estimates() for phase in phases}
-
+    return {phase: method.estimates() for phase, method in joined.items()}, jobs

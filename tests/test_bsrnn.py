@@ -184,7 +184,7 @@ def test_best_checkpoint_loads_and_separates(bsrnn_run):
     for key, tensor in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], tensor), key
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, size=(3 * 44100, 2)).astype(np.float32)
-    out = segments.separate(model, audio, ["mixture"], torch.device("cpu"))["mixture"]
+    out = segments.separate(model, audio, segments.SeparationSettings(), torch.device("cpu"))["mixture"]
     assert set(out) == set(STEMS)
     for stem in STEMS:
         assert out[stem].shape == audio.shape and np.isfinite(out[stem]).all()

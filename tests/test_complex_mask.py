@@ -27,7 +27,8 @@ from formats.cache import StemCache, mixture_and_targets
 from training.losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
 from model import BSRNN_SIZES, BandSplitRNN, build_model, count_parameters, takes_complex
 from utils import STEMS
-from separation.phase import PHASE_METHODS, default_phases
+from separation.phase import PHASE_METHODS, PhaseSettings, default_phases
+from separation.segments import SeparationSettings
 from training.precision import resolve_precision
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process, run_script
 from test_speed import OVERLAP, SEGMENT, _music
@@ -124,7 +125,8 @@ def test_unit_mask_separates_the_mixture_segment_by_segment():
     """The 1 + 0j mask through separate(): --phase model gives the mixture back, also over
     several segments and their crossfades; its magnitude under the mixture phase too."""
     model, mixture = constant_masks((1 + 0j, 0j)), _music(4.0)
-    out = segments.separate(model, mixture, ["model", "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)
+    out = segments.separate(model, mixture, SeparationSettings(("model", "mixture"), segment=SEGMENT, overlap=OVERLAP),
+                            CPU)
     assert len(segments.segment_bounds(len(mixture), SEGMENT, OVERLAP)) >= 3
     for phase in ("model", "mixture"):
         np.testing.assert_allclose(out[phase]["vocals"], mixture, rtol=0, atol=1e-5)
@@ -204,7 +206,7 @@ def test_each_mask_has_a_default_loss_of_its_kind():
 
 def test_phase_model_is_the_istft_of_the_estimate_and_the_others_take_its_magnitude():
     model, mixture = tiny_complex(), _music(1.5)
-    got = segments.separate(model, mixture, ["model", "mixture", "wiener"], CPU)
+    got = segments.separate(model, mixture, SeparationSettings(("model", "mixture", "wiener")), CPU)
     spec = stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
     estimate = segments.separate_estimates(model, spec)
     assert estimate.is_complex()
@@ -222,8 +224,10 @@ def _segmented_and_whole(nb_layers: int) -> tuple[np.ndarray, np.ndarray, np.nda
     and whole, and which samples lie farther than one FFT frame from any segment edge."""
     model, mixture = tiny_complex(nb_layers), _music(7.0)
     length = len(mixture)
-    chunked = segments.separate(model, mixture, ["model"], CPU, segment=SEGMENT, overlap=OVERLAP)["model"]
-    whole = segments.separate(model, mixture, ["model"], CPU, segment=length + 1, overlap=OVERLAP)["model"]
+    chunked = segments.separate(model, mixture, SeparationSettings(("model",), segment=SEGMENT, overlap=OVERLAP),
+                                CPU)["model"]
+    whole = segments.separate(model, mixture, SeparationSettings(("model",), segment=length + 1, overlap=OVERLAP),
+                              CPU)["model"]
     assert len(segments.segment_bounds(length, SEGMENT, OVERLAP)) >= 4
     interior = np.ones(length, bool)
     for start, stop in segments.segment_bounds(length, SEGMENT, OVERLAP):
@@ -260,13 +264,13 @@ def test_segmented_phase_model_with_lstms_stays_close():
 
 def test_a_deferred_phase_job_takes_the_magnitude_of_complex_estimates():
     model, mixture = tiny_complex(), _music(4.0)
-    options = dict(gl_iters=2, gl_backend="torch", seed=1)
-    serial = segments.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
-                                 **options)
-    deferred = segments.separate(model, mixture, ["griffinlim", "model"], CPU, segment=SEGMENT, overlap=OVERLAP,
-                                   defer=["griffinlim", "model"], **options)
+    separation = SeparationSettings(("griffinlim", "model"), PhaseSettings(gl_iters=2, gl_backend="torch", seed=1),
+                                    SEGMENT, OVERLAP)
+    serial = segments.separate(model, mixture, separation, CPU)
+    separated, jobs = segments.separate_deferring(model, mixture, separation, CPU, ["griffinlim", "model"])
+    assert not separated
     for phase in ("griffinlim", "model"):
-        job = deferred[phase]
+        job = jobs[phase]
         assert all(estimate.is_complex() for _, _, estimate in job.segments)
         estimates, seconds = job.run()
         for stem in STEMS:
@@ -277,7 +281,7 @@ def test_phase_model_needs_complex_masks():
     torch.manual_seed(0)
     magnitude = BandSplitRNN(**TINY).eval()
     with pytest.raises(utils.UserError, match="--phase model needs a model with complex masks"):
-        segments.separate(magnitude, _music(0.5), ["mixture", "model"], CPU)
+        segments.separate(magnitude, _music(0.5), SeparationSettings(("mixture", "model")), CPU)
     assert [p for p, m in PHASE_METHODS.items() if not m.applies_to(False)] == ["model"]
     assert all(m.applies_to(True) for m in PHASE_METHODS.values())
 
@@ -372,7 +376,7 @@ def test_input_defaults_to_the_models_own_estimate(complex_run, tmp_path, capsys
                                                 "--out", tmp_path / "out", "--device", "cpu", "--workers", "0"], capsys)
     assert code == 0, err
     model, _ = checkpoint.load_separator(complex_run / "last.pt")
-    expected = segments.separate(model, mixture, ["model"], CPU)["model"]
+    expected = segments.separate(model, mixture, SeparationSettings(("model",)), CPU)["model"]
     for stem in STEMS:
         written, rate = sf.read(tmp_path / "out" / "song" / f"{stem}.wav", dtype="float32")
         assert rate == SAMPLE_RATE and written.shape == mixture.shape

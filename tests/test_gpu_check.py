@@ -71,10 +71,10 @@ def test_a_spent_budget_skips_every_section(capsys, tmp_path):
 def test_a_failing_phase_method_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):
     real_separate = gpu_check.separate
 
-    def separate(model, mixture, phases, device, **options):
-        if phases == ["misi"]:
+    def separate(model, mixture, settings, device, *args, **kwargs):
+        if settings.phases == ("misi",):
             raise RuntimeError("planted failure")
-        return real_separate(model, mixture, phases, device, **options)
+        return real_separate(model, mixture, settings, device, *args, **kwargs)
 
     monkeypatch.setattr(gpu_check, "separate", separate)
     out = tmp_path / "out.json"

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from separation import phase
+import dataclasses
+
+from separation import phase, wiener
 from separation.evaluation import RunScores, evaluate_track, format_table
-from inference import build_parser
-from separation.segments import separate
-from utils import STEMS
+from inference import build_parser, phase_settings
 from separation.mel_vocoder import Vocoder
-from separation.phase import PHASE_METHODS, resolve_gl_backend
-from utils import HOP, N_FFT, SAMPLE_RATE, UserError, istft, run_cli, stft
+from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
+from separation.segments import SeparationSettings
+from utils import HOP, N_FFT, SAMPLE_RATE, STEMS, istft, stft
 
 TRACK = "Music Delta - 80s Rock"
 ITERS = 3  # enough for the mixture-consistent methods to show their effect, cheap on CPU
@@ -61,7 +62,7 @@ def _check_shape(signals: np.ndarray, mag: torch.Tensor, length: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["misi", "griffinlim-mixinit"])
 def test_consistent_methods_keep_the_mixture_phase_sdr(rock, oracle, mixture_sdr, method):
-    signals = PHASE_METHODS[method](*oracle, gl_iters=ITERS)
+    signals = PHASE_METHODS[method](*oracle, PhaseSettings(gl_iters=ITERS))
     _check_shape(signals, oracle[0], oracle[2])
     sdr = _sdr(rock, signals)
     for stem in STEMS:
@@ -86,7 +87,7 @@ def test_griffinlim_converges_with_iterations(oracle):
     mag, mixture_spec, length = oracle
     convergence = []
     for iters in (1, 3, 9):
-        signals = PHASE_METHODS["griffinlim"](mag, mixture_spec, length, gl_iters=iters)
+        signals = PHASE_METHODS["griffinlim"](mag, mixture_spec, length, PhaseSettings(gl_iters=iters))
         _check_shape(signals, mag, length)
         convergence.append(_spectral_convergence(signals, mag))
     assert convergence[0] > convergence[1] > convergence[2], convergence
@@ -111,8 +112,8 @@ def test_torch_griffinlim_matches_librosa(excerpt, monkeypatch, iters, tolerance
     # One signal per batch: drawing librosa's random phase batch by batch must still
     # reproduce its single draw for the whole array.
     monkeypatch.setattr(phase, "MAX_BATCH_BINS", excerpt[0][0, 0].numel())
-    reference = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="librosa")
-    signals = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=iters, seed=3, gl_backend="torch")
+    reference = PHASE_METHODS["griffinlim"](*excerpt, PhaseSettings(gl_iters=iters, seed=3, gl_backend="librosa"))
+    signals = PHASE_METHODS["griffinlim"](*excerpt, PhaseSettings(gl_iters=iters, seed=3, gl_backend="torch"))
     _check_shape(signals, excerpt[0], excerpt[2])
     np.testing.assert_allclose(signals, reference, rtol=0, atol=tolerance * np.abs(reference).max())
 
@@ -132,8 +133,9 @@ def test_griffinlim_torch_is_librosas_iteration_from_an_explicit_start():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("method", ["griffinlim", "griffinlim-mixinit", "misi", "wiener"])
 def test_methods_run_on_the_inputs_device(excerpt, method):
-    on_cpu = PHASE_METHODS[method](*excerpt, gl_iters=4, gl_backend="torch")
-    on_gpu = PHASE_METHODS[method](*(x.cuda() for x in excerpt[:2]), excerpt[2], gl_iters=4, gl_backend="torch")
+    settings = PhaseSettings(gl_iters=4, gl_backend="torch")
+    on_cpu = PHASE_METHODS[method](*excerpt, settings)
+    on_gpu = PHASE_METHODS[method](*(x.cuda() for x in excerpt[:2]), excerpt[2], settings)
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=0, atol=1e-3 * np.abs(on_cpu).max())
 
 
@@ -153,8 +155,8 @@ def test_every_method_keeps_length_and_channels(method, channels):
     estimate = mixture_spec.expand_as(mag) if PHASE_METHODS[method].complex_estimate else mag
     timings: dict[str, float] = {}
     vocoder = Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval()  # untrained: only shapes are checked
-    options = PHASE_METHODS[method].select(dict(gl_iters=2, vocoder=vocoder))
-    signals = PHASE_METHODS[method](estimate, mixture_spec, length, timings=timings, **options)
+    signals = PHASE_METHODS[method](estimate, mixture_spec, length, PhaseSettings(gl_iters=2), vocoder=vocoder,
+                                    timings=timings)
     _check_shape(signals, mag, length)
     assert timings[method] >= 0
 
@@ -162,46 +164,48 @@ def test_every_method_keeps_length_and_channels(method, channels):
 @pytest.mark.parametrize("method", ["griffinlim-mixinit", "misi", "wiener"])
 def test_batching_does_not_change_the_result(method, monkeypatch):
     inputs = _noise_input(2, 20 * HOP)
-    options = PHASE_METHODS[method].select(dict(gl_iters=3))
-    whole = PHASE_METHODS[method](*inputs, **options)
+    settings = PhaseSettings(gl_iters=3)
+    whole = PHASE_METHODS[method](*inputs, settings)
     monkeypatch.setattr(phase, "MAX_BATCH_BINS", 1)
-    monkeypatch.setattr(phase, "WIENER_BATCH_FRAMES", 4)
-    np.testing.assert_allclose(PHASE_METHODS[method](*inputs, **options), whole, rtol=0, atol=1e-5)
+    monkeypatch.setattr(wiener, "WIENER_BATCH_FRAMES", 4)
+    np.testing.assert_allclose(PHASE_METHODS[method](*inputs, settings), whole, rtol=0, atol=1e-5)
 
 
-def test_an_option_a_method_does_not_take_is_an_error(capsys):
-    """A misspelt option, or one of another method, is refused rather than ignored (which
-    would run the default): one line naming it and the options the method does take."""
-    inputs = _noise_input(2, 5 * HOP)
-    with pytest.raises(UserError, match=r"'griffinlim' takes no option gl_iter \(its options: gl_backend, gl_iters"):
-        PHASE_METHODS["griffinlim"](*inputs, gl_iter=2)
-    with pytest.raises(UserError, match="'mixture' takes no option gl_iters, wiener_iters"):
-        PHASE_METHODS["mixture"](*inputs, gl_iters=2, wiener_iters=1)
-    # Reaching a script's command line, it is one line `error: ...` and exit status 2.
-    assert run_cli(lambda argv: PHASE_METHODS["misi"](*inputs, gl_iter=2), []) == 2
-    expected = "error: phase method 'misi' takes no option gl_iter (its options: gl_iters, lead_in)\n"
-    assert capsys.readouterr().err == expected
-
-
-def test_select_takes_a_methods_share_of_every_methods_options():
-    """inference.py holds one set of options for every --phase; each method gets its own,
-    and a name no method takes is refused there too, also through separation.separate."""
-    options = dict(gl_iters=2, gl_backend="torch", wiener_iters=2, seed=1)
-    assert PHASE_METHODS["misi"].select(options) == {"gl_iters": 2}
-    assert PHASE_METHODS["wiener"].select(options) == {"wiener_iters": 2}
-    assert PHASE_METHODS["mixture"].select(options) == {}
-    with pytest.raises(UserError, match="no phase method takes the option wiener_iter "):
-        PHASE_METHODS["wiener"].select(dict(options, wiener_iter=3))
-    mixture = np.random.default_rng(0).standard_normal((3 * HOP, 2)).astype(np.float32)
-    with pytest.raises(UserError, match="gl_iter "):
-        separate(lambda mag: torch.stack([mag, mag], 1), mixture, ["mixture"], torch.device("cpu"), gl_iter=2)
+def test_settings_are_one_checked_value():
+    """Every method's options travel as one frozen PhaseSettings: a misspelt option is an
+    error where the value is made, not a default silently run; the value cannot change on
+    the way; the settings of separation hold it whole and check their own fields."""
+    with pytest.raises(TypeError, match="gl_iter"):
+        PhaseSettings(gl_iter=2)
+    settings = PhaseSettings(gl_iters=2, gl_backend="torch", wiener_iters=2, seed=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.gl_iters = 3
+    with pytest.raises(ValueError, match="resolve_gl_backend"):
+        PhaseSettings(gl_backend="auto")  # a backend is chosen for the device before any method runs
+    with pytest.raises(ValueError, match="resolve_gl_backend"):
+        PhaseSettings(gl_backend="cupy")
+    separation = SeparationSettings(["misi", "wiener"], settings)
+    assert separation.phases == ("misi", "wiener") and separation.phase is settings
+    with pytest.raises(ValueError, match="unknown phase method 'wienr'"):
+        SeparationSettings(("wienr",))
+    with pytest.raises(ValueError, match="overlap < segment"):
+        SeparationSettings(segment=4 * HOP, overlap=4 * HOP)
+    # The methods read their own fields: misi its iterations, wiener its EM iterations.
+    inputs = _noise_input(2, 20 * HOP)
+    for method, field in (("misi", "gl_iters"), ("wiener", "wiener_iters")):
+        changed = dataclasses.replace(settings, **{field: 0})
+        assert not np.array_equal(PHASE_METHODS[method](*inputs, settings), PHASE_METHODS[method](*inputs, changed))
+    other_fields = dataclasses.replace(settings, gl_iters=5, gl_momentum=0.5, seed=7)
+    np.testing.assert_array_equal(PHASE_METHODS["wiener"](*inputs, settings),
+                                  PHASE_METHODS["wiener"](*inputs, other_fields))
 
 
 def test_misi_moves_the_estimates_towards_summing_to_the_mixture():
     mag, mixture_spec, length = _noise_input(2, 40 * HOP)
     mixture = istft(mixture_spec, length).numpy()
     # Zero iterations is the mixture phase.
-    errors = [np.linalg.norm(PHASE_METHODS["misi"](mag, mixture_spec, length, gl_iters=n).sum(0) - mixture)
+    errors = [np.linalg.norm(PHASE_METHODS["misi"](mag, mixture_spec, length, PhaseSettings(gl_iters=n)).sum(0)
+                             - mixture)
               for n in (0, 10)]
     assert errors[1] < 0.5 * errors[0], errors
 
@@ -210,7 +214,7 @@ def test_misi_moves_the_estimates_towards_summing_to_the_mixture():
 def test_wiener_estimates_sum_to_the_mixture(win_len):
     mag, mixture_spec, _ = _noise_input(2, 20 * HOP)
     for iterations in (0, 2):
-        estimates = phase.wiener(mag * torch.rand_like(mag), mixture_spec, iterations, win_len=win_len)
+        estimates = wiener.wiener(mag * torch.rand_like(mag), mixture_spec, iterations, win_len=win_len)
         residual = torch.linalg.norm(estimates.sum(0) - mixture_spec) / torch.linalg.norm(mixture_spec)
         assert residual < 1e-3, (iterations, float(residual))
 
@@ -244,14 +248,14 @@ def _norbert_wiener(mag: np.ndarray, mix: np.ndarray, iterations: int, softmask:
                            for t in range(0, frames, win_len)], axis=-1)
 
 
-@pytest.mark.parametrize("eps", [1e-10, phase.WIENER_EPS])
+@pytest.mark.parametrize("eps", [1e-10, wiener.WIENER_EPS])
 @pytest.mark.parametrize("iterations", [0, 1, 2])
 @pytest.mark.parametrize("softmask", [True, False])
 def test_wiener_matches_norbert(softmask, iterations, eps):
     mag, mix = _wiener_input()
     reference = _norbert_wiener(mag, mix, iterations, softmask, eps)
     # 400 frames are two of the covariances' frame batches.
-    estimates = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), iterations, softmask, eps).numpy()
+    estimates = wiener.wiener(torch.from_numpy(mag), torch.from_numpy(mix), iterations, softmask, eps).numpy()
     np.testing.assert_allclose(estimates, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 
@@ -259,19 +263,19 @@ def test_wiener_matches_norbert(softmask, iterations, eps):
 def test_windowed_wiener_is_norbert_window_by_window(softmask):
     mag, mix = _wiener_input()
     reference = _norbert_wiener(mag, mix, 2, softmask, 1e-10, win_len=150)  # windows of 150, 150, 100 frames
-    estimates = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10, win_len=150).numpy()
+    estimates = wiener.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10, win_len=150).numpy()
     peak = np.abs(reference).max()
     np.testing.assert_allclose(estimates, reference, rtol=0, atol=1e-4 * peak)
     # The windows matter: one covariance over all frames filters differently.
-    whole = phase.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10).numpy()
+    whole = wiener.wiener(torch.from_numpy(mag), torch.from_numpy(mix), 2, softmask, 1e-10).numpy()
     assert np.abs(whole - reference).max() > 1e-2 * peak
 
 
 def test_phase_wiener_passes_its_options():
     mag, mixture_spec, length = _noise_input(2, 20 * HOP)
-    options = dict(wiener_iters=2, wiener_softmask=False, wiener_eps=1e-10, wiener_win_len=7)
-    signals = PHASE_METHODS["wiener"](mag, mixture_spec, length, **options)
-    expected = istft(phase.wiener(mag, mixture_spec, 2, softmask=False, eps=1e-10, win_len=7), length).numpy()
+    settings = PhaseSettings(wiener_iters=2, wiener_softmask=False, wiener_eps=1e-10, wiener_win_len=7)
+    signals = PHASE_METHODS["wiener"](mag, mixture_spec, length, settings)
+    expected = istft(wiener.wiener(mag, mixture_spec, 2, softmask=False, eps=1e-10, win_len=7), length).numpy()
     np.testing.assert_array_equal(signals, expected)
     assert np.abs(signals - PHASE_METHODS["wiener"](mag, mixture_spec, length)).max() > 1e-3 * np.abs(signals).max()
 
@@ -283,9 +287,9 @@ def test_wiener_without_iterations_is_its_start():
     mag, mixture_spec, length = _noise_input(2, 20 * HOP)
     mag = mag * torch.tensor([0.5, 1.5])[:, None, None, None]  # estimates whose sum is not the mixture
     mixture_phase = PHASE_METHODS["mixture"](mag, mixture_spec, length)
-    start = PHASE_METHODS["wiener"](mag, mixture_spec, length, wiener_iters=0, wiener_softmask=False)
+    start = PHASE_METHODS["wiener"](mag, mixture_spec, length, PhaseSettings(wiener_iters=0, wiener_softmask=False))
     np.testing.assert_allclose(start, mixture_phase, rtol=0, atol=1e-5 * np.abs(mixture_phase).max())
-    soft = PHASE_METHODS["wiener"](mag, mixture_spec, length, wiener_iters=0)
+    soft = PHASE_METHODS["wiener"](mag, mixture_spec, length, PhaseSettings(wiener_iters=0))
     mixture = istft(mixture_spec, length).numpy()
     np.testing.assert_allclose(soft.sum(0), mixture, rtol=0, atol=1e-4 * np.abs(mixture).max())
     assert np.abs(mixture_phase.sum(0) - mixture).max() > 0.1 * np.abs(mixture).max()
@@ -300,9 +304,13 @@ def test_inference_takes_every_method_and_its_options():
     assert args.phase == list(PHASE_METHODS) and args.gl_backend == "torch"
     assert (args.gl_momentum, args.wiener_iters, args.gl_iters) == (0.5, 2, 32)
     assert (args.wiener_softmask, args.wiener_eps, args.wiener_win_len) == (False, 1e-10, 300)
-    # The defaults are the filter as it was before these options: the soft mask, float32 eps, whole segments.
+    assert phase_settings(args, torch.device("cpu")) == PhaseSettings(
+        gl_iters=32, gl_momentum=0.5, gl_backend="torch", wiener_iters=2, wiener_softmask=False, wiener_eps=1e-10,
+        wiener_win_len=300)
+    # The filter's defaults: the soft mask, float32 eps, whole segments; and the flags' defaults are the settings'.
     defaults = build_parser().parse_args([])
-    assert (defaults.wiener_softmask, defaults.wiener_eps, defaults.wiener_win_len) == (True, phase.WIENER_EPS, 0)
+    assert (defaults.wiener_softmask, defaults.wiener_eps, defaults.wiener_win_len) == (True, wiener.WIENER_EPS, 0)
+    assert phase_settings(defaults, torch.device("cpu")) == PhaseSettings()
 
 
 def test_table_has_a_seconds_column():
@@ -319,7 +327,9 @@ def test_gl_backend_auto_is_torch_on_cuda_and_librosa_on_the_cpu(excerpt):
     with pytest.raises(ValueError):
         resolve_gl_backend("cupy", torch.device("cpu"))
     # so on a GPU auto keeps Griffin-Lim off the CPU pool, and on the CPU it is librosa's own
-    assert not PHASE_METHODS["griffinlim"].cpu_bound(torch.device("cuda"), gl_backend="auto")
-    assert PHASE_METHODS["griffinlim"].cpu_bound(torch.device("cuda"), gl_backend="librosa")
-    reference = PHASE_METHODS["griffinlim"](*excerpt, gl_iters=2, seed=3, gl_backend="librosa")
-    np.testing.assert_array_equal(PHASE_METHODS["griffinlim"](*excerpt, gl_iters=2, seed=3), reference)
+    cuda = torch.device("cuda")
+    assert not PHASE_METHODS["griffinlim"].cpu_bound(cuda, PhaseSettings(gl_backend=resolve_gl_backend("auto", cuda)))
+    assert PHASE_METHODS["griffinlim"].cpu_bound(cuda, PhaseSettings(gl_backend="librosa"))
+    reference = PHASE_METHODS["griffinlim"](*excerpt, PhaseSettings(gl_iters=2, seed=3, gl_backend="librosa"))
+    on_the_cpu = PhaseSettings(gl_iters=2, seed=3, gl_backend=resolve_gl_backend("auto", torch.device("cpu")))
+    np.testing.assert_array_equal(PHASE_METHODS["griffinlim"](*excerpt, on_the_cpu), reference)

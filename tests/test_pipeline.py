@@ -305,7 +305,7 @@ class _Oracle(torch.nn.Module):
 
 def test_separate_with_mixture_phase_reconstructs_mixture():
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, size=(30001, 2)).astype(np.float32)
-    out = segments.separate(_Oracle(), audio, ["mixture"], torch.device("cpu"))
+    out = segments.separate(_Oracle(), audio, segments.SeparationSettings(), torch.device("cpu"))
     assert set(out["mixture"]) == set(STEMS)
     assert out["mixture"]["vocals"].shape == audio.shape
     np.testing.assert_allclose(out["mixture"]["vocals"], audio, atol=1e-5)

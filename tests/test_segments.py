@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from separation import segments
-from utils import STEMS
 from separation.mel_vocoder import Vocoder
-from separation.phase import PHASE_METHODS
-from utils import HOP, N_FFT, SAMPLE_RATE, stft
+from separation.phase import PHASE_METHODS, PhaseSettings
+from utils import HOP, N_FFT, SAMPLE_RATE, STEMS, stft
 
 CPU = torch.device("cpu")
 WINDOW = SAMPLE_RATE // 2  # level measured over 0.5-s windows
@@ -70,11 +69,11 @@ def worst_dip_db(audio: np.ndarray) -> float:
     return float(20 * np.log10(np.median(rms) / rms.min()))
 
 
-def _dips(method: str, options: dict, seconds: float, **segmenting) -> dict[str, float]:
+def _dips(method: str, options: dict, seconds: float, segment: int, overlap: int) -> dict[str, float]:
     mixture = _noise(seconds)
-    out = segments.separate(ConstantMasks(), mixture, [method], CPU, gl_iters=4, seed=0, vocoder=_vocoder(),
-                             **options, **segmenting)[method]
-    assert len(segments.segment_bounds(mixture.shape[0], **segmenting)) >= 3
+    settings = segments.SeparationSettings((method,), PhaseSettings(gl_iters=4, seed=0, **options), segment, overlap)
+    out = segments.separate(ConstantMasks(), mixture, settings, CPU, vocoder=_vocoder())[method]
+    assert len(segments.segment_bounds(mixture.shape[0], segment, overlap)) >= 3
     dips = {stem: worst_dip_db(out[stem]) for stem in STEMS}
     print(f"{method} {options}: worst 0.5-s dip {dips}")
     for stem in STEMS:
@@ -108,23 +107,23 @@ def test_a_segment_continues_its_lead_in(method, options):
     where without one it makes an unrelated phase."""
     length, skip, lead = 3 * SAMPLE_RATE, 40 * HOP, 24 * HOP
     stems = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 2, length)).astype(np.float32))
-    options = PHASE_METHODS[method].select(dict(options, gl_iters=4, seed=0, vocoder=_vocoder()))
-    whole = PHASE_METHODS[method](stft(stems).abs(), stft(stems.sum(0)), length, **options)
+    settings, vocoder = PhaseSettings(gl_iters=4, seed=0, **options), _vocoder()
+    whole = PHASE_METHODS[method](stft(stems).abs(), stft(stems.sum(0)), length, settings, vocoder=vocoder)
     later = stems[..., skip:]
     inputs = (stft(later).abs(), stft(later.sum(0)), length - skip)
     lead_in = np.ascontiguousarray(whole[..., skip:skip + lead])
     held = slice(0, lead - N_FFT)  # samples no frame beyond the lead-in reaches
-    continued = PHASE_METHODS[method](*inputs, lead_in=lead_in, **options)
+    continued = PHASE_METHODS[method](*inputs, settings, lead_in, vocoder)
     assert _correlation(continued[..., held], lead_in[..., held]) > 0.95
     if method in ("griffinlim", "vocoder"):  # the others start from the mixture phase, shared by both calls
-        fresh = PHASE_METHODS[method](*inputs, **options)
+        fresh = PHASE_METHODS[method](*inputs, settings, vocoder=vocoder)
         assert abs(_correlation(fresh[..., held], lead_in[..., held])) < 0.3
 
 
 def test_segmented_griffinlim_is_deterministic():
     mixture = _noise(4.0)
-    runs = [segments.separate(ConstantMasks(), mixture, ["griffinlim"], CPU, segment=64 * HOP, overlap=16 * HOP,
-                               gl_iters=2, gl_backend=backend)["griffinlim"]
+    runs = [segments.separate(ConstantMasks(), mixture, segments.SeparationSettings(
+                ("griffinlim",), PhaseSettings(gl_iters=2, gl_backend=backend), 64 * HOP, 16 * HOP), CPU)["griffinlim"]
             for backend in ("librosa", "librosa", "torch")]
     for stem in STEMS:
         assert np.array_equal(runs[0][stem], runs[1][stem])

@@ -26,11 +26,11 @@ from separation import segments
 import utils
 from conftest import SYNTH_TRACKS
 from model import Separator
-from utils import STEMS
 from separation.mel_vocoder import Vocoder
-from separation.phase import PHASE_METHODS
+from separation.phase import PHASE_METHODS, PhaseSettings
+from separation.segments import SeparationSettings
 from pipeline_helpers import assert_one_error_line, run_script
-from utils import HOP, N_FFT, SAMPLE_RATE
+from utils import HOP, N_FFT, SAMPLE_RATE, STEMS
 
 CPU = torch.device("cpu")
 # Small segments so that a few seconds of audio span several of them.
@@ -71,15 +71,16 @@ def test_segment_bounds_cover_the_track_and_weights_sum_to_one():
 @pytest.mark.parametrize("phase", [name for name, method in PHASE_METHODS.items() if not method.complex_estimate])
 def test_short_track_is_separated_whole_exactly(phase):
     """A track within one segment goes through the model and the phase method exactly as
-    before segmenting existed: one STFT of the whole track, no lead-in (librosa.griffinlim
-    itself for griffinlim). (--phase model, for complex-mask models: test_complex_mask.py.)"""
+    the whole track would without segments: one STFT of the whole track, no lead-in
+    (librosa.griffinlim itself for griffinlim). (--phase model, for complex-mask models:
+    test_complex_mask.py.)"""
     model, mixture = _model(1), _music(1.5)
-    options = dict(gl_iters=2, seed=1, vocoder=Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval())
-    got = segments.separate(model, mixture, [phase], CPU, **options)[phase]
+    settings = PhaseSettings(gl_iters=2, seed=1)
+    vocoder = Vocoder(n_mels=32, dim=16, hidden=32, nb_blocks=2).eval()
+    got = segments.separate(model, mixture, SeparationSettings((phase,), settings), CPU, vocoder)[phase]
     spec = utils.stft(torch.from_numpy(np.ascontiguousarray(mixture.T)))
     mag = segments.separate_estimates(model, spec)
-    method = PHASE_METHODS[phase]
-    expected = method(mag, spec, mixture.shape[0], **method.select(options))
+    expected = PHASE_METHODS[phase](mag, spec, mixture.shape[0], settings, vocoder=vocoder)
     for i, stem in enumerate(STEMS):
         assert np.array_equal(got[stem], expected[i].T)
 
@@ -92,9 +93,9 @@ def test_segmented_separation_matches_whole_track():
     model, mixture = _model(0), _music(7.0)
     length = mixture.shape[0]
     timings: dict[str, float] = {}
-    chunked = segments.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
+    chunked = segments.separate(model, mixture, SeparationSettings(segment=SEGMENT, overlap=OVERLAP), CPU,
                                  timings=timings)["mixture"]
-    whole = segments.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    whole = segments.separate(model, mixture, SeparationSettings(segment=length + 1, overlap=OVERLAP), CPU)["mixture"]
     bounds = segments.segment_bounds(length, SEGMENT, OVERLAP)
     assert len(bounds) >= 4 and timings["mixture"] > 0
     interior = np.ones(length, bool)  # farther than one FFT frame from any segment edge
@@ -119,8 +120,8 @@ def test_segmented_lstm_separation_has_no_seams():
     must still have the right shape and stay close to the whole-track one everywhere."""
     model, mixture = _model(1), _music(5.0, seed=1)
     length = mixture.shape[0]
-    chunked = segments.separate(model, mixture, ["mixture"], CPU, segment=SEGMENT, overlap=OVERLAP)["mixture"]
-    whole = segments.separate(model, mixture, ["mixture"], CPU, segment=length + 1, overlap=OVERLAP)["mixture"]
+    chunked = segments.separate(model, mixture, SeparationSettings(segment=SEGMENT, overlap=OVERLAP), CPU)["mixture"]
+    whole = segments.separate(model, mixture, SeparationSettings(segment=length + 1, overlap=OVERLAP), CPU)["mixture"]
     for stem in STEMS:
         assert chunked[stem].shape == (length, 2)
         peak = np.abs(whole[stem]).max()
@@ -130,35 +131,36 @@ def test_segmented_lstm_separation_has_no_seams():
 @pytest.mark.parametrize("phase, backend", [("griffinlim", "librosa"), ("griffinlim", "torch"),
                                             ("griffinlim-mixinit", "torch"), ("misi", "torch")])
 def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
-    """A deferred phase method (separate(defer=...)) run by PhaseJob.run in a pool process
+    """A deferred phase method (separate_deferring) run by PhaseJob.run in a pool process
     gives separate()'s own estimates, segments, lead-ins and all; two copies of the job at
     once give the same (the random start depends on the seed alone); the phases not
     deferred are separate()'s own."""
     model, mixture = _model(1), _music(4.0)
-    options = dict(gl_iters=2, seed=3, gl_backend=backend, gl_momentum=0.99)
-    serial = segments.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP, **options)
-    deferred = segments.separate(model, mixture, [phase, "mixture"], CPU, segment=SEGMENT, overlap=OVERLAP,
-                                  defer=[phase], **options)
-    assert isinstance(deferred[phase], segments.PhaseJob) and len(deferred[phase].segments) >= 4
+    settings = SeparationSettings((phase, "mixture"), PhaseSettings(gl_iters=2, seed=3, gl_backend=backend,
+                                                                    gl_momentum=0.99), SEGMENT, OVERLAP)
+    serial = segments.separate(model, mixture, settings, CPU)
+    separated, jobs = segments.separate_deferring(model, mixture, settings, CPU, [phase])
+    assert list(separated) == ["mixture"] and list(jobs) == [phase] and len(jobs[phase].segments) >= 4
     with processes.Workers(2) as pool:
         for key in range(2):
-            pool.submit(key, segments.PhaseJob.run, deferred[phase])
+            pool.submit(key, segments.PhaseJob.run, jobs[phase])
         results = pool.results()
     for estimates, seconds in results.values():
         assert seconds > 0
         for stem in STEMS:
             assert np.array_equal(estimates[stem], serial[phase][stem]), stem
-            assert np.array_equal(deferred["mixture"][stem], serial["mixture"][stem]), stem
+            assert np.array_equal(separated["mixture"][stem], serial["mixture"][stem]), stem
 
 
 def test_pooled_phases_follow_the_registry():
-    cuda, options = torch.device("cuda"), dict(gl_backend="librosa", gl_iters=2)
-    every = list(PHASE_METHODS)
-    assert processes.pooled_phases(every, CPU, 2, **options) == ["griffinlim", "griffinlim-mixinit", "misi"]
-    assert processes.pooled_phases(every, CPU, 1, **options) == []  # no pool: nothing deferred
+    cuda, settings = torch.device("cuda"), SeparationSettings(tuple(PHASE_METHODS), PhaseSettings(gl_iters=2))
+    assert settings.phase.gl_backend == "librosa"
+    assert processes.pooled_phases(settings, CPU, 2) == ["griffinlim", "griffinlim-mixinit", "misi"]
+    assert processes.pooled_phases(settings, CPU, 1) == []  # no pool: nothing deferred
     # on a GPU only librosa's Griffin-Lim stays on the CPU; the torch backend is the fast path there
-    assert processes.pooled_phases(every, cuda, 2, **options) == ["griffinlim"]
-    assert processes.pooled_phases(every, cuda, 2, **{**options, "gl_backend": "torch"}) == []
+    assert processes.pooled_phases(settings, cuda, 2) == ["griffinlim"]
+    on_the_device = SeparationSettings(settings.phases, PhaseSettings(gl_iters=2, gl_backend="torch"))
+    assert processes.pooled_phases(on_the_device, cuda, 2) == []
 
 
 def test_models_run_in_the_pool_on_a_cpu_only():

@@ -19,6 +19,7 @@ import vocoder as vocoder_script
 from conftest import VALID_TRACKS
 from model import Separator, count_parameters
 from utils import STEMS
+from separation import processes
 from separation.mel_vocoder import Vocoder
 from separation.phase import PHASE_METHODS, vocode
 from pipeline_helpers import assert_one_error_line, run_script
@@ -242,7 +243,7 @@ def test_inference_input_with_the_trained_vocoder(trained, separator_checkpoint,
     sf.write(songs[0], tones(48000, 1.5, 2), 48000)
     sf.write(songs[1], tones(44100, 0.7, 1), 44100)
     loads = []
-    monkeypatch.setattr(inference, "load_vocoder", lambda *a: loads.append(a) or checkpoint.load_vocoder(*a))
+    monkeypatch.setattr(processes, "load_vocoder", lambda *a: loads.append(a) or checkpoint.load_vocoder(*a))
     code = utils.run_cli(inference.main, [str(a) for a in [
         "--input", *songs, "--checkpoint", separator_checkpoint, "--phase", "mixture", "vocoder",
         "--vocoder", trained[0], "--out", tmp_path / "out", "--device", "cpu"]])

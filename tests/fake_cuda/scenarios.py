@@ -320,24 +320,22 @@ def separate_scenario(kind: str, phase_name: str, options: dict):
         from separation import segments
         from utils import STEMS
         from separation.mel_vocoder import Vocoder
-        from separation.phase import PHASE_METHODS
+        from separation.phase import PHASE_METHODS, PhaseSettings
         from utils import HOP, SAMPLE_RATE
 
         model = tiny_model(kind).eval()
         vocoder = Vocoder(n_mels=16, dim=8, hidden=16, nb_blocks=1).eval() if phase_name == "vocoder" else None
         length = int(MIXTURE_SECONDS * SAMPLE_RATE)
         mixture = np.zeros((length, 2), dtype=np.float32)
-        sizes = {"segment": round(SEGMENT_SECONDS * SAMPLE_RATE / HOP) * HOP,
-                 "overlap": round(OVERLAP_SECONDS * SAMPLE_RATE / HOP) * HOP}
-        method_options = {**options}
-        if "gl_iters" in PHASE_METHODS[phase_name].defaults:
-            method_options["gl_iters"] = GL_ITERS
+        settings = segments.SeparationSettings((phase_name,), PhaseSettings(gl_iters=GL_ITERS, **options),
+                                               segment=round(SEGMENT_SECONDS * SAMPLE_RATE / HOP) * HOP,
+                                               overlap=round(OVERLAP_SECONDS * SAMPLE_RATE / HOP) * HOP)
         with harness.fake_cuda():
             model.to(device())
             if vocoder is not None:
-                method_options["vocoder"] = vocoder.to(device())
+                vocoder.to(device())
             with watching(seen, model):
-                out = segments.separate(model, mixture, [phase_name], device(), **sizes, **method_options)
+                out = segments.separate(model, mixture, settings, device(), vocoder)
         estimates = out[phase_name]
         check(set(estimates) == set(STEMS), f"separate gave {sorted(estimates)}")
         for stem, audio in estimates.items():
