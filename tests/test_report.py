@@ -12,9 +12,9 @@ import re
 import shutil
 import subprocess
 import sys
+from graphlib import TopologicalSorter
 from html.parser import HTMLParser
 from pathlib import Path
-from graphlib import TopologicalSorter
 from types import SimpleNamespace
 from typing import Sequence
 from urllib.parse import unquote
