@@ -17,7 +17,7 @@ from utils import UserError
 
 
 def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int = 1) -> Iterator[torch.Tensor]:
-    """train.make_loader's batches epoch after epoch, each epoch drawing its own excerpts as
+    """training.loader.make_loader's batches epoch after epoch, each epoch drawing its own excerpts as
     in training, so that a timing may ask for more batches than one epoch of a small cache
     holds (4 tracks x 64 excerpts are 16 batches of 16)."""
     if len(loader) == 0:  # would otherwise loop forever without yielding

@@ -12,7 +12,7 @@ train and valid splits into DIR/cache with data.preprocess, as preprocess.py doe
 train's input statistics; (3) the training loader's excerpts/s at each --workers under each
 --contexts start method, with the process tree's peak memory, beside the float32 item path
 it replaced (bench.data_loading.FloatItems); (4) one training step on
-the device; (5) train.validate over the valid tracks, once; (6) segments.separate
+the device; (5) training.validation.validate over the valid tracks, once; (6) segments.separate
 (mixture phase) and evaluation.evaluate_track (museval) on one test track, and each of
 --phases on it, timed per process as inference.py with a pool runs it (on a CPU all on
 one thread, as in a pool process that separates whole tracks; on a GPU the model on the
@@ -57,7 +57,9 @@ from model import MODELS, build_model
 from utils import STEMS
 from separation.phase import PHASE_METHODS
 from training.precision import PRECISIONS, Precision, set_up_precision
-from train import make_loader, new_model_config, validate
+from training.loader import make_loader
+from training.settings import new_model_config
+from training.validation import validate
 from utils import machine_description
 from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, atomic_path, remove_stale_parts,
                    resolve_device, run_cli, write_text)
@@ -295,7 +297,7 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
 
 
 def measure_loader(cache: StemCache, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """Excerpts/s of train.make_loader (stems, all augmentations; path 'int16') and of the
+    """Excerpts/s of training.loader.make_loader (stems, all augmentations; path 'int16') and of the
     float32 item path it replaced (bench.data_loading.float_loader; path 'float32'), side by
     side, per worker count and start method over --batches batches, with the process tree's
     peak memory meanwhile. The first
@@ -310,7 +312,7 @@ def measure_loader(cache: StemCache, args: argparse.Namespace, device: torch.dev
     for path, workers, context in configs:
         with PeakTreeMemory() as memory:
             if path == "int16":
-                loader, sampler = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS,
+                loader, sampler = make_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS,
                                               args.batch_size, workers, seed=0, device=device,
                                               multiprocessing_context=context)
             else:
@@ -348,7 +350,7 @@ def training_model(cache: StemCache, args: argparse.Namespace) -> tuple[torch.nn
 def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namespace, device: torch.device,
                  precision: Precision) -> float:
     """Seconds of one training step (train_throughput.step) on one fixed loader batch."""
-    loader, _ = make_loader(cache, "stems", args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size,
+    loader, _ = make_loader(cache, args.seq_dur, args.samples_per_track, AUGMENTATIONS, args.batch_size,
                             0, seed=0, device=device)
     batch = next(iter(loader))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

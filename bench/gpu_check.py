@@ -20,8 +20,8 @@ Sections, in this order:
   train       train.main, a few epochs of umx at each of those precisions: finite training
               and validation losses in log.csv, and the checkpoint records the precision
   torchrun    torchrun --nproc_per_node 1 of this script's own DDP worker: an NCCL process
-              group (gloo on a CPU), DistributedDataParallel, train.train_epoch,
-              train.validate and an all_reduce (train.py itself starts no process group
+              group (gloo on a CPU), DistributedDataParallel, training.loop.train_epoch,
+              training.validation.validate and an all_reduce (train.py itself starts no process group
               for a single process)
   separate    separation.separate with every phase method on the device (umx for the
               magnitude methods, the complex-mask model for "model"; the vocoder an
@@ -77,6 +77,10 @@ import torch.distributed as dist
 from formats import checkpoint
 import train
 from training.augment import AUGMENTATIONS
+from training.loader import make_loader
+from training.loop import batch_targets, separation_loss, train_epoch
+from training.settings import new_model_config
+from training.validation import validate
 from bench.common import batches_forever
 from bench.train_throughput import FULL_TRAIN_TRACKS, synchronize
 from formats.cache import SOURCES, StemCache
@@ -350,16 +354,16 @@ def new_model(name: str, sizes: Sizes, device: torch.device, seed: int = SEED) -
     """One of MODELS at `sizes`, initialised from `seed`, on `device`."""
     kind, mask = MODELS[name]
     torch.manual_seed(seed)
-    config = train.new_model_config(kind, sizes.hidden_size, sizes.nb_layers, True, True, None, mask=mask)
+    config = new_model_config(kind, sizes.hidden_size, sizes.nb_layers, True, True, None, mask=mask)
     return build_model(config).to(device)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batch,
                precision: Precision, device: torch.device, loss_name: str, update: bool = True) -> torch.Tensor:
-    """One training step as train.train_epoch takes it, on a loader batch; its loss, not
+    """One training step as training.loop.train_epoch takes it, on a loader batch; its loss, not
     read back. Without `update` only the loss is computed (a step the scaler would skip)."""
-    mixture, targets = train.batch_targets(batch, True, device, takes_complex(model))
-    loss = train.separation_loss(model, mixture, targets, precision, loss_name)
+    mixture, targets = batch_targets(batch, device, takes_complex(model))
+    loss = separation_loss(model, mixture, targets, precision, loss_name)
     if update:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -412,8 +416,8 @@ def precision_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, de
     So fp16 is compared with an fp32 run that skips the same steps' updates ("fp32 with
     fp16's skips"), which isolates the arithmetic; a check fails only if the scaler
     skipped more than half the steps (it never found a workable scale)."""
-    loader, sampler = train.make_loader(cache, "stems", sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
-                                        sizes.agreement_batch, 0, SEED, device)
+    loader, sampler = make_loader(cache, sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
+                                  sizes.agreement_batch, 0, SEED, device)
     batches_iter = batches_forever(loader, sampler)
     batches = [next(batches_iter) for _ in range(sizes.agreement_batches)]
     per_round = sizes.agreement_batches
@@ -562,19 +566,19 @@ def ddp_worker(result_path: Path, cache_dir: str, device_name: str, sizes: Sizes
     try:
         precision = set_up_precision("auto", device)
         cache = StemCache(cache_dir)
-        loader, sampler = train.make_loader(cache, "stems", sizes.seq_dur, sizes.train_samples_per_track,
-                                            AUGMENTATIONS, sizes.train_batch, sizes.workers, SEED, device)
+        loader, sampler = make_loader(cache, sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
+                                      sizes.train_batch, sizes.workers, SEED, device)
         model = new_model("umx", sizes, device)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         sampler.set_epoch(1)
         synchronize(device)
         started = time.perf_counter()
-        train_loss = train.train_epoch(net, loader, optimizer, precision.grad_scaler(device.type), device,
-                                       from_stems=True, epoch=1, progress=False, precision=precision)
+        train_loss = train_epoch(net, loader, optimizer, precision.grad_scaler(device.type), device,
+                                 epoch=1, progress=False, precision=precision)
         synchronize(device)
         epoch_seconds = time.perf_counter() - started
-        validation = train.validate(net, cache, cache.names("valid"), device, precision)
+        validation = validate(model, cache, cache.names("valid"), device, precision)
         ones = torch.ones((), device=device)
         dist.all_reduce(ones)
         if dist.get_rank() == 0:
@@ -637,8 +641,8 @@ def fixed_batch_rate(model_name: str, batch_size: int, cache: StemCache, sizes: 
                      precision: Precision) -> dict:
     """Training steps on one loaded batch (copied and transformed on the device each
     step, as in training, with no loader to wait for): rates and peak memory."""
-    loader, sampler = train.make_loader(cache, "stems", sizes.seq_dur, max(sizes.train_samples_per_track, batch_size),
-                                        AUGMENTATIONS, batch_size, 0, SEED, device)
+    loader, sampler = make_loader(cache, sizes.seq_dur, max(sizes.train_samples_per_track, batch_size),
+                                  AUGMENTATIONS, batch_size, 0, SEED, device)
     batch = next(batches_forever(loader, sampler))
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -690,8 +694,8 @@ def fed_rate(model_name: str, cache: StemCache, sizes: Sizes, device: torch.devi
     GPU time from a step's first queued work to its last, over the wall time; time the GPU
     waits on the host between steps (for the loader) counts as idle, gaps within a step
     as busy, so it is an upper bound."""
-    loader, sampler = train.make_loader(cache, "stems", sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
-                                        min(DEFAULT_BATCH, max(sizes.batch_sizes)), sizes.workers, SEED, device)
+    loader, sampler = make_loader(cache, sizes.seq_dur, sizes.train_samples_per_track, AUGMENTATIONS,
+                                  min(DEFAULT_BATCH, max(sizes.batch_sizes)), sizes.workers, SEED, device)
     batches = batches_forever(loader, sampler)
     model = new_model(model_name, sizes, device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -55,8 +55,9 @@ def measure(kind: str, precision_name: str, batch: int, seconds: float) -> dict:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    import train
     from training.losses import DEFAULT_LOSSES
+    from training.loop import batch_targets, separation_loss
+    from training.settings import new_model_config
     from model import build_model, takes_complex
     from training.precision import resolve_precision
     from tests.fake_cuda import harness
@@ -64,7 +65,7 @@ def measure(kind: str, precision_name: str, batch: int, seconds: float) -> dict:
 
     name, mask = MODEL_KINDS[kind]
     torch.manual_seed(0)
-    model = build_model(train.new_model_config(name, None, None, True, True, None, mask=mask))
+    model = build_model(new_model_config(name, None, None, True, True, None, mask=mask))
     device = torch.device("cuda")
 
     def storage_key(tensor: torch.Tensor) -> int:
@@ -138,9 +139,9 @@ def measure(kind: str, precision_name: str, batch: int, seconds: float) -> dict:
         live = LiveBytes(weights)
         started = time.perf_counter()
         with live:
-            mixture, targets = train.batch_targets(stems, True, device, takes_complex(model))
+            mixture, targets = batch_targets(stems, device, takes_complex(model))
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-                loss = train.separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES[mask])
+                loss = separation_loss(model, mixture, targets, precision, DEFAULT_LOSSES[mask])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             del mixture, targets, loss

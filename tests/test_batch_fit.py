@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training import batch_fit
-import train
+from training import batch_fit, loop
 from training.losses import DEFAULT_LOSSES
 from model import build_model
 from training.precision import resolve_precision
@@ -68,7 +67,7 @@ def test_the_probe_step_leaves_model_and_random_streams_as_they_were(config):
     model.train()
     before = {name: value.clone() for name, value in model.state_dict().items()}
     loss = DEFAULT_LOSSES[config.get("mask", "magnitude")]
-    run_step = train.probe_step(model, 2, 0.5, resolve_precision("fp32", cpu), loss, cpu)
+    run_step = loop.probe_step(model, 2, 0.5, resolve_precision("fp32", cpu), loss, cpu)
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)

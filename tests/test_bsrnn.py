@@ -14,6 +14,7 @@ from separation import segments
 from reporting import text as report_text
 import train
 import utils
+from training import settings
 from model import BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters, layout_band_widths
 from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
@@ -141,16 +142,16 @@ def test_umx_only_flags_are_refused(flags, mentions, tmp_path, capsys):
 
 
 def test_new_model_config_leaves_unset_sizes_to_the_model():
-    config = train.new_model_config("bsrnn", None, None, True, True, None)
+    config = settings.new_model_config("bsrnn", None, None, True, True, None)
     assert config == {"model": "bsrnn", "bidirectional": True, "mask": "magnitude"}
     assert build_model(config).config == BandSplitRNN().config
-    umx = train.new_model_config("umx", 64, None, True, False, 8000.0)
+    umx = settings.new_model_config("umx", 64, None, True, False, 8000.0)
     expected = Separator(hidden_size=64, bidirectional=False, max_bin=bandwidth_bins(8000.0, 44100, 4096))
     assert build_model(umx).config == expected.config
 
 
 def test_help_states_both_models_defaults():
-    text = " ".join(train.build_parser().format_help().split())
+    text = " ".join(settings.build_parser().format_help().split())
     assert "--model {umx,bsrnn}" in text
     umx, bsrnn = Separator(), BandSplitRNN()
     assert f"(default {umx.hidden_size}); bsrnn: features per band, N (default {bsrnn.feature_size})" in text

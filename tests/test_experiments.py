@@ -13,8 +13,8 @@ import torch
 from formats import checkpoint
 from formats import experiment_table
 import experiments
-import train
-from training.losses import DEFAULT_LOSSES
+from training.loop import batch_targets, separation_loss
+from training.settings import build_parser, resolve_settings
 from model import build_model, count_parameters, takes_complex
 from formats.checkpoint import load_separator
 from training.precision import resolve_precision
@@ -119,22 +119,19 @@ def test_bad_requests_are_one_line_errors(tmp_path, hq_cache) -> None:
 def test_every_variant_builds_under_10m_parameters_and_trains_a_step(run) -> None:
     """Each run's model, built from its flags at full size exactly as train.py builds it,
     is a < 10M-parameter two-stem system and takes one optimisation step."""
-    flags = train.build_parser().parse_args(experiments.EXPERIMENT_SETS[run[0]][run[1]])
-    config = train.new_model_config(flags.model, flags.hidden_size, flags.nb_layers, not flags.no_mask,
-                                    not flags.unidirectional, flags.bandwidth, flags.mask_activation,
-                                    flags.input_transform, flags.mask)
-    loss_name = flags.loss or DEFAULT_LOSSES[flags.mask]  # as train.run resolves it
-    train.check_loss(loss_name, flags.mask)
+    flags = build_parser().parse_args(experiments.EXPERIMENT_SETS[run[0]][run[1]])
+    settings = resolve_settings(flags, torch.device("cpu"))
+    loss_name = settings.loss
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(settings.model_config)
     assert count_parameters(model) < 10_000_000
     stems = 0.1 * torch.randn(2, 4, 2, 5 * 1024)  # batch, sources, channels, samples: 6 frames
-    mixture, targets = train.batch_targets(stems, True, torch.device("cpu"), takes_complex(model))
+    mixture, targets = batch_targets(stems, torch.device("cpu"), takes_complex(model))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     fp32 = resolve_precision("fp32", torch.device("cpu"))
-    loss = train.separation_loss(model, mixture, targets, fp32, loss_name)
+    loss = separation_loss(model, mixture, targets, fp32, loss_name)
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert train.separation_loss(model, mixture, targets, fp32, loss_name).item() != loss.item()
+    assert separation_loss(model, mixture, targets, fp32, loss_name).item() != loss.item()

@@ -44,6 +44,7 @@ mode, at, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sys.argv = [script, *sys.argv[4:]]
 import preprocess, train, utils
 from formats import cache
+from training import loop, validation
 
 def die():
     sys.stdout.flush()
@@ -59,7 +60,7 @@ def write_half(path, payload):
 def on_second_training_batch(act):
     """Patch train so that epoch `at`'s second training batch's loss becomes act(loss)."""
     seen = {}
-    real_epoch, real_loss = train.train_epoch, train.separation_loss
+    real_epoch, real_loss = train.train_epoch, loop.separation_loss
     def train_epoch(*args, **kwargs):
         seen["epoch"], seen["batch"] = inspect.signature(real_epoch).bind(*args, **kwargs).arguments["epoch"], 0
         return real_epoch(*args, **kwargs)
@@ -70,7 +71,7 @@ def on_second_training_batch(act):
             if seen["batch"] == 2:
                 return act(loss)
         return loss
-    train.train_epoch, train.separation_loss = train_epoch, separation_loss
+    train.train_epoch, loop.separation_loss = train_epoch, separation_loss
 
 if mode == "mid-epoch":  # at: epoch; killed in its second training batch, before its optimizer step
     on_second_training_batch(lambda loss: die())
@@ -92,8 +93,8 @@ elif mode == "nan-valid":  # at: epoch; its validation loss becomes NaN
         seen["epoch"] = inspect.signature(real_epoch).bind(*args, **kwargs).arguments["epoch"]
         return real_epoch(*args, **kwargs)
     def validate(*args, **kwargs):
-        validation = real_valid(*args, **kwargs)
-        return train.Validation(float("nan"), validation.sdr) if seen.get("epoch") == at else validation
+        result = real_valid(*args, **kwargs)
+        return validation.Validation(float("nan"), result.sdr) if seen.get("epoch") == at else result
     train.train_epoch, train.validate = train_epoch, validate
 elif mode == "preprocess":  # at: the at-th array file preprocess writes is cut off halfway
     real_npy = cache._save_npy

@@ -22,11 +22,13 @@ from separation import evaluation
 from separation import segments
 import train
 import utils
-from formats.cache import StemCache
+from formats.cache import StemCache, mixture_and_targets
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
 from model import Separator, build_model, count_parameters
 from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, run_script
+from training.precision import resolve_precision
+from training.validation import track_sdr, validate
 
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
 CHECKPOINT_KEYS = {"model_state", "model_config", "input_stats", "epoch", "history", "train_args"}
@@ -122,6 +124,29 @@ def test_resume_equals_uninterrupted_run(resume_runs):
         torch.testing.assert_close(resumed["model_state"][key], tensor, rtol=1e-5, atol=1e-6, msg=key)
     with open(resume_runs["b"] / "log.csv", newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_validation_sdr_is_that_of_inference_with_the_mixture_phase(loss_run, hq_cache, tmp_path):
+    """train.py's validation SDR of a track equals the same formula (training.validation's
+    track_sdr) applied to what inference.py --phase mixture --save-estimates writes for a
+    MUSDB18-HQ track whose audio is the cache's stems: one separation path for both."""
+    model, _ = checkpoint.load_separator(loss_run / "last.pt")
+    cache = StemCache(hq_cache)
+    name = cache.names("valid")[0]
+    validated = validate(model, cache, [name], torch.device("cpu"), resolve_precision("fp32", torch.device("cpu")))
+    stems = np.array(cache.stems(name))  # sources, channels, samples
+    audio = mixture_and_targets(torch.from_numpy(stems)).numpy()  # mixture, vocals, accompaniment
+    folder = tmp_path / "root" / "train" / name
+    folder.mkdir(parents=True)
+    for source, signal in [("mixture", audio[0]), *zip(cache.sources, stems)]:
+        sf.write(folder / f"{source}.wav", signal.T, utils.SAMPLE_RATE, subtype="FLOAT")
+    inference.main(["--root", str(tmp_path / "root"), "--is-wav", "--subset", "train", "--split", "valid",
+                    "--checkpoint", str(loss_run / "last.pt"), "--phase", "mixture", "--save-estimates",
+                    "--workers", "0", "--device", "cpu", "--samples", "0", "--out", str(tmp_path / "results")])
+    [written] = (tmp_path / "results").glob(f"*/estimates/{name}")
+    estimates = {stem: sf.read(written / f"{stem}.wav", dtype="float32")[0] for stem in STEMS}
+    np.testing.assert_allclose(track_sdr(estimates, audio[1:]), [validated.sdr[stem] for stem in STEMS],
+                               rtol=0, atol=1e-4)
 
 
 # --------------------------------------------------------------- checkpoints

@@ -10,21 +10,28 @@ import pytest
 import torch
 
 from formats import checkpoint
-from training import precision
+from training import loop, precision, validation
 import train
 from model import lstm_forward
 from pipeline_helpers import TINY_TRAIN
+from training.settings import build_parser
 
 
 def watch_dtypes(monkeypatch) -> dict[str, list]:
     """Hooks on every nn.LSTM and nn.Linear of the model train.py builds, and on the
-    estimates its losses are computed from: what dtypes each saw, per phase ("train" or "valid")."""
+    estimates its losses are computed from: what dtypes each saw, per phase ("train" or "valid");
+    the linear layers' within those estimates (validation's SDR runs inference's float32 path)."""
     seen: dict[str, list] = {"lstm_in": [], "lstm_out": [], "lstm_autocast": [], "linear_out": [], "estimate": []}
-    real_build, real_estimate = train.build_model, train.estimate_stems
+    real_build, real_estimate = train.build_model, loop.estimate_stems
+    in_loss = []
 
     def lstm_pre_hook(module, inputs):
         seen["lstm_in"].append(inputs[0].dtype)
         seen["lstm_autocast"].append(torch.is_autocast_enabled(inputs[0].device.type))
+
+    def linear_hook(module, inputs, output):
+        if in_loss:
+            seen["linear_out"].append(output.dtype)
 
     def build_model(config):
         model = real_build(config)
@@ -33,16 +40,19 @@ def watch_dtypes(monkeypatch) -> dict[str, list]:
                 module.register_forward_pre_hook(lstm_pre_hook)
                 module.register_forward_hook(lambda m, i, out: seen["lstm_out"].append(out[0].dtype))
             elif isinstance(module, torch.nn.Linear):
-                module.register_forward_hook(lambda m, i, out: seen["linear_out"].append(out.dtype))
+                module.register_forward_hook(linear_hook)
         return model
 
     def estimate_stems(model, *args):
+        in_loss.append(True)
         estimate = real_estimate(model, *args)
+        in_loss.clear()
         seen["estimate"].append(("train" if model.training else "valid", estimate.dtype))
         return estimate
 
     monkeypatch.setattr(train, "build_model", build_model)
-    monkeypatch.setattr(train, "estimate_stems", estimate_stems)
+    for module in (loop, validation):
+        monkeypatch.setattr(module, "estimate_stems", estimate_stems)
     return seen
 
 
@@ -188,6 +198,6 @@ def test_lstm_policy_off_cuda_is_float32_under_every_autocast():
 
 
 def test_help_states_the_precision_default():
-    text = " ".join(train.build_parser().format_help().split())
+    text = " ".join(build_parser().format_help().split())
     assert "--precision {auto,fp32,bf16,fp16}" in text
     assert "auto: by the card's compute capability" in text and "(default: auto)" in text

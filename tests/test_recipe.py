@@ -12,7 +12,8 @@ from formats import checkpoint
 from training import schedules
 import train
 import utils
-from training.losses import LOSSES, Targets, mixture_phase_audio, soft_floor_sdr
+from training.losses import LOSSES, Targets, soft_floor_sdr
+from training.loop import batch_targets
 from model import Separator, build_model
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
 
@@ -48,7 +49,7 @@ def test_cosine_resumes_on_the_same_curve():
     scheduler = schedules.make_scheduler("cosine", optimizer, 100, 80, 0.3)
     first = _lrs(scheduler, optimizer, 40)
     saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    optimizer = _optimizer()  # train.run's order: a new scheduler, then both states
+    optimizer = _optimizer()  # train.py's order: a new scheduler, then both states
     scheduler = schedules.make_scheduler("cosine", optimizer, 100, 80, 0.3)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
@@ -66,11 +67,11 @@ def test_soft_floor_sdr():
 
 
 def _batch_for(loss_name: str, seed: int) -> tuple[torch.Tensor, Targets]:
-    """(the model's input, Targets) of random stems, as train.batch_targets builds them for a
+    """(the model's input, Targets) of random stems, as training.loop.batch_targets builds them for a
     model whose estimates `loss_name` compares: the mixture magnitude, or for a complex loss
     the complex mixture STFT."""
     stems = torch.randn(2, 4, 2, 4 * utils.HOP, generator=torch.Generator().manual_seed(seed)) * 0.1
-    return train.batch_targets(stems, torch.device("cpu"), complex_input=LOSSES[loss_name].mask == "complex")
+    return batch_targets(stems, torch.device("cpu"), complex_input=LOSSES[loss_name].mask == "complex")
 
 
 @pytest.mark.parametrize("name", list(LOSSES))

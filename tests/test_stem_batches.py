@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import train
 from training.augment import AUGMENTATION_REGISTRY
 from bench.data_loading import float_loader
 from formats.cache import SOURCE_SETS, SOURCES, StemCache, mixture_and_targets
 from data import BackgroundLoader, EpochSampler, StemBatch, TrainChunks
+from training.loader import make_loader
+from training.loop import batch_targets
 from pipeline_helpers import run_script
 from test_automix import click_stems, make_click_cache
 from test_data import item_audio, locate
@@ -54,12 +55,12 @@ def epoch_batches(loader, sampler, epoch: int) -> list:
 
 @pytest.mark.parametrize("augmentations", EVERY_COMBINATION, ids=lambda a: "+".join(a) or "none")
 def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_click_cache, augmentations):
-    """A full epoch of train.make_loader's batches (0 workers: the background thread),
+    """A full epoch of training.loader.make_loader's batches (0 workers: the background thread),
     turned into audio as batch_targets does (by the thread for a CPU device, else from the
     codes on the device), equals the float32 path's batches bit for bit,
     and so do the model inputs and targets; on the four- and the two-stem cache."""
     for cache in (click_cache, two_stem_click_cache):
-        new, new_sampler = train.make_loader(cache, SEQ_DUR, 3, augmentations, 4, 0, seed=9, device=CPU)
+        new, new_sampler = make_loader(cache, SEQ_DUR, 3, augmentations, 4, 0, seed=9, device=CPU)
         old, old_sampler = float_loader(cache, SEQ_DUR, 3, augmentations, 4, 0, seed=9)
         assert len(new) == len(old) == -(-len(cache.names("train")) * 3 // 4)
         new_batches, old_batches = epoch_batches(new, new_sampler, 3), epoch_batches(old, old_sampler, 3)
@@ -70,8 +71,8 @@ def test_int16_batches_are_bit_identical_to_float32_items(click_cache, two_stem_
             torch.testing.assert_close(new_batch.stems(CPU), old_batch, rtol=0, atol=0)
             from_codes = StemBatch(new_batch.codes, new_batch.scales, new_batch.swaps)  # as on a GPU
             torch.testing.assert_close(from_codes.stems(CPU), old_batch, rtol=0, atol=0)
-        mixture, targets = train.batch_targets(new_batches[0], CPU)
-        old_mixture, old_targets = train.batch_targets(old_batches[0], CPU)
+        mixture, targets = batch_targets(new_batches[0], CPU)
+        old_mixture, old_targets = batch_targets(old_batches[0], CPU)
         torch.testing.assert_close(mixture, old_mixture, rtol=0, atol=0)
         torch.testing.assert_close(targets.spectrograms, old_targets.spectrograms, rtol=0, atol=0)
         torch.testing.assert_close(targets.audio, old_targets.audio, rtol=0, atol=0)

@@ -11,7 +11,6 @@ from typing import Callable
 
 import torch
 
-from separation.phase import mixture_phase_audio  # noqa: F401  (what --phase mixture outputs)
 from utils import istft
 
 # Weight of the time-domain term against the spectral MSE, per dB. At the start of training
@@ -28,11 +27,9 @@ class Targets:
     """What a training batch is compared with.
 
     magnitudes: (batch, stems, channels, bins, frames) true stem magnitudes.
-    mixture_spec: (batch, channels, bins, frames) complex mixture STFT.
     audio: (batch, stems, channels, samples) true stem waveforms.
     spectrograms: (batch, stems, channels, bins, frames) complex true stem STFTs."""
     magnitudes: torch.Tensor
-    mixture_spec: torch.Tensor
     audio: torch.Tensor
     spectrograms: torch.Tensor
 

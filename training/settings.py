@@ -1,17 +1,23 @@
 """train.py's command line: the flags, their defaults and help texts (the report reads the
-defaults from here to tell which flags a run changed)."""
+defaults from here to tell which flags a run changed), and `TrainSettings`, the one frozen
+value the flags resolve to, every check of them made on the way (resolve_settings)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
+from dataclasses import dataclass
+from pathlib import Path
 
-from model import BSRNN_SIZES, MASKS, MODELS
-from training.augment import augment_help
+import torch
+
+from model import BSRNN_SIZES, MASKS, MODELS, bandwidth_bins, config_mask
+from training.augment import augment_help, parse_augmentations
 from training.losses import DEFAULT_LOSSES, LOSSES, loss_help
-from training.precision import PRECISIONS
+from training.precision import PRECISIONS, Precision, set_up_precision
 from training.schedules import LR_SCHEDULES
-from utils import HelpFormatter, add_debug_flag
+from utils import N_FFT, SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag
 
 DEFAULT_SAVE_EPOCHS = (25, 50, 150)
 
@@ -77,3 +83,121 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
     add_debug_flag(p)
     return p
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """train.py's flags as one run uses them: each flag's value (--precision resolved for
+    the device, --loss for the mask), then what is derived from them. train_args() is what
+    checkpoints record."""
+    cache: str
+    seq_dur: float
+    samples_per_track: int
+    augment: str
+    workers: int
+    model: str
+    hidden_size: int | None
+    nb_layers: int | None
+    no_mask: bool
+    unidirectional: bool
+    bandwidth: float | None
+    mask: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_schedule: str
+    lr_decay_patience: int
+    lr_decay_gamma: float
+    loss: str
+    seed: int
+    device: str
+    precision: Precision
+    checkpoint_dir: str
+    save_epochs: tuple[int, ...] | None
+    resume: bool
+    # Derived from the flags above:
+    augmentations: tuple[str, ...]  # parsed --augment
+    kept_epochs: frozenset[int]  # the epochs saved as epoch_NNN.pt
+    model_config: dict  # build_model's config of a new model (umx's input statistics come later)
+
+    def train_args(self) -> dict:
+        """The flags as checkpoints record them (train_args): each flag but --resume, with
+        --precision resolved and the reason for it (precision_reason)."""
+        derived = ("resume", "augmentations", "kept_epochs", "model_config")
+        args = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in derived}
+        args["precision"] = self.precision.name
+        args["save_epochs"] = None if self.save_epochs is None else list(self.save_epochs)
+        return {**args, "precision_reason": self.precision.reason}
+
+
+def resolve_settings(args: argparse.Namespace, device: torch.device, world: int = 1) -> TrainSettings:
+    """build_parser()'s arguments -> the run's TrainSettings on `device` with `world`
+    torchrun processes; a UserError for flags that do not combine."""
+    precision = set_up_precision(args.precision, device)
+    saved = kept_epochs(args.save_epochs, args.epochs)
+    model_config = new_model_config(args.model, args.hidden_size, args.nb_layers, not args.no_mask,
+                                    not args.unidirectional, args.bandwidth, args.mask)
+    loss = args.loss or DEFAULT_LOSSES[args.mask]
+    check_loss(loss, args.mask)
+    augmentations = parse_augmentations(args.augment)
+    if args.batch_size % world:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the {world} torchrun processes")
+    flags = {k: v for k, v in vars(args).items() if k != "debug"}
+    return TrainSettings(**{**flags, "loss": loss, "precision": precision,
+                            "save_epochs": None if args.save_epochs is None else tuple(args.save_epochs)},
+                         augmentations=augmentations, kept_epochs=saved, model_config=model_config)
+
+
+def check_loss(loss: str, mask: str) -> None:
+    """A UserError unless --loss `loss` compares the estimates a model with `mask` masks makes.
+
+    A magnitude loss on a complex-mask model would leave the phase its masks set untrained
+    (and --phase model, its default output, with it); a complex loss needs complex estimates."""
+    if LOSSES[loss].mask != mask:
+        raise UserError(f"--loss {loss} compares {LOSSES[loss].mask} estimates: with --mask {mask} use one of "
+                        f"{', '.join(name for name, entry in LOSSES.items() if entry.mask == mask)}")
+
+
+def new_model_config(model: str, hidden_size: int | None, nb_layers: int | None, use_mask: bool,
+                     bidirectional: bool, bandwidth: float | None, mask: str = "magnitude") -> dict:
+    """The build_model config of a new model from the model flags (without umx's input
+    statistics); a size flag left out takes the model's own default."""
+    if model == "umx":
+        if mask != "magnitude":
+            raise UserError(f"--mask {mask} applies only to --model bsrnn: umx estimates magnitude masks")
+        config = {"hidden_size": hidden_size, "nb_layers": nb_layers, "use_mask": use_mask,
+                  "bidirectional": bidirectional,
+                  "max_bin": None if bandwidth is None else bandwidth_bins(bandwidth, SAMPLE_RATE, N_FFT)}
+    else:
+        if not use_mask:
+            raise UserError("--no-mask applies only to --model umx: bsrnn's per-band norms discard the input level, "
+                            "so it always estimates masks")
+        if bandwidth is not None:
+            raise UserError("--bandwidth applies only to --model umx: bsrnn covers every bin with its bands")
+        config = {"feature_size": hidden_size, "nb_layers": nb_layers, "bidirectional": bidirectional, "mask": mask}
+    return {"model": model, **{k: v for k, v in config.items() if v is not None}}
+
+
+def kept_epochs(requested: list[int] | None, epochs: int) -> frozenset[int]:
+    """The epochs saved as epoch_NNN.pt: explicit --save-epochs past --epochs are a
+    mistake; the defaults just shrink."""
+    if requested is None:
+        return frozenset(e for e in DEFAULT_SAVE_EPOCHS if e <= epochs)
+    late = [e for e in requested if e > epochs or e < 1]
+    if late:
+        raise UserError(f"--save-epochs {' '.join(map(str, late))} outside 1..--epochs {epochs}")
+    return frozenset(requested)
+
+
+def check_resumable(settings: TrainSettings, state: dict, path: Path) -> None:
+    """A UserError unless the run of `settings` can continue the checkpoint `state` read
+    from `path`: the same --lr-schedule and masks, and epochs left to train."""
+    schedule = state.get("train_args", {}).get("lr_schedule", "plateau")
+    if schedule != settings.lr_schedule:
+        raise UserError(f"{path} was trained with --lr-schedule {schedule}: resume it with the same schedule")
+    mask = config_mask(state["model_config"])
+    if mask != settings.mask:
+        raise UserError(f"{path} has {mask} masks: resume it with --mask {mask}")
+    if state["epoch"] >= settings.epochs:
+        raise UserError(f"{path} is already at epoch {state['epoch']}: ask for more --epochs than that to continue")

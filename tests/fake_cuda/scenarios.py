@@ -12,8 +12,8 @@ it once and turns each scenario into a test). RESULTS.json maps each scenario's 
 The models are small (a few units per layer), the excerpts half a second and the tracks
 a few seconds: on fake tensors the cost is per op, not per element, and the devices and
 dtypes do not depend on the sizes. Everything but the sizes is the code training and
-inference run: train.make_loader's loader over a real cache, train.train_epoch with the
-precision's GradScaler and Adam, train.validate, segments.separate.
+inference run: training.loader.make_loader's loader over a real cache, training.loop.train_epoch
+with the precision's GradScaler and Adam, training.validation.validate, segments.separate.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MIXTURE_SECONDS = 3.5  # separated in two segments, the second with a lead-in
 SEGMENT_SECONDS, OVERLAP_SECONDS = 2.0, 0.5
 GL_ITERS = 2
 # The sync scenarios' epoch: 3 tracks x 4 excerpts in batches of 2, 6 steps; and the values
-# train_epoch may read back from the device in a whole epoch: train.check_finite's at its last
+# train_epoch may read back from the device in a whole epoch: loop.check_finite's at its last
 # step and the mean loss.
 SYNC_EXCERPTS_PER_TRACK, FIXED_READS = 4, 2
 # label -> (--model, --mask) of each kind of model
@@ -107,7 +107,7 @@ def spy(module, name: str, record: Callable) -> Iterator[None]:
 
 @contextlib.contextmanager
 def watching(seen: Seen, *models) -> Iterator[None]:
-    """Records into `seen` the model's inputs and outputs of the step (train.batch_targets,
+    """Records into `seen` the model's inputs and outputs of the step (loop.batch_targets,
     estimate_stems, every losses.LOSSES function, segments.separate_estimates, each phase
     method's inputs), every LSTM's input and output, the dtypes autocast produced on the device,
     and the ops that computed on the CPU."""
@@ -116,13 +116,13 @@ def watching(seen: Seen, *models) -> Iterator[None]:
     from training import losses
     from separation import phase
     from separation import segments
-    import train
+    from training import loop, validation
     from torch.utils._python_dispatch import TorchDispatchMode
 
     def targets_seen(result, *args):
         mixture, targets = result
         seen.add("model input", mixture)
-        for field in ("magnitudes", "mixture_spec", "audio", "spectrograms"):
+        for field in ("magnitudes", "audio", "spectrograms"):
             seen.add(f"targets.{field}", getattr(targets, field))
 
     def lstm_seen(module, inputs, output):
@@ -158,8 +158,9 @@ def watching(seen: Seen, *models) -> Iterator[None]:
     phase.PhaseMethod.__call__ = phase_seen
     losses.LOSSES.update({name: loss_seen(entry) for name, entry in original_losses.items()})
     try:
-        with spy(train, "batch_targets", targets_seen), \
-                spy(train, "estimate_stems", lambda result, *a: seen.add("estimates", result)), \
+        with spy(loop, "batch_targets", targets_seen), spy(validation, "batch_targets", targets_seen), \
+                spy(loop, "estimate_stems", lambda result, *a: seen.add("estimates", result)), \
+                spy(validation, "estimate_stems", lambda result, *a: seen.add("estimates", result)), \
                 spy(segments, "separate_estimates", lambda result, *a: seen.add("estimates", result)), \
                 cpu_compute, Dtypes():
             yield
@@ -187,11 +188,11 @@ def tiny_model(kind: str):
     """A model of `kind` (MODEL_KINDS) at a few units per layer, on the CPU."""
     import torch
 
-    import train
     from model import build_model
+    from training.settings import new_model_config
 
     name, mask = MODEL_KINDS[kind]
-    config = train.new_model_config(name, 8, 1, True, True, None, mask=mask)
+    config = new_model_config(name, 8, 1, True, True, None, mask=mask)
     if name == "bsrnn":
         config["band_widths"] = TINY_BAND_WIDTHS
     torch.manual_seed(0)
@@ -203,21 +204,21 @@ def expected_dtypes(kind: str) -> tuple[str, str]:
     return ("complex64", "complex64") if MODEL_KINDS[kind][1] == "complex" else ("float32", "float32")
 
 
-def check_step(seen: Seen, kind: str, precision_name: str) -> None:
-    """The assertions every training or validation step makes of what it saw."""
+def check_step(seen: Seen, kind: str, precision_name: str, validating: bool = False) -> None:
+    """The assertions every training or validation step makes of what it saw. Validation
+    also separates each track as inference does, in float32 whatever the precision."""
     model_input, estimates = expected_dtypes(kind)
     seen.expect("model input", f"cuda {model_input}")
     seen.expect("estimates", f"cuda {estimates}")
     seen.expect("loss", "cuda float32")
     seen.expect("targets.magnitudes", "cuda float32")
-    seen.expect("targets.mixture_spec", "cuda complex64")
     seen.expect("targets.spectrograms", "cuda complex64")
     seen.expect("targets.audio", "cuda float32")
     # precision.py's LSTM policy: cuDNN's fp16 LSTM under CUDA fp16 (autocast casts its
     # input, whatever the layer before made), float32 under anything else.
     if precision_name == "fp16":
         seen.expect("LSTM input", "cuda float32", "cuda float16")
-        seen.expect("LSTM output", "cuda float16")
+        seen.expect("LSTM output", "cuda float16", *["cuda float32"] * validating)
     else:
         seen.expect("LSTM input", "cuda float32")
         seen.expect("LSTM output", "cuda float32")
@@ -228,16 +229,17 @@ def check_step(seen: Seen, kind: str, precision_name: str) -> None:
 
 
 def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, loss: str | None = None, move_model: bool = True, excerpts_per_track: int = 1) -> float:
-    """train.train_epoch over train.make_loader's loader for the device, on fake CUDA."""
+    """loop.train_epoch over make_loader's loader for the device, on fake CUDA."""
     import torch
 
-    import train
     from formats.cache import StemCache
+    from training.loader import make_loader
+    from training.loop import train_epoch
     from training.losses import DEFAULT_LOSSES
     from training.precision import resolve_precision
 
     model = tiny_model(kind)
-    loader, _ = train.make_loader(cache=StemCache(cache), seq_dur=SEQ_SECONDS,
+    loader, _ = make_loader(cache=StemCache(cache), seq_dur=SEQ_SECONDS,
                                   samples_per_track=excerpts_per_track,
                                   augmentations=(), batch_size=BATCH_SIZE, workers=0, seed=0, device=device())
     loss = loss or DEFAULT_LOSSES[MODEL_KINDS[kind][1]]
@@ -250,9 +252,9 @@ def run_training(seen: Seen, kind: str, precision_name: str, cache: Path, loss: 
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         reads_before = harness.device_reads
         with watching(seen, model):
-            mean_loss = train.train_epoch(model=model, loader=harness.OnTheHost(loader), optimizer=optimizer, scaler=scaler,
-                                          device=device(), epoch=1, progress=False,
-                                          precision=precision, loss_name=loss)
+            mean_loss = train_epoch(model=model, loader=harness.OnTheHost(loader), optimizer=optimizer, scaler=scaler,
+                                    device=device(), epoch=1, progress=False,
+                                    precision=precision, loss_name=loss)
         seen.device_reads = harness.device_reads - reads_before
         seen.steps = len(loader)
         check(isinstance(mean_loss, float), f"train_epoch returned {type(mean_loss).__name__}, not a float")
@@ -280,7 +282,7 @@ def train_scenario(kind: str, precision_name: str, loss: str | None = None):
 
 def sync_scenario(precision_name: str):
     """An epoch of many steps reads values back from the device a fixed number of times
-    (train.check_finite's and the mean loss's), not at every step; except that under fp16
+    (loop.check_finite's and the mean loss's), not at every step; except that under fp16
     the GradScaler reads whether it found an inf at every step (torch's GradScaler.step
     does, for an optimizer that is not fused)."""
     def scenario(seen: Seen, cache: Path) -> None:
@@ -294,22 +296,22 @@ def sync_scenario(precision_name: str):
 
 def validate_scenario(kind: str, precision_name: str):
     def scenario(seen: Seen, cache: Path) -> None:
-        import train
         from formats.cache import StemCache
         from training.losses import DEFAULT_LOSSES
-        from utils import STEMS
         from training.precision import resolve_precision
+        from training.validation import validate
+        from utils import STEMS
 
         model = tiny_model(kind)
         stems = StemCache(cache)
         with harness.fake_cuda():
             model.to(device())
             with watching(seen, model):
-                result = train.validate(model=model, cache=stems, names=stems.names("valid"), device=device(),
-                                        precision=resolve_precision(precision_name, device()),
-                                        chunk_seconds=CHUNK_SECONDS, loss_name=DEFAULT_LOSSES[MODEL_KINDS[kind][1]])
+                result = validate(model=model, cache=stems, names=stems.names("valid"), device=device(),
+                                  precision=resolve_precision(precision_name, device()),
+                                  chunk_seconds=CHUNK_SECONDS, loss_name=DEFAULT_LOSSES[MODEL_KINDS[kind][1]])
         check(set(result.sdr) == set(STEMS), f"validation SDR for {sorted(result.sdr)}")
-        check_step(seen, kind, precision_name)
+        check_step(seen, kind, precision_name, validating=True)
     return scenario
 
 
@@ -384,15 +386,15 @@ def cpu_stft_window():
 
 @contextlib.contextmanager
 def stft_on_the_cpu():
-    """train.py's STFT computed on the CPU and its result moved back: nothing mixes devices,
-    only the CPU-compute log can tell."""
-    import train
-    original = train.stft
-    train.stft = lambda audio, *args, **kwargs: original(audio.cpu(), *args, **kwargs).to(audio.device)
+    """The training step's STFT computed on the CPU and its result moved back: nothing mixes
+    devices, only the CPU-compute log can tell."""
+    from training import loop
+    original = loop.stft
+    loop.stft = lambda audio, *args, **kwargs: original(audio.cpu(), *args, **kwargs).to(audio.device)
     try:
         yield
     finally:
-        train.stft = original
+        loop.stft = original
 
 
 @contextlib.contextmanager
