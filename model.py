@@ -319,7 +319,7 @@ MODELS = {"umx": Separator, "bsrnn": BandSplitRNN}
 
 
 # Config keys of model options measured and dropped (docs/recipe.md, "Which flags stay"):
-# a checkpoint that holds one at the value every model now has still loads.
+# a checkpoint that holds one at the value every model computes still loads.
 FIXED_OPTIONS = {"mask_activation": "relu", "input_transform": "linear"}
 
 
