@@ -1,5 +1,5 @@
-"""Loader-only excerpts/s of the training loader, its int16 path against the float32 path it
-replaced, side by side in one run; then a CPU training step fed by each path.
+"""Loader-only excerpts/s of the training loader, its int16 path against a float32 item path
+(the baseline), side by side in one run; then a CPU training step fed by each path.
 
     python -m bench.data_loading --cache cache --batches 40
     python -m bench.data_loading --cache cache --workers 0 2 --start-method spawn
@@ -7,13 +7,13 @@ replaced, side by side in one run; then a CPU training step fed by each path.
     python -m bench.data_loading --full-size /data/full --stems 2 --reload  # what the page cache keeps (cgroup)
     python -m bench.data_loading --cache cache --steps 3   # + a CPU training step, both paths
 
-Paths: `int16` is train.make_loader's (items carry each source's int16 codes and scale;
+Paths: `int16` is training.loader.make_loader's (items carry each source's int16 codes and scale;
 with --workers 0 a background thread fills reused buffers, data.BackgroundLoader, timed
 as it feeds a GPU: the codes alone, the buffers not page-locked here);
-`float32` is the item path it replaced (FloatItems: each item converted to float32,
+`float32` is the baseline (FloatItems: each item converted to float32,
 scaled and swapped on the CPU, then batched by a DataLoader). Both draw the same items.
 Per core: excerpts/s over the cores the loader keeps busy (its thread or main process
-with 0 workers, else one per worker). `+ targets on CPU` adds train.batch_targets
+with 0 workers, else one per worker). `+ targets on CPU` adds training.loop.batch_targets
 (conversion, mixture and |STFT|) on this CPU, the work the int16 path moves to the device.
 --steps times train_epoch's loop (loader, then a step of the default model) with 0 workers,
 the two paths taking turns step by step.
@@ -43,13 +43,15 @@ from data import BackgroundLoader, EpochSampler, TrainChunks
 from training.losses import DEFAULT_LOSSES
 from model import build_model
 from training.precision import set_up_precision
-from train import batch_targets, make_loader, new_model_config, separation_loss
+from training.loader import make_loader
+from training.loop import batch_targets, separation_loss
+from training.settings import new_model_config
 from utils import SAMPLE_RATE, HelpFormatter, UserError, run_cli
 
 
 class FloatItems(Dataset):
-    """The float32 item path that TrainChunks' int16 items replaced, the baseline of this
-    bench and the reference of the test that the two give bit-identical audio: item `index`
+    """The float32 item path, the baseline of this bench and the reference of the test that
+    TrainChunks' int16 items give bit-identical audio: item `index`
     is drawn as TrainChunks draws it and returned as (sources, channels, samples) float32,
     each source's codes times its scale and gain in one pass on the CPU, a swapped source
     written in reverse channel order."""
@@ -79,7 +81,7 @@ class FloatItems(Dataset):
 def float_loader(cache: StemCache, seq_dur: float, samples_per_track: int, augmentations: Sequence[str],
                  batch_size: int, workers: int, seed: int,
                  multiprocessing_context: str | None = None) -> tuple[DataLoader, EpochSampler]:
-    """The float32 path's loader, as train.make_loader built it: a DataLoader of FloatItems."""
+    """The float32 path's loader: a DataLoader of FloatItems with training's sampler."""
     chunks = TrainChunks(cache, cache.names("train"), int(seq_dur * SAMPLE_RATE), samples_per_track, augmentations,
                          seed)
     sampler = EpochSampler(len(chunks), seed)
@@ -89,7 +91,7 @@ def float_loader(cache: StemCache, seq_dur: float, samples_per_track: int, augme
 
 def loader_for(path: str, cache: StemCache, workers: int, args, training_device: str = "cuda") -> tuple:
     """(loader, sampler) of `path` ('int16' or 'float32'), training's settings, seed 0.
-    int16 with 0 workers: train.make_loader's background thread as it feeds a GPU
+    int16 with 0 workers: make_loader's background thread as it feeds a GPU
     (`training_device` cuda: the codes alone, here in memory that is not page-locked) or
     a CPU (cpu: the thread also makes the audio)."""
     if path == "float32":

@@ -253,7 +253,7 @@ def full_size_cache(cache_dir: Path, clips: str, sources: Sequence[str] = SOURCE
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(cache_dir)
     cache = StemCache.create_or_open(cache_dir, sources)
-    todo = [e for e in plan if not cache.is_cached(e["name"], False)]
+    todo = [e for e in plan if not cache.is_cached(e["name"])]
     needed = sum(e["length"] for e in todo) * len(sources) * 2 * 2 + DISK_MARGIN
     if needed > shutil.disk_usage(cache_dir).free:
         raise UserError(f"{cache_dir} needs {needed / 1e9:.1f} GB free for the full-size cache, has "
@@ -261,7 +261,7 @@ def full_size_cache(cache_dir: Path, clips: str, sources: Sequence[str] = SOURCE
     for entry in tqdm(todo, desc="building the full-size cache"):
         stems = decode_stems(entry["clip"])  # 4, channels, samples
         tiled = np.tile(stems, (1, 1, -(-entry["length"] // stems.shape[-1])))[..., :entry["length"]]
-        cache.add_track(entry["name"], entry["split"], tiled, magnitudes=False)
+        cache.add_track(entry["name"], entry["split"], tiled)
     return StemCache(cache_dir)
 
 
@@ -279,10 +279,10 @@ def measure_preprocess(out: Path, plan: list[dict], previous: dict) -> dict:
         raise UserError(f"{cache_dir} holds {len(strangers)} track(s) this build does not plan (e.g. "
                         f"{min(strangers)}): remove {cache_dir}")
     splits = {split: open_musdb(str(out), True, "train", split).tracks for split in ("train", "valid")}
-    todo = sum(not cache.is_cached(t.name, False) for tracks in splits.values() for t in tracks)
+    todo = sum(not cache.is_cached(t.name) for tracks in splits.values() for t in tracks)
     started = time.perf_counter()
     for split, tracks in splits.items():
-        broken = preprocess(tracks, split, cache, False, progress=tqdm)
+        broken = preprocess(tracks, split, cache, progress=tqdm)
         if broken:
             raise UserError(f"built track(s) could not be cached: {', '.join(broken)}")
     seconds = time.perf_counter() - started
@@ -357,7 +357,7 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
     model.train()
     loss = DEFAULT_LOSSES["magnitude"]  # the bench builds magnitude-mask models only
     scaler = precision.grad_scaler(device.type)
-    return args.batch_size / rate(lambda: step(model, optimizer, scaler, batch, True, device, precision, loss),
+    return args.batch_size / rate(lambda: step(model, optimizer, scaler, batch, device, precision, loss),
                                   args.steps, args.batch_size, device, warmup=1)
 
 

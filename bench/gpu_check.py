@@ -323,14 +323,12 @@ def make_cache(directory: Path, sizes: Sizes, root: str | None) -> StemCache:
     if root is None:
         for split, count, first_seed in (("train", sizes.train_tracks, 0), ("valid", sizes.valid_tracks, 1000)):
             for k in range(count):
-                cache.add_track(f"generated {split} {k}", split, generated_stems(first_seed + k, sizes.track_seconds),
-                                magnitudes=False)
+                cache.add_track(f"generated {split} {k}", split, generated_stems(first_seed + k, sizes.track_seconds))
         return cache
     from data import open_musdb, preprocess  # musdb and ffmpeg only for --root
 
     for split, count in (("train", sizes.train_tracks), ("valid", sizes.valid_tracks)):
-        preprocess(open_musdb(root, False, "train", split).tracks[:count], split, cache, False,
-                   progress=lambda x, **_: x)
+        preprocess(open_musdb(root, False, "train", split).tracks[:count], split, cache, progress=lambda x, **_: x)
     return cache
 
 

@@ -2,7 +2,7 @@
 step alone on one batch already on the device, with its time per step and the peak memory
 it takes, (c) both together, side by side in one run. (c) / (b)
 near 1 means the device never waits for data. Then (d) the per-epoch validation pass
-(train.validate over the cache's validation tracks) in seconds per second of audio, with
+(training.validation.validate over the cache's validation tracks) in seconds per second of audio, with
 a full-scale epoch projected from it and (c).
 
     python -m bench.train_throughput --cache cache --steps 10
@@ -31,7 +31,10 @@ from formats.cache import StemCache
 from training.losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
 from training.precision import PRECISIONS, Precision, set_up_precision
-from train import batch_targets, check_loss, make_loader, new_model_config, separation_loss, validate
+from training.loader import make_loader
+from training.loop import batch_targets, separation_loss
+from training.settings import check_loss, new_model_config
+from training.validation import validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
 
 # Full scale: 86 training tracks x 64 excerpts per epoch; 14 validation tracks, whose length
@@ -46,7 +49,7 @@ def synchronize(device: torch.device) -> None:
 
 def step(model, optimizer, scaler: torch.amp.GradScaler, batch: torch.Tensor, device: torch.device,
          precision: Precision, loss_name: str) -> None:
-    """One training step as train.train_epoch takes it; batch (B, sources, channels, samples)."""
+    """One training step as training.loop.train_epoch takes it; batch (B, sources, channels, samples)."""
     mixture, targets = batch_targets(batch, device, takes_complex(model))
     loss = separation_loss(model, mixture, targets, precision, loss_name)
     optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from training.settings import build_parser, resolve_settings
 from model import build_model, count_parameters, takes_complex
 from formats.checkpoint import load_separator
 from training.precision import resolve_precision
-from pipeline_helpers import assert_one_error_line, run_script
+from pipeline_helpers import assert_one_error_line, run_in_process, run_script
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
                "--train-args", "--hidden-size 16 --workers 0"]
@@ -68,17 +68,17 @@ def test_a_run_shared_by_two_sets_is_trained_once(tiny_experiments) -> None:
     assert sorted(d.name.split("-")[0] for d in (out / "runs").iterdir()) == ["defaults", "nb"]
 
 
-def test_rerun_reuses_finished_runs(tiny_experiments) -> None:
+def test_rerun_reuses_finished_runs(tiny_experiments, capsys) -> None:
     out, argv = tiny_experiments
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
     tables = (out / "structure.json").read_text()
-    again = run_script("experiments.py", *argv)
-    assert again.returncode == 0, again.stderr[-3000:]
+    code, err = run_in_process(experiments.main, argv, capsys)  # in this process: no interpreter to start
+    assert code == 0, err[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")} == before
     assert (out / "structure.json").read_text() == tables
 
 
-def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> None:
+def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path, capsys) -> None:
     """A run whose last.pt stops short of the budget is resumed, not restarted."""
     out, argv = tiny_experiments
     one_epoch = next(d for d in (out / "runs").iterdir() if d.name.startswith("nb"))
@@ -91,27 +91,28 @@ def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path) -> No
         "--nb-layers", "0"])
     run.mkdir(parents=True)
     (run / "last.pt").write_bytes((one_epoch / "last.pt").read_bytes())
-    result = run_script("experiments.py", *two_epochs)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, err = run_in_process(experiments.main, two_epochs, capsys)
+    assert code == 0, err[-3000:]
     assert "resuming from" in (run / "log.txt").read_text()
     history = checkpoint.load(run / "epoch_002.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0] == checkpoint.load(one_epoch / "last.pt")["history"][0]
 
 
-def test_bad_requests_are_one_line_errors(tmp_path, hq_cache) -> None:
-    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "none", "--out", tmp_path / "o"),
-                          mentions="does not exist")
+def test_bad_requests_are_one_line_errors(tmp_path, hq_cache, capsys) -> None:
+    """As run_cli runs experiments.main for the command line, in this process (the one
+    script started is the failing run's train.py)."""
+    def error(*argv) -> str:
+        code, err = run_in_process(experiments.main, [*argv, "--out", tmp_path / "o"], capsys)
+        return assert_one_error_line(err, code)
+
+    assert "does not exist" in error("--cache", tmp_path / "none")
     (tmp_path / "empty").mkdir()
-    assert_one_error_line(run_script("experiments.py", "--cache", tmp_path / "empty", "--out", tmp_path / "o"),
-                          mentions="no cache")
-    cache = str(hq_cache)
-    assert_one_error_line(run_script("experiments.py", "--cache", cache, "--only", "nope", "--out", tmp_path / "o"),
-                          mentions="'nope'")
-    failed = run_script("experiments.py", "--set", "structure", "--only", "no mask", "--cache", cache,
-                        "--epochs", "1", "--train-args", "--hidden-size 15", "--out", tmp_path / "o")
-    assert_one_error_line(failed, mentions="log.txt")
-    assert "hidden" in failed.stderr  # the last line of the failed run's log
+    assert "no cache" in error("--cache", tmp_path / "empty")
+    assert "'nope'" in error("--cache", hq_cache, "--only", "nope")
+    failed = error("--set", "structure", "--only", "no mask", "--cache", hq_cache, "--epochs", "1",
+                   "--train-args", "--hidden-size 15")
+    assert "log.txt" in failed and "hidden" in failed  # the last line of the failed run's log
     assert not list((tmp_path / "o").glob("*.json"))
 
 
