@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.start_method:
         multiprocessing.set_start_method(args.start_method)
     if args.full_size:
-        from bench.full_scale import full_size_cache
+        from bench.full_size_data import full_size_cache
         cache = full_size_cache(Path(args.full_size) / f"cache-{args.stems}stems", args.clips, SOURCE_SETS[args.stems])
     else:
         cache = StemCache(args.cache)

@@ -57,9 +57,11 @@ BENCHMARKS = {
 def test_every_benchmark_is_covered():
     # full_scale.py builds its own data from the shared clips: tests/test_full_scale.py runs it.
     # gpu_memory.py needs the fake CUDA runtime built: tests/test_fake_cuda.py runs it, or skips.
-    # gpu_check.py needs a GPU or --device cpu --quick: tests/test_gpu_check.py runs it.
+    # gpu_check.py (with its gpu_records.py and gpu_sections.py) needs a GPU or --device cpu --quick:
+    # tests/test_gpu_check.py runs it.
     scripts = {path.name for path in (REPO_ROOT / "bench").glob("*.py")} - {
-        "__init__.py", "common.py", "full_scale.py", "gpu_memory.py", "gpu_check.py"}
+        "__init__.py", "common.py", "full_scale.py", "full_size_data.py", "gpu_memory.py", "gpu_check.py", "gpu_records.py",
+        "gpu_sections.py"}
     assert scripts == set(BENCHMARKS), "add the new benchmark's small-data run to BENCHMARKS"
 
 

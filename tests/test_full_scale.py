@@ -9,7 +9,7 @@ import math
 import pytest
 import soundfile as sf
 
-from bench import full_scale
+from bench import full_scale, full_size_data
 from pipeline_helpers import assert_one_error_line, run_script
 
 TRACKS, MINUTES = 3, 0.2
@@ -75,7 +75,7 @@ def test_test_set_projection(device):
                "phase_s_per_audio_minute": {"mixture": 1.0, "griffinlim": 35.0}, "phase_pooled": ["griffinlim"]}
     got = full_scale.project_test_evaluation(figures, 16)
     projection = got["test_eval_projection"]
-    lengths = [n / 44100 / 60 for n in full_scale.track_lengths("test", 50, None)]
+    lengths = [n / 44100 / 60 for n in full_size_data.track_lengths("test", 50, None)]
     assert len(lengths) == 50 and all(3 <= m <= 5 for m in lengths)
     assert math.isclose(projection["audio_minutes"], sum(lengths))
     if device == "cpu":
