@@ -35,7 +35,7 @@ def batches_forever(loader: DataLoader, sampler: EpochSampler, first_epoch: int 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """One torch and BLAS thread meanwhile, as in a process of inference.py's pool
-    (parallel._limit_threads); the counts are restored afterwards."""
+    (separation.processes._limit_threads); the counts are restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -23,7 +23,7 @@ Sections, in this order:
               group (gloo on a CPU), DistributedDataParallel, training.loop.train_epoch,
               training.validation.validate and an all_reduce (train.py itself starts no process group
               for a single process)
-  separate    separation.separate with every phase method on the device (umx for the
+  separate    separation.segments.separate with every phase method on the device (umx for the
               magnitude methods, the complex-mask model for "model"; the vocoder an
               untrained mel_vocoder.Vocoder), Griffin-Lim with both backends
   throughput  per model and --batch-sizes at --precision auto: steps/s, excerpts/s and peak

@@ -283,7 +283,7 @@ def ddp_worker(result_path: Path, cache_dir: str, device_name: str, sizes: Sizes
 # ------------------------------------------------------------------- separate
 
 def separate_section(record: dict, run: Run, sizes: Sizes, device: torch.device) -> None:
-    """Every phase method through separation.separate on `device`, on a generated mixture."""
+    """Every phase method through separation.segments.separate on `device`, on a generated mixture."""
     mixture = generated_stems(2000, sizes.separate_seconds).sum(0).T.copy()  # (samples, channels)
     record["audio_seconds"] = sizes.separate_seconds
     vocoder = Vocoder(nb_bins=N_FFT // 2 + 1, hop=HOP, **sizes.vocoder).to(device).eval()

@@ -165,7 +165,7 @@ def test_model_refuses_an_unknown_mask():
 # ------------------------------------------------------------------- losses
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, Targets]:
-    """(the complex mixture STFT, Targets) of two random stereo stems, as train.batch_targets makes them."""
+    """(the complex mixture STFT, Targets) of two random stereo stems, as training.loop.batch_targets makes them."""
     stems = torch.randn(2, 4, 2, 4 * HOP, generator=torch.Generator().manual_seed(seed)) * 0.1
     return loop.batch_targets(stems, CPU, complex_input=True)
 
