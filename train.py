@@ -119,7 +119,7 @@ def run(settings: TrainSettings, device: torch.device) -> None:
         sampler.set_epoch(epoch)
         train_loss = train_epoch(net, loader, optimizer, scaler, device, epoch, progress=is_main, precision=precision,
                                  loss_name=settings.loss, after_step=scheduler.step if per_step else lambda: None)
-        validation = validate(model, cache, valid_names, device, precision, loss_name=settings.loss)
+        validation = validate(model, cache, valid_names, device, settings.loss)
         if not np.isfinite(validation.loss):  # never save weights that give a non-finite loss
             raise UserError(f"validation loss became {validation.loss} at epoch {epoch}; the last good checkpoint "
                             "is kept; try a lower --lr")

@@ -39,26 +39,23 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from separation import evaluation
-from separation import processes
-from separation import segments
-from training.augment import AUGMENTATIONS
-from bench.full_size_data import FULL_TEST_TRACKS, LENGTH_SPREAD, build, build_plan, clips_root, directory_bytes, track_lengths
 from bench.common import PeakTreeMemory, batches_forever, one_thread
-from bench.train_throughput import (FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step,
-                                    synchronize)
-from formats.cache import StemCache
+from bench.full_size_data import (FULL_TEST_TRACKS, LENGTH_SPREAD, build, build_plan, clips_root, directory_bytes,
+                                  track_lengths)
+from bench.train_throughput import FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS, rate, step, synchronize
 from data import input_statistics, open_musdb, preprocess
-from training.losses import DEFAULT_LOSSES
+from formats.cache import StemCache
 from model import MODELS, build_model
-from utils import STEMS
+from separation import evaluation, processes, segments
 from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
-from training.precision import PRECISIONS, Precision, set_up_precision
+from training.augment import AUGMENTATIONS
 from training.loader import make_loader
+from training.losses import DEFAULT_LOSSES
+from training.precision import PRECISIONS, Precision, set_up_precision
 from training.settings import new_model_config
 from training.validation import validate
-from utils import (SAMPLE_RATE, HelpFormatter, UserError, add_debug_flag, machine_description, remove_stale_parts,
-                   resolve_device, run_cli, write_text)
+from utils import (SAMPLE_RATE, STEMS, HelpFormatter, UserError, add_debug_flag, machine_description,
+                   remove_stale_parts, resolve_device, run_cli, write_text)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = "full_scale.json"
@@ -89,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden-size", type=int, default=None, help="model width (default: the model's own)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="of the training step and validation, as train.py's: auto is bf16 on CUDA, fp32 on CPU")
+                   help="of the training step, as train.py's: auto is bf16 on CUDA, fp32 on CPU (validation runs fp32)")
     g.add_argument("--phases", nargs="+", default=["mixture", "griffinlim"], choices=list(PHASE_METHODS),
                    help="phase methods timed on the test track (inference.py's defaults: 32 Griffin-Lim iterations, "
                         "librosa backend) and projected for the test set; the default is Task 2's")
@@ -199,11 +196,11 @@ def measure_step(model: torch.nn.Module, cache: StemCache, args: argparse.Namesp
                                   args.steps, args.batch_size, device, warmup=1)
 
 
-def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device, precision: Precision) -> dict:
+def measure_validation(model: torch.nn.Module, cache: StemCache, device: torch.device) -> dict:
     names = cache.names("valid")
     synchronize(device)
     started = time.perf_counter()
-    validate(model, cache, names, device, precision)
+    validate(model, cache, names, device)
     synchronize(device)
     seconds = time.perf_counter() - started
     audio = sum(cache.length(n) for n in names) / SAMPLE_RATE
@@ -406,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             results["step_s"] = measure_step(model, cache, args, device, precision)
             print(f"training step {results['step_s']:.3f} s", flush=True)
         elif phase == "validation":
-            results |= measure_validation(model, cache, device, precision)
+            results |= measure_validation(model, cache, device)
             print(f"validation {results['valid_s_per_epoch']:.1f} s", flush=True)
         else:
             results |= measure_separation(model, out, device, args.phases)

@@ -21,24 +21,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bench.common import batches_forever
+from bench.gpu_records import (DEFAULT_BATCH, MODELS, REPO_ROOT, SEED, TOLERANCES, Run, Sizes, error_text,
+                               generated_stems, is_out_of_memory, precisions_to_check, relative_difference)
+from bench.train_throughput import FULL_TRAIN_TRACKS, synchronize
 from formats import checkpoint
+from formats.cache import StemCache
+from model import build_model, takes_complex
+from separation.mel_vocoder import Vocoder
+from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
+from separation.segments import SeparationSettings, separate
 from training.augment import AUGMENTATIONS
 from training.loader import make_loader
 from training.loop import batch_targets, separation_loss, train_epoch
+from training.losses import DEFAULT_LOSSES
+from training.precision import Precision, resolve_precision, set_up_precision
 from training.settings import new_model_config
 from training.validation import validate
-from bench.common import batches_forever
-from bench.train_throughput import FULL_TRAIN_TRACKS, synchronize
-from formats.cache import StemCache
-from training.losses import DEFAULT_LOSSES
-from model import build_model, takes_complex
-from utils import STEMS
-from separation.mel_vocoder import Vocoder
-from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
-from training.precision import Precision, resolve_precision, set_up_precision
-from separation.segments import SeparationSettings, separate
-from utils import HOP, N_FFT, UserError, resolve_device, write_text
-from bench.gpu_records import DEFAULT_BATCH, MODELS, REPO_ROOT, Run, SEED, Sizes, TOLERANCES, error_text, generated_stems, is_out_of_memory, precisions_to_check, relative_difference
+from utils import HOP, N_FFT, STEMS, UserError, resolve_device, write_text
 
 # ------------------------------------------------------------------ precision
 
@@ -268,7 +268,7 @@ def ddp_worker(result_path: Path, cache_dir: str, device_name: str, sizes: Sizes
                                  epoch=1, progress=False, precision=precision)
         synchronize(device)
         epoch_seconds = time.perf_counter() - started
-        validation = validate(model, cache, cache.names("valid"), device, precision)
+        validation = validate(model, cache, cache.names("valid"), device)
         ones = torch.ones((), device=device)
         dist.all_reduce(ones)
         if dist.get_rank() == 0:

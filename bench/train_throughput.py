@@ -25,14 +25,14 @@ import time
 
 import torch
 
-from training.augment import AUGMENTATIONS
 from bench.common import batches_forever
 from formats.cache import StemCache
-from training.losses import DEFAULT_LOSSES, LOSSES
 from model import MASKS, MODELS, build_model, count_parameters, takes_complex
-from training.precision import PRECISIONS, Precision, set_up_precision
+from training.augment import AUGMENTATIONS
 from training.loader import make_loader
 from training.loop import batch_targets, separation_loss
+from training.losses import DEFAULT_LOSSES, LOSSES
+from training.precision import PRECISIONS, Precision, set_up_precision
 from training.settings import check_loss, new_model_config
 from training.validation import validate
 from utils import SAMPLE_RATE, HelpFormatter, resolve_device, run_cli
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> None:
         print("(d) validation: skipped, the cache holds no validation tracks")
         return
     audio_seconds = sum(cache.stems(n).shape[-1] for n in names) / SAMPLE_RATE
-    validate(model, cache, names[:1], device, precision, loss_name=loss_name)  # warm-up
+    validate(model, cache, names[:1], device, loss_name)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    validate(model, cache, names, device, precision, loss_name=loss_name)
+    validate(model, cache, names, device, loss_name)
     synchronize(device)
     per_audio_second = (time.perf_counter() - started) / audio_seconds
     epoch = FULL_TRAIN_TRACKS * args.samples_per_track / both_rate

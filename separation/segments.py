@@ -11,7 +11,7 @@ separates any audio file through audio_files.py) and train.py's validation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -165,8 +165,8 @@ class PhaseJob:
 
 
 def separate(model: torch.nn.Module, mixture: np.ndarray, settings: SeparationSettings, device: torch.device,
-             vocoder: torch.nn.Module | None = None,
-             timings: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+             vocoder: torch.nn.Module | None = None, timings: dict[str, float] | None = None,
+             on_estimate: Callable[[int, int, torch.Tensor], None] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """mixture (samples, channels) -> {phase: {stem: (samples, channels)}} for every phase
     of settings.phases, with the model on `device` (and `vocoder`, --phase vocoder's, there too).
 
@@ -175,15 +175,18 @@ def separate(model: torch.nn.Module, mixture: np.ndarray, settings: SeparationSe
     run in order, and each phase method gets its previous segment's output over the overlap
     as a lead-in to continue, so that the crossfade joins two versions of one signal rather
     than two unrelated phases (which would dip ~3 dB mid-crossfade). Each phase method's
-    seconds, summed over segments, go to timings[phase] when timings is given. A phase
-    method that cannot use the model's estimates (check_phases) is a UserError."""
-    estimates, _ = separate_deferring(model, mixture, settings, device, (), vocoder, timings)
+    seconds, summed over segments, go to timings[phase] when timings is given, and each
+    segment's (start, stop, model estimates on the device) to on_estimate when it is given,
+    before the phase methods use them (training's validation takes its loss from them). A
+    phase method that cannot use the model's estimates (check_phases) is a UserError."""
+    estimates, _ = separate_deferring(model, mixture, settings, device, (), vocoder, timings, on_estimate)
     return estimates
 
 
 def separate_deferring(model: torch.nn.Module, mixture: np.ndarray, settings: SeparationSettings,
                        device: torch.device, defer: Sequence[str], vocoder: torch.nn.Module | None = None,
-                       timings: dict[str, float] | None = None
+                       timings: dict[str, float] | None = None,
+                       on_estimate: Callable[[int, int, torch.Tensor], None] | None = None
                        ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, PhaseJob]]:
     """separate(), except for the phases in `defer`, which are not run: (the others'
     {phase: {stem: (samples, channels)}}, {deferred phase: a PhaseJob holding the model's
@@ -199,6 +202,8 @@ def separate_deferring(model: torch.nn.Module, mixture: np.ndarray, settings: Se
     for start, stop in segment_bounds(length, settings.segment, settings.overlap):
         mixture_spec = _mixture_spec(mixture[start:stop], device)
         estimate = separate_estimates(model, mixture_spec)
+        if on_estimate is not None:
+            on_estimate(start, stop, estimate)
         for method in joined.values():
             method.add(start, stop, estimate, mixture_spec)
         for job in jobs.values():

@@ -15,20 +15,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from formats import checkpoint
 import data
 import inference
-from separation import evaluation
-from separation import segments
 import train
 import utils
-from formats.cache import StemCache, mixture_and_targets
 from conftest import SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS
+from formats import checkpoint
+from formats.cache import StemCache, mixture_and_targets
 from model import Separator, build_model, count_parameters
-from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, run_script
-from training.precision import resolve_precision
+from separation import evaluation, segments
 from training.validation import track_sdr, validate
+from utils import STEMS
 
 TEST_NAMES = sorted(n for n, _ in SYNTH_TRACKS["test"])
 CHECKPOINT_KEYS = {"model_state", "model_config", "input_stats", "epoch", "history", "train_args"}
@@ -133,7 +131,7 @@ def test_validation_sdr_is_that_of_inference_with_the_mixture_phase(loss_run, hq
     model, _ = checkpoint.load_separator(loss_run / "last.pt")
     cache = StemCache(hq_cache)
     name = cache.names("valid")[0]
-    validated = validate(model, cache, [name], torch.device("cpu"), resolve_precision("fp32", torch.device("cpu")))
+    validated = validate(model, cache, [name], torch.device("cpu"))
     stems = np.array(cache.stems(name))  # sources, channels, samples
     audio = mixture_and_targets(torch.from_numpy(stems)).numpy()  # mixture, vocals, accompaniment
     folder = tmp_path / "root" / "train" / name

@@ -9,20 +9,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from formats import checkpoint
-from training import loop, precision, validation
 import train
+from formats import checkpoint
 from model import lstm_forward
 from pipeline_helpers import TINY_TRAIN
+from separation import segments
+from training import loop, precision
 from training.settings import build_parser
 
 
 def watch_dtypes(monkeypatch) -> dict[str, list]:
     """Hooks on every nn.LSTM and nn.Linear of the model train.py builds, and on the
     estimates its losses are computed from: what dtypes each saw, per phase ("train" or "valid");
-    the linear layers' within those estimates (validation's SDR runs inference's float32 path)."""
+    the linear layers' within training's estimates (validation runs inference's float32 path)."""
     seen: dict[str, list] = {"lstm_in": [], "lstm_out": [], "lstm_autocast": [], "linear_out": [], "estimate": []}
     real_build, real_estimate = train.build_model, loop.estimate_stems
+    real_separate_estimates = segments.separate_estimates
     in_loss = []
 
     def lstm_pre_hook(module, inputs):
@@ -47,12 +49,17 @@ def watch_dtypes(monkeypatch) -> dict[str, list]:
         in_loss.append(True)
         estimate = real_estimate(model, *args)
         in_loss.clear()
-        seen["estimate"].append(("train" if model.training else "valid", estimate.dtype))
+        seen["estimate"].append(("train", estimate.dtype))
+        return estimate
+
+    def separate_estimates(model, *args):
+        estimate = real_separate_estimates(model, *args)
+        seen["estimate"].append(("valid", estimate.dtype))
         return estimate
 
     monkeypatch.setattr(train, "build_model", build_model)
-    for module in (loop, validation):
-        monkeypatch.setattr(module, "estimate_stems", estimate_stems)
+    monkeypatch.setattr(loop, "estimate_stems", estimate_stems)
+    monkeypatch.setattr(segments, "separate_estimates", separate_estimates)
     return seen
 
 

@@ -1,6 +1,6 @@
-"""Validation after each epoch: the --loss over whole validation tracks, and each track's
-SDR of what inference.py outputs for the model, separated by the same function
-(separation.segments.separate); best.pt is the epoch whose validation SDR is highest."""
+"""Validation after each epoch: each validation track separated once by the function
+inference.py uses (separation.segments.separate), giving the --loss of the model's
+estimates and the SDR of the output; best.pt is the epoch whose validation SDR is highest."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import torch.distributed as dist
 
 from formats.cache import StemCache, mixture_and_targets
 from model import takes_complex
-from separation.segments import SeparationSettings, separate
+from separation.segments import SEGMENT_OVERLAP, SEGMENT_SAMPLES, SeparationSettings, separate
 from training.distributed import all_mean, rank_and_world
-from training.loop import batch_targets, estimate_stems
+from training.loop import batch_targets
 from training.losses import LOSSES
-from training.precision import Precision
-from utils import SAMPLE_RATE, STEMS
+from utils import STEMS
 
 
 @dataclass(frozen=True)
@@ -57,31 +56,34 @@ def track_sdr(estimates: dict[str, np.ndarray], targets: np.ndarray) -> list[flo
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, cache: StemCache, names: Sequence[str], device: torch.device,
-             precision: Precision, chunk_seconds: float = 60.0, loss_name: str = "mse") -> Validation:
-    """Loss and SDR over whole validation tracks (no augmentation). The loss runs under
-    `precision`, fed in chunks so memory does not grow with track length, weighted by each
-    chunk's frame count. The SDR (track_sdr) is of separate()'s output with the phase
-    inference.py uses by default for the model. Under torchrun each process takes every
-    world_size-th track."""
+             loss_name: str = "mse", segment: int = SEGMENT_SAMPLES, overlap: int = SEGMENT_OVERLAP) -> Validation:
+    """Loss and SDR over whole validation tracks (no augmentation), from one pass of each
+    track through separate(), as inference.py runs it: float32, in segments of `segment`
+    samples overlapping by `overlap`, with the phase inference.py uses by default for the
+    model. The loss is each segment's --loss on the model's estimates, weighted by the
+    segment's frame count; the SDR (track_sdr) is of the separated waveforms. Under torchrun
+    each process takes every world_size-th track."""
     model.eval()
     complex_input = takes_complex(model)
     phase = "model" if complex_input else "mixture"
+    settings = SeparationSettings(phases=(phase,), segment=segment, overlap=overlap)
     rank, world = rank_and_world()
-    total, frames = torch.zeros((), device=device), 0
-    chunk = int(chunk_seconds * SAMPLE_RATE)
+    weighted_losses, frames = [], 0
     track_sdrs = []  # (stems,) per track
     for name in names[rank::world]:
-        stems = cache.stems(name)
-        for start in range(0, stems.shape[-1], chunk):
-            piece = torch.from_numpy(np.array(stems[:, :, start:start + chunk]))[None]
-            mixture, targets = batch_targets(piece, device, complex_input)
-            n = mixture.shape[-1]
-            total += LOSSES[loss_name].function(estimate_stems(model, mixture, precision), targets) * n
-            frames += n
+        stems = torch.from_numpy(np.array(cache.stems(name))).to(device)  # sources, channels, samples
         # mixture, then the stems; channels, samples (summed on the device, as training's are)
-        audio = mixture_and_targets(torch.from_numpy(np.array(stems)).to(device)).cpu().numpy()
-        estimates = separate(model, audio[0].T, SeparationSettings(phases=(phase,)), device)[phase]
-        track_sdrs.append(track_sdr(estimates, audio[1:]))
+        audio = mixture_and_targets(stems)
+
+        def add_loss(start: int, stop: int, estimate: torch.Tensor) -> None:
+            nonlocal frames
+            _, targets = batch_targets(stems[None, ..., start:stop], device, complex_input)
+            weighted_losses.append(LOSSES[loss_name].function(estimate[None], targets) * estimate.shape[-1])
+            frames += estimate.shape[-1]
+
+        estimates = separate(model, audio[0].T.cpu().numpy(), settings, device, on_estimate=add_loss)[phase]
+        track_sdrs.append(track_sdr(estimates, audio[1:].cpu().numpy()))
+    total = torch.stack(weighted_losses).sum() if weighted_losses else torch.zeros((), device=device)
     if world > 1:
         gathered: list[list] = [[] for _ in range(world)]
         dist.all_gather_object(gathered, track_sdrs)
