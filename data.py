@@ -21,10 +21,9 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
-from training.augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, random_gain
 from formats.cache import SOURCES, ScaledStems, StemCache
+from training.augment import AUGMENTATIONS, Excerpt, TrackPool, augment_item, random_gain
 from utils import SAMPLE_RATE, UserError, stft
-
 
 # ------------------------------------------------------------------ MUSDB18
 

@@ -28,10 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-
-from formats import checkpoint
-from formats import experiment_table
-from formats import summary
+from formats import checkpoint, experiment_table, summary
 from formats.cache import StemCache
 from model import BSRNN_SIZES, config_mask
 from separation.phase import PHASE_METHODS, default_phases

@@ -15,8 +15,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from formats.cache import SOURCE_SETS, StemCache
 from data import open_musdb, preprocess
+from formats.cache import SOURCE_SETS, StemCache
 from utils import HelpFormatter, UserError, add_debug_flag, remove_stale_parts, run_cli
 
 

@@ -35,9 +35,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data import VocoderChunks
 from formats import checkpoint
 from formats.cache import StemCache
-from data import VocoderChunks
 from model import count_parameters
 from separation.mel_vocoder import Vocoder
 from separation.phase import vocode

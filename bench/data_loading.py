@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from training.augment import AUGMENTATIONS, Excerpt, augment_item
 from bench.common import PeakTreeMemory, batches_forever, tree_read_bytes
-from formats.cache import SOURCE_SETS, StemCache
 from data import BackgroundLoader, EpochSampler, TrainChunks
-from training.losses import DEFAULT_LOSSES
+from formats.cache import SOURCE_SETS, StemCache
 from model import build_model
-from training.precision import set_up_precision
+from training.augment import AUGMENTATIONS, Excerpt, augment_item
 from training.loader import make_loader
 from training.loop import batch_targets, separation_loss
+from training.losses import DEFAULT_LOSSES
+from training.precision import set_up_precision
 from training.settings import new_model_config
 from utils import SAMPLE_RATE, HelpFormatter, UserError, run_cli
 

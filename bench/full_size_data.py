@@ -13,10 +13,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from bench.train_throughput import FULL_TRAIN_TRACKS, FULL_VALID_TRACKS, MEAN_TRACK_SECONDS
-from formats.cache import SOURCES, StemCache
 from data import check_track, decode_stems, open_musdb
+from formats.cache import SOURCES, StemCache
 from utils import SAMPLE_RATE, UserError, atomic_path, remove_stale_parts
-
 
 FULL_TEST_TRACKS = 50
 # Real MUSDB18 tracks average ~240 s; lengths are drawn uniformly within +-LENGTH_SPREAD of

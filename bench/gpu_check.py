@@ -61,11 +61,11 @@ from typing import Iterator, Sequence
 
 import torch
 
-from formats.cache import StemCache
-from training.precision import set_up_precision
 from bench.gpu_records import FULL, QUICK, SECTIONS, Run, Sizes, data_section, describe_device
 from bench.gpu_sections import (ddp_worker, precision_section, separate_section, throughput_section, torchrun_section,
                                 train_section)
+from formats.cache import StemCache
+from training.precision import set_up_precision
 from utils import HelpFormatter, UserError, add_debug_flag, resolve_device, run_cli
 
 

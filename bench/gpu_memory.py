@@ -55,12 +55,12 @@ def measure(kind: str, precision_name: str, batch: int, seconds: float) -> dict:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from training.losses import DEFAULT_LOSSES
-    from training.loop import batch_targets, separation_loss
-    from training.settings import new_model_config
     from model import build_model, takes_complex
-    from training.precision import resolve_precision
     from tests.fake_cuda import harness
+    from training.loop import batch_targets, separation_loss
+    from training.losses import DEFAULT_LOSSES
+    from training.precision import resolve_precision
+    from training.settings import new_model_config
     from utils import SAMPLE_RATE
 
     name, mask = MODEL_KINDS[kind]

@@ -18,7 +18,6 @@ import torch
 
 from formats.cache import SOURCES, StemCache
 from training.precision import cuda_capability, resolve_precision
-
 from utils import SAMPLE_RATE, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -27,17 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from formats import checkpoint
-from separation import evaluation
-from separation import audio_files
-from separation import processes
-from separation import segments
 from bench import phase_speed
 from data import open_musdb
+from formats import checkpoint
 from model import Separator
-from utils import STEMS
+from separation import audio_files, evaluation, processes, segments
 from separation.phase import PHASE_METHODS, PhaseSettings
-from utils import SAMPLE_RATE, HelpFormatter, run_cli, save_audio
+from utils import SAMPLE_RATE, STEMS, HelpFormatter, run_cli, save_audio
 
 
 def separation_speed(seconds: float, device: torch.device, repeats: int = 1) -> float:

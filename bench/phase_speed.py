@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from formats import checkpoint
-from utils import STEMS
 from separation.phase import PHASE_METHODS, PhaseSettings
-from utils import SAMPLE_RATE, HelpFormatter, UserError, resolve_device, run_cli, stft
+from utils import SAMPLE_RATE, STEMS, HelpFormatter, UserError, resolve_device, run_cli, stft
 
 # (row label, method, options beyond the shared ones); the first row is the reference.
 RUNS = (

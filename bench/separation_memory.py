@@ -46,10 +46,9 @@ def child(minutes: float, whole: bool, phase: str, gl_backend: str, threads: int
     import numpy as np
     import torch
 
-
+    from model import Separator
     from separation import segments
     from separation.phase import PhaseSettings
-    from model import Separator
 
     if threads:
         torch.set_num_threads(threads)

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from formats import checkpoint
-from formats import experiment_table
-from formats import summary
+from formats import checkpoint, experiment_table, summary
 from formats.experiment_table import Experiment
-from utils import STEMS
-from utils import UserError
+from utils import STEMS, UserError
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 SAMPLE_FILES = ("mixture", "reference_vocals", "reference_accompaniment", "vocals", "accompaniment")

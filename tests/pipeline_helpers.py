@@ -3,6 +3,7 @@ running the project's scripts as subprocesses or in-process, and checking their 
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -66,3 +67,14 @@ def offline_env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MUSDB_PATH"}
     env["HOME"] = str(home)
     return env
+
+
+def repository_imports(module: str) -> set[str]:
+    """The repository's modules that `module` (dotted) imports anywhere in its source."""
+    names = set()
+    for node in ast.walk(ast.parse((REPO_ROOT / f"{module.replace('.', '/')}.py").read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if (REPO_ROOT / f"{n.replace('.', '/')}.py").is_file()}

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from test_data import item_audio, locate
 
+from data import TrainChunks
+from formats.cache import SOURCES, StemCache
 from training import rhythm
 from training.augment import parse_augmentations
-from formats.cache import SOURCES, StemCache
-from data import TrainChunks
-from test_data import item_audio, locate
 from utils import SAMPLE_RATE
 
 SECONDS = 8.0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model import build_model
 from training import batch_fit, loop
 from training.losses import DEFAULT_LOSSES
-from model import build_model
 from training.precision import resolve_precision
 from utils import UserError
 

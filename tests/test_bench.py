@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+from test_vocoder import TINY_VOCODER
 
 from pipeline_helpers import REPO_ROOT, run_script
-from test_vocoder import TINY_VOCODER
 
 # A batch of 64 half-second excerpts: the 3 training tracks x 64 excerpts per epoch are 3
 # batches, fewer than any of these timings takes.

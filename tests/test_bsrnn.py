@@ -8,17 +8,17 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_model import forward_random_magnitudes
 
-from formats import checkpoint
-from separation import segments
-from reporting import text as report_text
 import train
 import utils
-from training import settings
+from formats import checkpoint
 from model import BandSplitRNN, Separator, bandwidth_bins, build_model, count_parameters, layout_band_widths
-from utils import STEMS
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
-from test_model import forward_random_magnitudes
+from reporting import text as report_text
+from separation import segments
+from training import settings
+from utils import STEMS
 
 # The smallest bsrnn: the band layout stays the paper's, only the widths shrink.
 TINY = {"feature_size": 8, "nb_layers": 1}

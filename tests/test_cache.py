@@ -15,8 +15,8 @@ import soundfile as sf
 import preprocess
 import train
 import utils
-from formats.cache import CACHE_VERSION, SOURCES, ScaledStems, StemCache
 from conftest import SYNTH_TRACKS, VALID_TRACKS
+from formats.cache import CACHE_VERSION, SOURCES, ScaledStems, StemCache
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line
 from utils import UserError
 

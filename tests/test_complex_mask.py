@@ -13,27 +13,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_speed import OVERLAP, SEGMENT, _music
 
-from formats import checkpoint
-from formats import experiment_table
 import experiments
 import inference
-from reporting import text as report_text
-from separation import segments
-from formats import summary
 import train
 import utils
-from training import loop, settings
+from formats import checkpoint, experiment_table, summary
 from formats.cache import StemCache, mixture_and_targets
-from training.losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
 from model import BSRNN_SIZES, BandSplitRNN, build_model, count_parameters, takes_complex
-from utils import STEMS
+from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process, run_script
+from reporting import text as report_text
+from separation import segments
 from separation.phase import PHASE_METHODS, PhaseSettings, default_phases
 from separation.segments import SeparationSettings
+from training import loop, settings
+from training.losses import DEFAULT_LOSSES, LOSSES, SDR_FLOOR, SDR_WEIGHT, Targets, complex_and_sdr, complex_mse
 from training.precision import resolve_precision
-from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process, run_script
-from test_speed import OVERLAP, SEGMENT, _music
-from utils import HOP, N_FFT, SAMPLE_RATE, istft, stft
+from utils import HOP, N_FFT, SAMPLE_RATE, STEMS, istft, stft
 
 CPU = torch.device("cpu")
 TINY = {"feature_size": 8, "nb_layers": 1}
@@ -356,6 +353,7 @@ def test_validation_sdr_is_that_of_the_models_own_estimate(complex_run, hq_cache
     np.testing.assert_allclose([row[f"valid_sdr_{stem}"] for stem in STEMS], expected, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_inference_scores_phase_model_and_mixture(complex_run, hq_root, tmp_path, capsys):
     code, err = run_in_process(inference.main, [
         "--root", hq_root, "--is-wav", "--subset", "train", "--split", "valid", "--checkpoint",
@@ -411,6 +409,7 @@ def test_experiment_rows_scored_by_different_phases_say_which(tmp_path):
     assert report_text.experiment_table(one_phase)[1][0][0] == "bsrnn, magnitude masks"
 
 
+@pytest.mark.slow
 def test_throughput_bench_takes_complex_masks(hq_cache):
     result = run_script("-m", "bench.train_throughput", "--cache", hq_cache, "--model", "bsrnn", "--mask", "complex",
                         "--hidden-size", "8", "--nb-layers", "1", "--steps", "1", "--warmup", "1", "--batch-size",

@@ -12,10 +12,9 @@ from torch.utils.data import DataLoader
 
 import data
 import utils
-from formats.cache import SOURCES, StemCache
 from data import EpochSampler, StemBatch, TrainChunks, VocoderChunks
+from formats.cache import SOURCES, StemCache
 from utils import UserError
-
 
 # ------------------------------------------------------------ datasets
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from formats import checkpoint
 from data import EpochSampler
+from formats import checkpoint
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, script_env
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from separation import evaluation
 import utils
+from separation import evaluation
 from utils import STEMS
 
 REAL_TRACK = "Music Delta - 80s Rock"

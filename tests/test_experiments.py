@@ -10,15 +10,14 @@ import math
 import pytest
 import torch
 
-from formats import checkpoint
-from formats import experiment_table
 import experiments
-from training.loop import batch_targets, separation_loss
-from training.settings import build_parser, resolve_settings
-from model import build_model, count_parameters, takes_complex
+from formats import checkpoint, experiment_table
 from formats.checkpoint import load_separator
-from training.precision import resolve_precision
+from model import build_model, count_parameters, takes_complex
 from pipeline_helpers import assert_one_error_line, run_in_process, run_script
+from training.loop import batch_targets, separation_loss
+from training.precision import resolve_precision
+from training.settings import build_parser, resolve_settings
 
 TINY_BUDGET = ["--epochs", "1", "--samples-per-track", "1", "--seq-dur", "1", "--batch-size", "2", "--device", "cpu",
                "--train-args", "--hidden-size 16 --workers 0"]
@@ -40,6 +39,7 @@ def tiny_experiments(tmp_path_factory, hq_root, hq_cache):
     return out, argv
 
 
+@pytest.mark.slow
 def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments) -> None:
     out, argv = tiny_experiments
     structure = experiment_table.read(out / "structure.json")
@@ -63,11 +63,13 @@ def test_tables_hold_every_run_scored_from_its_final_checkpoint(tiny_experiments
     assert "1 epochs x 1 excerpts of 1 s" in markdown and "| no LSTM | `--nb-layers 0` |" in markdown
 
 
+@pytest.mark.slow
 def test_a_run_shared_by_two_sets_is_trained_once(tiny_experiments) -> None:
     out, _ = tiny_experiments
     assert sorted(d.name.split("-")[0] for d in (out / "runs").iterdir()) == ["defaults", "nb"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_runs(tiny_experiments, capsys) -> None:
     out, argv = tiny_experiments
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
@@ -78,6 +80,7 @@ def test_rerun_reuses_finished_runs(tiny_experiments, capsys) -> None:
     assert (out / "structure.json").read_text() == tables
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_budget(tiny_experiments, tmp_path, capsys) -> None:
     """A run whose last.pt stops short of the budget is resumed, not restarted."""
     out, argv = tiny_experiments

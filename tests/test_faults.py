@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from formats import checkpoint
 import inference
 import preprocess
 import train
 import utils
-from formats.cache import CACHE_VERSION, SOURCES, StemCache
 from conftest import VALID_TRACKS, write_hq_dataset
+from formats import checkpoint
+from formats.cache import CACHE_VERSION, SOURCES, StemCache
 from model import Separator
 from pipeline_helpers import REPO_ROOT, TINY_TRAIN, assert_one_error_line, run_in_process, script_env
 

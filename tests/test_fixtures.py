@@ -7,14 +7,7 @@ from pathlib import Path
 import musdb
 import numpy as np
 
-from conftest import (
-    RATE,
-    SOURCES,
-    SYNTH_TRACKS,
-    TRACK_SECONDS,
-    VALID_TRACKS,
-    make_track_audio,
-)
+from conftest import RATE, SOURCES, SYNTH_TRACKS, TRACK_SECONDS, VALID_TRACKS, make_track_audio
 
 N_SAMPLES = int(round(TRACK_SECONDS * RATE))
 _SEEDS = {name: seed for entries in SYNTH_TRACKS.values() for name, seed in entries}

@@ -92,6 +92,7 @@ def test_test_set_projection(device):
         assert math.isclose(got["projected_test_eval_h"], projection["main_h"] + projection["pool_h"])
 
 
+@pytest.mark.slow  # opens musdb on the 94 clips before it can refuse
 def test_other_build_refused(real_root, tmp_path):
     """Folders the plan does not hold (a larger earlier build) would leak into training: one error line."""
     (tmp_path / "train" / "Someone Else - Song").mkdir(parents=True)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench import gpu_check, gpu_records, gpu_sections
-from separation.phase import PHASE_METHODS
 from pipeline_helpers import assert_one_error_line, run_in_process, run_script
+from separation.phase import PHASE_METHODS
 
 QUICK_CPU = ["--device", "cpu", "--quick"]
 
@@ -136,6 +136,8 @@ def test_a_model_that_does_not_fit_for_the_precision_check_is_skipped_not_failed
         return real_steps(model, *args, **kwargs)
 
     monkeypatch.setattr(gpu_sections, "train_steps", train_steps)
+    # the two band-split kinds only: one that fits and one that does not
+    monkeypatch.setattr(gpu_sections, "MODELS", {name: gpu_records.MODELS[name] for name in ("bsrnn", "bsrnn-complex")})
     out = tmp_path / "out.json"
     code, stderr = run_in_process(gpu_check.main, [*QUICK_CPU, "--sections", "precision", "--out", out], capsys)
     assert code == 0, stderr  # a card too small for a model is not a failed check
@@ -143,6 +145,7 @@ def test_a_model_that_does_not_fit_for_the_precision_check_is_skipped_not_failed
     assert {name: run["status"] for name, run in runs["bsrnn-complex"].items()} == {
         name: "skipped: out of memory" for name in ("fp32", "bf16", "fp16")}
     assert set(runs["bsrnn"]["bf16"]["vs_fp32"]) == {"reference", "first_step", "last_round"}
+    assert "umx" not in runs
 
 
 @pytest.mark.slow

@@ -13,13 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from formats import checkpoint
 import inference
-from separation import processes
-from separation import segments
 import utils
+from formats import checkpoint
 from model import Separator
 from pipeline_helpers import REPO_ROOT, assert_one_error_line, script_env
+from separation import processes, segments
 
 VOCALS_GAIN = 0.3  # the complementary model's constant masks: 0.3 and 0.7
 # The Wiener filter (--input's default phase) gives each stem its share of the power
@@ -104,8 +103,8 @@ def separated(files, tmp_path_factory):
     WAV output, two workers (the stems are written in the pool)."""
     out = tmp_path_factory.mktemp("separated")
     inputs = [files["mono_mp3"], files["stereo_flac"], files["stereo_m4a"]]
-    import io
     import contextlib
+    import io
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = utils.run_cli(inference.main, ["--input", *map(str, inputs), "--checkpoint", str(files["complementary"]),
@@ -156,6 +155,7 @@ def _model_must_not_run_here(*_, **__):
     raise AssertionError("the model ran in the main process")
 
 
+@pytest.mark.slow
 def test_input_in_parallel_equals_serial(files, tmp_path, capsys, monkeypatch):
     """--workers 2 on the CPU separates whole files in the pool, the model included (here it
     is made to fail in this process); with the model kept here, as on a GPU, the pool runs

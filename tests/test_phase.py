@@ -4,17 +4,17 @@ the shapes every method returns."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import librosa
 import musdb
 import numpy as np
 import pytest
 import torch
 
-import dataclasses
-
+from inference import build_parser, phase_settings
 from separation import phase, wiener
 from separation.evaluation import RunScores, evaluate_track, format_table
-from inference import build_parser, phase_settings
 from separation.mel_vocoder import Vocoder
 from separation.phase import PHASE_METHODS, PhaseSettings, resolve_gl_backend
 from separation.segments import SeparationSettings

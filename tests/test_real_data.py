@@ -10,13 +10,13 @@ import musdb
 import numpy as np
 import pytest
 
-from formats import checkpoint
 import inference
 import preprocess
 import train
+from formats import checkpoint
 from formats.cache import SOURCES, StemCache
-from utils import STEMS
 from pipeline_helpers import TINY_TRAIN
+from utils import STEMS
 
 TRAIN_CLIPS = ["A Classic Education - NightOwl", "ANiMAL - Clinic A"]
 VALID_CLIP = "ANiMAL - Rockshow"

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from formats import checkpoint
-from training import schedules
 import train
 import utils
-from training.losses import LOSSES, Targets, soft_floor_sdr
-from training.loop import batch_targets
+from formats import checkpoint
 from model import Separator, build_model
 from pipeline_helpers import TINY_TRAIN, assert_one_error_line, run_in_process
+from training import schedules
+from training.loop import batch_targets
+from training.losses import LOSSES, Targets, soft_floor_sdr
 
 
 def _optimizer() -> torch.optim.Optimizer:

@@ -4,7 +4,6 @@ references), the Markdown tables, the listening page in a real browser, the CLI 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
@@ -26,8 +25,8 @@ import inference
 import preprocess
 import report
 import train
-from conftest import VALID_TRACKS, write_hq_dataset
-from pipeline_helpers import REPO_ROOT, TINY_TRAIN
+from conftest import SYNTH_TRACKS, VALID_TRACKS, write_hq_dataset
+from pipeline_helpers import REPO_ROOT, TINY_TRAIN, repository_imports
 from reporting import references as report_references
 from reporting import text as report_text
 from reporting.runs import load_runs, load_training
@@ -47,14 +46,14 @@ SCRIPTS = ("train", "inference", "preprocess", "report", "experiments", "vocoder
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, hq_root: Path, hq_cache: Path) -> SimpleNamespace:
-    """Three epochs of a tiny model; epochs 1 and 3 scored on the test set with both phase
+    """Three epochs of a tiny model; epochs 1 and 3 scored on a test track with both phase
     methods. Scored in this process (--workers 0): worker processes would each import the
     libraries again."""
     root = tmp_path_factory.mktemp("tiny_run")
     run = SimpleNamespace(checkpoints=root / "checkpoints", results=root / "results", samples=root / "samples")
     train.main(["--cache", str(hq_cache), "--checkpoint-dir", str(run.checkpoints), "--epochs", "3",
                 "--save-epochs", "1", "2", "3", *TINY_TRAIN])
-    inference.main(["--root", str(hq_root), "--is-wav", "--subset", "test",
+    inference.main(["--root", str(hq_root), "--is-wav", "--subset", "test", "--tracks", SYNTH_TRACKS["test"][0][0],
                     "--checkpoint", str(run.checkpoints / "epoch_001.pt"), str(run.checkpoints / "epoch_003.pt"),
                     "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--samples", "1", "--device", "cpu",
                     "--workers", "0", "--out", str(run.results), "--samples-dir", str(run.samples)])
@@ -289,17 +288,6 @@ def test_flags_train_py_does_not_define_are_not_listed(tiny_run: SimpleNamespace
     methodology = report_text.methodology(training, runs)
     assert "loss: compressed; best.pt" in " ".join(methodology["Training"])
     assert "from cached magnitudes" in methodology["Data and augmentation"][0]
-
-
-def repository_imports(module: str) -> set[str]:
-    """The repository's modules that `module` (dotted) imports, read from its source."""
-    names = set()
-    for node in ast.walk(ast.parse((REPO_ROOT / f"{module.replace('.', '/')}.py").read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    return {n for n in names if (REPO_ROOT / f"{n.replace('.', '/')}.py").is_file()}
 
 
 def test_the_report_wing_is_siblings_that_import_no_script() -> None:

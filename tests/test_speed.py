@@ -19,17 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from formats import checkpoint
 import inference
-from separation import processes
-from separation import segments
 import utils
 from conftest import SYNTH_TRACKS
+from formats import checkpoint
 from model import Separator
+from pipeline_helpers import assert_one_error_line, run_script
+from separation import processes, segments
 from separation.mel_vocoder import Vocoder
 from separation.phase import PHASE_METHODS, PhaseSettings
 from separation.segments import SeparationSettings
-from pipeline_helpers import assert_one_error_line, run_script
 from utils import HOP, N_FFT, SAMPLE_RATE, STEMS
 
 CPU = torch.device("cpu")
@@ -128,8 +127,11 @@ def test_segmented_lstm_separation_has_no_seams():
         assert np.abs(chunked[stem] - whole[stem]).max() < 0.03 * peak, stem
 
 
-@pytest.mark.parametrize("phase, backend", [("griffinlim", "librosa"), ("griffinlim", "torch"),
-                                            ("griffinlim-mixinit", "torch"), ("misi", "torch")])
+@pytest.mark.parametrize("phase, backend", [
+    ("griffinlim", "torch"),
+    *(pytest.param(*case, marks=pytest.mark.slow)
+      for case in [("griffinlim", "librosa"), ("griffinlim-mixinit", "torch"), ("misi", "torch")]),
+])
 def test_phase_jobs_in_the_pool_equal_the_serial_run(phase, backend):
     """A deferred phase method (separate_deferring) run by PhaseJob.run in a pool process
     gives separate()'s own estimates, segments, lead-ins and all; two copies of the job at

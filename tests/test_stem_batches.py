@@ -11,16 +11,16 @@ import threading
 import numpy as np
 import pytest
 import torch
-
-from training.augment import AUGMENTATION_REGISTRY
-from bench.data_loading import float_loader
-from formats.cache import SOURCE_SETS, SOURCES, StemCache, mixture_and_targets
-from data import BackgroundLoader, EpochSampler, StemBatch, TrainChunks
-from training.loader import make_loader
-from training.loop import batch_targets
-from pipeline_helpers import run_script
 from test_automix import click_stems, make_click_cache
 from test_data import item_audio, locate
+
+from bench.data_loading import float_loader
+from data import BackgroundLoader, EpochSampler, StemBatch, TrainChunks
+from formats.cache import SOURCE_SETS, SOURCES, StemCache, mixture_and_targets
+from pipeline_helpers import run_script
+from training.augment import AUGMENTATION_REGISTRY
+from training.loader import make_loader
+from training.loop import batch_targets
 from utils import SAMPLE_RATE, UserError
 
 CPU = torch.device("cpu")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from formats import checkpoint
 import utils
+from formats import checkpoint
 from model import Separator
 from utils import HOP, N_FFT, UserError
 

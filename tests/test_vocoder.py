@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_input import save_like_train, tones
 
-from formats import checkpoint
 import inference
 import utils
 import vocoder as vocoder_script
 from conftest import VALID_TRACKS
+from formats import checkpoint
 from model import Separator, count_parameters
-from utils import STEMS
+from pipeline_helpers import assert_one_error_line, run_script
 from separation import processes
 from separation.mel_vocoder import Vocoder
 from separation.phase import PHASE_METHODS, vocode
-from pipeline_helpers import assert_one_error_line, run_script
-from test_input import save_like_train, tones
+from utils import STEMS
 
 # The smallest vocoder.py run that exercises all of it: a 2-block, 16-wide network.
 TINY_VOCODER = ["--n-mels", "32", "--dim", "16", "--hidden", "32", "--blocks", "2", "--seq-dur", "0.25",
@@ -165,8 +165,8 @@ def _best_matches(excerpts: list[torch.Tensor], signals: list[torch.Tensor]) -> 
 
 
 def test_vocoder_excerpts_are_stems_of_the_given_tracks(hq_cache):
-    from formats.cache import StemCache
     from data import VocoderChunks
+    from formats.cache import StemCache
 
     cache = StemCache(hq_cache)
     names = cache.names("train")  # what vocoder.py passes: the validation tracks are never read
