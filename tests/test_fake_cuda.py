@@ -51,6 +51,7 @@ def results(fake_cuda_library, hq_cache, tmp_path_factory) -> dict[str, dict]:
     return merged
 
 
+@pytest.mark.slow  # ~50 scenarios of ~1 s each: the full run's tier, not the quick one's
 @pytest.mark.parametrize("name", sorted(scenarios.scenarios()))
 def test_on_fake_cuda(name, results):
     result = results[name]
