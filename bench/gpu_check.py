@@ -17,7 +17,7 @@ Sections, in this order:
               dropout off, so the runs differ by their arithmetic alone); checks every loss
               is finite and each precision's losses agree with fp32's (TOLERANCES); a
               model the card cannot hold at batch 4 is recorded as skipped
-  train       train.main, a few epochs of umx at each of those precisions: finite training
+  train       train.py, a few epochs of umx at each of those precisions: finite training
               and validation losses in log.csv, and the checkpoint records the precision
   torchrun    torchrun --nproc_per_node 1 of this script's own DDP worker: an NCCL process
               group (gloo on a CPU), DistributedDataParallel, training.loop.train_epoch,

@@ -200,9 +200,9 @@ def train_section(record: dict, run: Run, cache: StemCache, sizes: Sizes, device
         if result is None:
             continue
         finite = all(math.isfinite(row[key]) for row in result["epochs"] for key in ("train_loss", "valid_loss"))
-        run.check(f"train: train.main {precision_name} losses finite",
+        run.check(f"train: train.py {precision_name} losses finite",
                   finite and len(result["epochs"]) == sizes.train_epochs)
-        run.check(f"train: train.main {precision_name} checkpoint records its precision",
+        run.check(f"train: train.py {precision_name} checkpoint records its precision",
                   result["recorded_precision"] == precision_name and bool(result["recorded_reason"]),
                   recorded=result["recorded_precision"], reason=result["recorded_reason"])
         last = result["epochs"][-1]

@@ -21,6 +21,11 @@ def source_modules() -> dict[str, str]:
     return {".".join(p.relative_to(REPO_ROOT).with_suffix("").parts): str(p.relative_to(REPO_ROOT)) for p in paths}
 
 
+def python_files() -> list[str]:
+    """Every Python file of the project, tests included, relative to the root."""
+    return [*source_modules().values(), *(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").rglob("*.py"))]
+
+
 def test_the_root_holds_the_scripts_and_the_core_modules() -> None:
     root = {p.stem for p in REPO_ROOT.glob("*.py")}
     assert ENTRY_POINTS <= root and {"model", "data", "utils"} <= root
@@ -28,21 +33,18 @@ def test_the_root_holds_the_scripts_and_the_core_modules() -> None:
 
 
 def test_no_module_imports_an_entry_point_and_there_is_no_cycle() -> None:
-    modules = source_modules()
-    graph = {name: repository_imports(name) - {name.rsplit(".", 1)[0]} for name in modules}  # not its package
+    graph = {name: repository_imports(name) for name in source_modules()}
     importers = {name: sorted(graph[name] & ENTRY_POINTS) for name in graph if graph[name] & ENTRY_POINTS}
     assert not importers, importers
     list(TopologicalSorter(graph).static_order())  # CycleError on a cycle
 
 
 def test_no_source_file_is_over_500_lines() -> None:
-    paths = [*source_modules().values(), *(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").rglob("*.py"))]
-    long = {path: n for path in paths if (n := len((REPO_ROOT / path).read_text().splitlines())) > MAX_LINES}
+    long = {path: n for path in python_files() if (n := len((REPO_ROOT / path).read_text().splitlines())) > MAX_LINES}
     assert not long, long
 
 
 def test_imports_are_sorted() -> None:
     config = isort.Config(settings_path=str(REPO_ROOT))
-    paths = [*source_modules().values(), *(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").rglob("*.py"))]
-    unsorted = [path for path in paths if not isort.check_file(REPO_ROOT / path, config=config, show_diff=False)]
+    unsorted = [path for path in python_files() if not isort.check_file(REPO_ROOT / path, config=config, show_diff=False)]
     assert not unsorted, f"run: isort {' '.join(unsorted)}"
